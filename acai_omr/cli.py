@@ -1,0 +1,50 @@
+"""The single `acai-omr` command line; each job is a subcommand.
+
+Subcommands live next to the code they drive. Each module listed in
+``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
+subcommands (with ``set_defaults(func=...)``) to the named group. Modules are
+imported when the parser is built, so they must keep heavy imports (torch,
+verovio, ...) inside the functions that run the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# group name -> (help text, modules that register subcommands into the group)
+COMMAND_GROUPS: dict[str, tuple[str, list[str]]] = {
+    "lmx": ("Linearized MusicXML: convert between MusicXML and LMX tokens", ["acai_omr.lmx.cli"]),
+    "eval": ("Evaluate predictions or models (TEDn, SER)", ["acai_omr.metrics.cli"]),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acai-omr",
+        description="Acai OMR: pianoform sheet music (photo, scan, PDF) to MusicXML.",
+    )
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND")
+    for name, (help_text, modules) in COMMAND_GROUPS.items():
+        group_parser = groups.add_parser(name, help=help_text, description=help_text)
+        sub = group_parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+        group_parser.set_defaults(func=None, _group_parser=group_parser)
+        for module_name in modules:
+            importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        (getattr(args, "_group_parser", None) or parser).print_help()
+        return 2
+    result = func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
