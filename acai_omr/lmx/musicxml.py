@@ -120,6 +120,8 @@ def _read_mxl(path: Path) -> bytes:
 def read_score(path: str | os.PathLike) -> ET.Element:
     """Read a .musicxml/.xml/.mxl file and return its ``score-partwise`` root."""
     path = Path(path)
+    if not path.exists():
+        raise MusicXMLError(f"{path}: no such file")
     try:
         data = _read_mxl(path) if path.suffix.lower() == ".mxl" else path.read_bytes()
     except FileNotFoundError:
@@ -174,9 +176,13 @@ def part_to_score(part: ET.Element, part_id: str = "P1", name: str = "Piano") ->
     return score
 
 
-def score_to_string(root: ET.Element) -> str:
-    """Serialize a score (indented, with XML declaration and MusicXML 3.1 DOCTYPE)."""
-    root = copy.deepcopy(root)
+def score_to_string(root: ET.Element, *, in_place: bool = False) -> str:
+    """Serialize a score (indented, with XML declaration and MusicXML 3.1 DOCTYPE).
+
+    Indenting rewrites whitespace, so it works on a copy unless ``in_place``.
+    """
+    if not in_place:
+        root = copy.deepcopy(root)
     ET.indent(root, space="  ")
     buffer = io.StringIO()
     ET.ElementTree(root).write(buffer, encoding="unicode", xml_declaration=False)
