@@ -11,6 +11,7 @@ APT_PACKAGES=(
   musescore3                     # engraving: MusicXML -> PNG/PDF/MIDI, data synthesis
   imagemagick                    # flatten MuseScore's transparent PNGs
   fonts-dejavu-core              # a text font for labels on contact sheets / overlays
+  chromium                       # headless browser for the end-to-end web tests (Playwright)
 )
 
 SUDO=""

@@ -16,8 +16,16 @@ import sys
 # group name -> (help text, modules that register subcommands into the group)
 COMMAND_GROUPS: dict[str, tuple[str, list[str]]] = {
     "lmx": ("Linearized MusicXML: convert between MusicXML and LMX tokens", ["acai_omr.lmx.cli"]),
-    "eval": ("Evaluate predictions or models (TEDn, SER)", ["acai_omr.metrics.cli"]),
+    "eval": ("Evaluate predictions or models (TEDn, SER)", ["acai_omr.metrics.cli", "acai_omr.inference.evaluate"]),
+    "train": ("Train the model: MAE pretraining, then supervised image -> LMX", ["acai_omr.train.cli", "acai_omr.train.grpo_cli"]),
+    "web": ("The web app: upload a page, edit system boxes, download MusicXML", ["acai_omr.web.cli"]),
+    "data": ("Training data: render corpora into labelled system images, inspect them",
+             ["acai_omr.data.cli", "acai_omr.data.show_cli"]),
 }
+
+
+# modules whose register(subparsers) adds commands directly at the top level (no group)
+TOP_LEVEL_COMMANDS: list[str] = ["acai_omr.inference.cli", "acai_omr.detect.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         group_parser.set_defaults(func=None, _group_parser=group_parser)
         for module_name in modules:
             importlib.import_module(module_name).register(sub)
+    for module_name in TOP_LEVEL_COMMANDS:
+        importlib.import_module(module_name).register(groups)
     return parser
 
 

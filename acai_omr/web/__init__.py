@@ -1,23 +1,116 @@
-"""The Flask web app (app factory + blueprints)."""
+"""The Flask web app (app factory + blueprints): photo/scan/PDF of a page -> MusicXML in the browser.
+
+Settings come from `acai_omr.config.WebConfig`, overridden by environment
+variables (ACAI_WEIGHTS_DIR, ACAI_WEB_WORK_DIR) and then by the app config
+passed to `create_app` (key "WEB": a WebConfig or a dict of its fields).
+Jobs live in this process (an in-process queue and thread pool), so run one
+gunicorn worker process with several threads (deploy/gunicorn.conf.py).
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+import dataclasses
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
 
+from flask import Flask, jsonify, request
+
+from acai_omr.config import WebConfig
 from acai_omr.paths import REPO_ROOT
 
 
+def resolve_web_config(overrides: WebConfig | dict | None = None) -> WebConfig:
+    """Defaults <- environment <- explicit overrides."""
+    cfg = WebConfig()
+    if os.environ.get("ACAI_WEIGHTS_DIR"):
+        cfg.weights_dir = os.environ["ACAI_WEIGHTS_DIR"]
+    if os.environ.get("ACAI_WEB_WORK_DIR"):
+        cfg.work_dir = os.environ["ACAI_WEB_WORK_DIR"]
+    if isinstance(overrides, WebConfig):
+        cfg = dataclasses.replace(overrides)
+    elif overrides:
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(WebConfig)})
+        if unknown:
+            raise ValueError(f"unknown WebConfig field(s): {', '.join(unknown)}")
+        cfg = dataclasses.replace(cfg, **overrides)
+    return cfg
+
+
+class AppState:
+    """What the handlers share: settings, work folder, the model holder and the job runner."""
+
+    def __init__(self, cfg: WebConfig):
+        from acai_omr.inference.pipeline import JobRunner, ModelHolder, PipelineSettings
+        from acai_omr.web.uploads import remove_expired
+
+        self.cfg = cfg
+        self.work_dir = Path(cfg.work_dir or Path(tempfile.gettempdir()) / "acai-omr-web")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        remove_expired(self.work_dir, ttl_seconds=0)  # leftovers of a previous run
+        self.model = ModelHolder(cfg.weights_dir or None, cfg.device, cfg.torch_threads)
+        settings = PipelineSettings(render=cfg.render, render_timeout=cfg.render_timeout,
+                                    max_tokens=cfg.max_tokens, constrained=cfg.constrained)
+        self.runner = JobRunner(self.model, settings, cfg.pool_size)
+        self._last_clean = time.time()
+        self._clean_lock = threading.Lock()
+
+    def maybe_clean(self) -> None:
+        """Remove expired uploads and jobs, at most once a minute (called on new uploads)."""
+        from acai_omr.web.uploads import remove_expired
+
+        now = time.time()
+        with self._clean_lock:
+            if now - self._last_clean < 60:
+                return
+            self._last_clean = now
+        for job_id in remove_expired(self.work_dir, self.cfg.ttl_seconds, now):
+            self.runner.jobs.pop(job_id, None)
+
+
 def create_app(config: dict | None = None) -> Flask:
-    """Build the app; `config` overrides Flask settings (tests pass TESTING=True)."""
+    """Build the app; `config` overrides Flask settings (tests pass TESTING=True and WEB={...})."""
     app = Flask(
         __name__,
         template_folder=str(REPO_ROOT / "templates"),
         static_folder=str(REPO_ROOT / "static"),
     )
-    if config:
-        app.config.update(config)
+    config = dict(config or {})
+    web_cfg = resolve_web_config(config.pop("WEB", None))
+    app.config.update(config)
+    # the request body limit is a little over the file limit so the multipart envelope fits
+    app.config["MAX_CONTENT_LENGTH"] = web_cfg.max_upload_bytes + 64 * 1024
+    app.extensions["acai_omr"] = AppState(web_cfg)
 
+    from acai_omr.web.api import bp as api_bp
     from acai_omr.web.pages import bp as pages_bp
 
     app.register_blueprint(pages_bp)
+    app.register_blueprint(api_bp)
+
+    @app.errorhandler(413)
+    def _too_large(error):
+        message = f"The file is too large; the limit is {web_cfg.max_upload_bytes / 1e6:.0f} MB."
+        return jsonify(error=message), 413
+
+    @app.errorhandler(404)
+    def _not_found(error):
+        if request.path.startswith("/api/"):
+            return jsonify(error="No such API route."), 404
+        return error
+
+    @app.errorhandler(405)
+    def _wrong_method(error):
+        if request.path.startswith("/api/"):
+            return jsonify(error=f"{request.method} is not allowed here."), 405
+        return error
+
+    @app.errorhandler(500)
+    def _server_error(error):
+        if request.path.startswith("/api/"):
+            return jsonify(error="Internal server error; the details are in the server log."), 500
+        return error
+
     return app

@@ -1,0 +1,1 @@
+"""Data engine: corpora -> rendered, degraded, labelled system images."""

@@ -1,0 +1,258 @@
+"""Labelled system images as model inputs: manifest reading, image shaping, the Dataset and its collate.
+
+A split lives in `<root>/<split>/`: `manifest.jsonl` (one JSON record per
+system: `id`, `image` relative to the split folder, `lmx`, and usually the
+image's `width`/`height`) plus the images. Every image becomes a float tensor
+[1, height, W] with 1.0 = white paper; training augmentation (scan/photo
+degradation) is a pure function of (seed, epoch, index), so worker processes,
+resumed runs and DDP ranks all see the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from acai_omr.config import DatasetConfig, DegradeConfig
+from acai_omr.data.degrade import degrade, degrade_pair
+from acai_omr.lmx.vocab import VOCAB
+
+REQUIRED_FIELDS = ("id", "image", "lmx")
+PAPER = 255  # uint8 white, the padding of shrunk systems
+_IMPORTED_IN_PID = os.getpid()  # differs from os.getpid() in a forked process
+
+# ---------------------------------------------------------------- manifest
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """Records of a JSONL manifest (blank lines skipped); errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: invalid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+            missing = [field for field in REQUIRED_FIELDS if field not in record]
+            if missing:
+                raise ValueError(f"{path}:{line_number}: missing field(s) {', '.join(missing)}")
+            records.append(record)
+    return records
+
+
+# ---------------------------------------------------------------- images
+
+
+def load_gray(path: str | Path) -> np.ndarray:
+    """uint8 grayscale (H, W) of an image file; transparent pixels count as paper."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    # imdecode(fromfile) rather than imread: it also reads paths cv2 cannot open itself (non-ASCII)
+    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"cannot decode image {path}: not an image file, or a truncated one")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype} in {path}; expected 8- or 16-bit")
+    if image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[..., 3:].astype(np.float32) / 255.0
+        image = np.rint(image[..., :3] * alpha + PAPER * (1.0 - alpha)).astype(np.uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return image
+
+
+def fitted_size(width: int, height: int, target_height: int, max_width: int) -> tuple[int, int]:
+    """(width, height) of an image's content after `fit_height`, before any white padding."""
+    scaled_width = max(1, round(width * target_height / height))
+    if scaled_width <= max_width:
+        return scaled_width, target_height
+    return max_width, max(1, min(target_height, round(height * max_width / width)))
+
+
+def fit_height(gray: np.ndarray, height: int = DatasetConfig.height,
+               max_width: int = DatasetConfig.max_width) -> np.ndarray:
+    """Resize to exactly `height` rows, aspect kept; a system that would be wider than `max_width`
+    is shrunk uniformly to that width and padded with white above and below (never distorted)."""
+    new_width, new_height = fitted_size(gray.shape[1], gray.shape[0], height, max_width)
+    interpolation = cv2.INTER_AREA if new_height < gray.shape[0] else cv2.INTER_LINEAR
+    resized = cv2.resize(gray, (new_width, new_height), interpolation=interpolation)
+    top = (height - new_height) // 2
+    bottom = height - new_height - top
+    if top or bottom:
+        resized = cv2.copyMakeBorder(resized, top, bottom, 0, 0, cv2.BORDER_CONSTANT, value=PAPER)
+    return resized
+
+
+def to_tensor(gray: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W) -> float32 [1, H, W] in [0, 1], 1.0 = white paper."""
+    return torch.from_numpy(np.ascontiguousarray(gray)).to(torch.float32).div_(255.0).unsqueeze(0)
+
+
+# ---------------------------------------------------------------- dataset
+
+
+class SystemDataset(Dataset):
+    """The labelled systems of one split, shaped for the model and optionally degraded.
+
+    Records the model cannot learn from are dropped and counted by reason in
+    `skipped`: LMX tokens outside the vocabulary ("unknown_token") or more than
+    `max_tokens` tokens with <bos>/<eos> ("too_long"; None = no limit).
+    `widths` holds every item's width after `fit_height`, taken from the
+    manifest so the sampler can bucket by width without decoding any image.
+
+    An item is `{"id", "image" [1, height, W], "tokens" [bos, ..., eos]}`, plus
+    `"clean"` (the same geometry without photometric damage, the MAE target)
+    when `return_clean`. Index with `(index, epoch)` (what WidthBucketSampler
+    yields) or with an int, which uses the epoch given to `set_epoch`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        height: int,
+        augment: bool,
+        seed: int,
+        max_tokens: int | None,
+        return_clean: bool = False,
+        max_width: int = DatasetConfig.max_width,
+        degrade_config: DegradeConfig | None = None,
+    ):
+        self.split_dir = Path(root) / split
+        self.height, self.max_width = height, max_width
+        self.augment, self.seed, self.return_clean = augment, seed, return_clean
+        self.degrade_config = degrade_config
+        self.epoch = 0
+        manifest = read_manifest(self.split_dir / "manifest.jsonl")
+        self.records, self._token_ids, self.skipped = _learnable_records(manifest, max_tokens)
+        self.widths = np.array([self._fitted_width(record) for record in self.records], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def image_path(self, record: dict) -> Path:
+        return self.split_dir / record["image"]
+
+    def _fitted_width(self, record: dict) -> int:
+        """Width after fit_height: from the manifest's image size, else from the image file's header."""
+        if record.get("width") and record.get("height"):
+            width, height = int(record["width"]), int(record["height"])
+        else:
+            with Image.open(self.image_path(record)) as image:  # reads the header only
+                width, height = image.size
+        return fitted_size(width, height, self.height, self.max_width)[0]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        index = range(len(self.records))[index]  # negative indices and bounds, as a list has them
+        record = self.records[index]
+        gray = load_gray(self.image_path(record))
+        clean = None
+        if self.augment:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            if self.return_clean:
+                gray, clean = degrade_pair(gray, rng, self.degrade_config)
+            else:  # the same degraded pixels as degrade_pair's, without the cost of the clean twin
+                gray = degrade(gray, rng, self.degrade_config)
+        item = {
+            "id": str(record["id"]),
+            "image": self._shape(gray),
+            "tokens": torch.from_numpy(self._token_ids[index]).long(),
+        }
+        if self.return_clean:
+            item["clean"] = item["image"] if clean is None else self._shape(clean)
+        return item
+
+    def _shape(self, gray: np.ndarray) -> torch.Tensor:
+        return to_tensor(fit_height(gray, self.height, self.max_width))
+
+
+def _learnable_records(records: list[dict], max_tokens: int | None) -> tuple[list[dict], list[np.ndarray], dict]:
+    """The records to keep, their token ids with <bos>/<eos>, and the count of records dropped per reason."""
+    kept, token_ids, skipped = [], [], Counter()
+    for record in records:
+        try:
+            ids = VOCAB.encode(record["lmx"])  # a whitespace-separated string or a list of tokens
+        except ValueError:
+            skipped["unknown_token"] += 1
+            continue
+        if max_tokens is not None and len(ids) + 2 > max_tokens:
+            skipped["too_long"] += 1
+            continue
+        kept.append(record)
+        # int16 holds any vocabulary id and keeps millions of label sequences small in memory
+        token_ids.append(np.array([VOCAB.bos_id, *ids, VOCAB.eos_id], dtype=np.int16))
+    return kept, token_ids, dict(skipped)
+
+
+# ---------------------------------------------------------------- batching
+
+
+def collate_systems(items: list[dict], patch_width: int = DatasetConfig.patch_width) -> dict:
+    """Stack items into a batch: images (and clean targets) padded with white to a common width that
+    is a multiple of `patch_width`, token sequences padded with <pad>; true widths/lengths kept."""
+    heights = {item["image"].shape[1] for item in items}
+    if len(heights) > 1:
+        raise ValueError(f"a batch needs images of the same height, got heights {sorted(heights)}")
+    widths = torch.tensor([item["image"].shape[2] for item in items], dtype=torch.long)
+    padded_width = -(-int(widths.max()) // patch_width) * patch_width
+    lengths = torch.tensor([len(item["tokens"]) for item in items], dtype=torch.long)
+    tokens = torch.full((len(items), int(lengths.max())), VOCAB.pad_id, dtype=torch.long)
+    for row, item in enumerate(items):
+        tokens[row, : lengths[row]] = item["tokens"]
+    batch = {
+        "images": _pad_images([item["image"] for item in items], padded_width),
+        "widths": widths,
+        "tokens": tokens,
+        "token_lengths": lengths,
+        "ids": [item["id"] for item in items],
+    }
+    if "clean" in items[0]:
+        batch["clean"] = _pad_images([item["clean"] for item in items], padded_width)
+    return batch
+
+
+def _pad_images(images: list[torch.Tensor], width: int) -> torch.Tensor:
+    """[B, 1, H, width], each image at the left and white (1.0) to its right."""
+    channels, height, _ = images[0].shape
+    out = torch.ones(len(images), channels, height, width, dtype=images[0].dtype)
+    for row, image in enumerate(images):
+        out[row, :, :, : image.shape[2]] = image
+    return out
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: one compute thread per worker (workers already run in parallel)
+    and seeded global RNGs for any library code that uses them. Augmentation does not use them:
+    it depends on (seed, epoch, index) alone, whatever the worker count."""
+    torch.set_num_threads(1)
+    if os.getpid() == _IMPORTED_IN_PID:
+        # A spawned worker imported this module afresh, and its OpenCV would use every core. A forked
+        # worker already runs OpenCV on one thread, and there cv2.setNumThreads deadlocks: it waits
+        # for the parent's pool threads, which the fork did not copy.
+        cv2.setNumThreads(1)
+    seed = torch.initial_seed() % 2**32  # DataLoader's distinct seed for this worker
+    random.seed(seed)
+    np.random.seed(seed)

@@ -1,0 +1,236 @@
+"""Page normalization: grayscale, page outline (perspective), binarization, staff spacing, deskew.
+
+Every geometric step is a 3x3 matrix, so page coordinates and working coordinates map both ways
+exactly: `M` takes a point of the original page to the normalized (working) image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+import cv2
+
+
+def to_gray_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any PIL image or array (gray, RGB, RGBA) -> uint8 grayscale; transparency counts as paper."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(image, dtype=np.float64)
+            hi = arr.max() or 1.0
+            return np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        alpha = arr[..., 3:4].astype(np.float32) / 255.0
+        arr = (arr[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha))
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(np.clip(arr, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale or 3-D color image array, got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        return np.where(arr, 0, 255).astype(np.uint8)  # True = ink
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float64)
+        if arr.max() <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def flatten_background(gray: np.ndarray) -> np.ndarray:
+    """Divide by an estimated paper background so shadows and lighting gradients vanish (paper ~ 255).
+
+    The background is a max-filter (ink is dark and thin, so it disappears) of a 1/8 thumbnail,
+    smoothed and scaled back up.
+    """
+    h, w = gray.shape
+    small = cv2.resize(gray, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
+    bg = cv2.dilate(small, np.ones((5, 5), np.uint8))
+    bg = cv2.medianBlur(bg, 5)
+    bg = cv2.resize(np.maximum(bg, 1), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.divide(gray, bg, scale=255.0)  # saturates at 255
+
+
+def binarize(flat: np.ndarray, along: str | None = None, length: int = 5) -> np.ndarray:
+    """Ink mask (uint8, 1 = ink) of a background-flattened page.
+
+    `along="x"` (or "y") first averages `length` pixels along rows (columns): a thin, faint or noisy
+    horizontal (vertical) line keeps its darkness while paper noise averages out, so staff lines
+    (barlines) survive that a pixel-wise threshold would break up.
+    """
+    if along == "x":
+        flat = cv2.blur(flat, (length, 1))
+    elif along == "y":
+        flat = cv2.blur(flat, (1, length))
+    otsu, _ = cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # Thin staff lines drawn between two pixel rows are only half dark, so the cut sits halfway
+    # between Otsu and paper white, but safely outside the paper's own noise.
+    counts = np.bincount(flat[::3, ::3].ravel(), minlength=256)
+    paper = _histogram_median(counts)
+    # median absolute deviation from the histogram: fold it around the paper level
+    levels = np.arange(256)
+    deviation = np.bincount(np.abs(levels - int(paper)), weights=counts, minlength=256)
+    spread = 1.4826 * _histogram_median(deviation)
+    # smoothed views look for faint thin lines, so they cut closer to the paper
+    toward_paper = 0.5 if along is None else 0.75
+    level = max(float(otsu), min(otsu + toward_paper * (paper - otsu), paper - 5 * spread - 4))
+    return (flat < min(level, 235)).astype(np.uint8)
+
+
+def thin_lines(flat: np.ndarray, space: float, thickness: float, length: int | None = None) -> np.ndarray:
+    """Mask (uint8, 1 = line) of thin horizontal strokes (staff lines) on a background-flattened page.
+
+    A vertical top-hat keeps only what is thinner than a few line thicknesses (staff lines,
+    ledger lines, slurs; not note heads, stems or letters' stems), averaging along rows over
+    `length` pixels (default ~ half a staff space) then lets a faint line on noisy paper stand
+    out of the noise; the cut sits at the paper's own noise level after those two steps, so a
+    line a plain threshold breaks up (faint, grey, thin, on grainy paper) stays whole.
+    """
+    tall = max(2 * int(round(thickness)) + 1, int(round(0.5 * space)), 3)
+    length = length or max(5, int(round(0.5 * space)))
+    dark = 255 - flat
+    response = cv2.morphologyEx(dark, cv2.MORPH_TOPHAT, np.ones((tall, 1), np.uint8))
+    response = cv2.blur(response, (length, 1))
+    sample = response[::3, ::3].ravel()
+    counts = np.bincount(sample, minlength=256)
+    centre = _histogram_median(counts)
+    deviation = np.bincount(np.abs(np.arange(256) - int(centre)), weights=counts, minlength=256)
+    spread = 1.4826 * _histogram_median(deviation)
+    level = centre + max(6.0 * spread, 12.0)
+    return (response > level).astype(np.uint8)
+
+
+def _histogram_median(counts: np.ndarray) -> float:
+    cumulative = np.cumsum(counts)
+    return float(np.searchsorted(cumulative, cumulative[-1] / 2.0))
+
+
+def estimate_spacing(ink: np.ndarray, column_step: int = 3) -> tuple[float, float] | None:
+    """(staff space, line thickness) in pixels from vertical run lengths, or None without staff-like ink.
+
+    The most common black run is the staff-line thickness; the most common distance between the
+    starts of consecutive black runs in a column is the line-to-line distance.
+    """
+    h, w = ink.shape
+    cols = ink[:, ::column_step].T  # (columns, rows)
+    if cols.size == 0 or cols.sum() < 50:
+        return None
+    padded = np.zeros((cols.shape[0], h + 2), np.int8)
+    padded[:, 1:-1] = cols
+    flat = padded.ravel()
+    d = np.diff(flat)
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    black = ends - starts
+    max_space = max(8, h // 12)
+    tally = np.bincount(np.minimum(black, max_space), minlength=max_space + 1)
+    thickness = float(np.argmax(tally[1:max_space]) + 1)
+    # consecutive starts within the same column (separators guarantee runs never straddle columns)
+    same_col = (starts[1:] // (h + 2)) == (starts[:-1] // (h + 2))
+    dist = (starts[1:] - starts[:-1])[same_col]
+    dist = dist[(dist >= 4) & (dist < max_space)]
+    if dist.size < 20:
+        return None
+    hist = np.bincount(dist, minlength=max_space).astype(np.float64)
+    # sub-pixel: weighted mean around the mode
+    mode = int(np.argmax(hist))
+    lo, hi = max(mode - 1, 0), min(mode + 2, hist.size)
+    space = float((np.arange(lo, hi) * hist[lo:hi]).sum() / max(hist[lo:hi].sum(), 1.0))
+    return space, thickness
+
+
+def horizontal_lines(ink: np.ndarray, length: float, bridge: int = 3) -> np.ndarray:
+    """Keep only horizontal strokes at least `length` pixels long (staff lines, beams, slurs).
+
+    Gaps up to `bridge` pixels (a line broken by noise or faint printing) are closed first.
+    """
+    if bridge > 1:
+        ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, np.ones((1, int(bridge)), np.uint8))
+    return cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, max(3, int(length))), np.uint8))
+
+
+def estimate_skew(ink: np.ndarray, space: float, max_deg: float = 5.0) -> float:
+    """Page rotation in degrees (positive = lines fall to the right) maximizing row-projection energy."""
+    lines = horizontal_lines(ink, 2 * space)
+    ys, xs = np.nonzero(lines)
+    if ys.size < 100:
+        return 0.0
+    if ys.size > 300_000:
+        pick = np.random.default_rng(0).choice(ys.size, 300_000, replace=False)
+        ys, xs = ys[pick], xs[pick]
+    xs = xs.astype(np.float64) - ink.shape[1] / 2
+    ys = ys.astype(np.float64)
+    offset = ink.shape[1] * np.tan(np.radians(max_deg)) + 2
+
+    def energy(deg: float) -> float:
+        proj = np.round(ys - xs * np.tan(np.radians(deg)) + offset).astype(np.int64)
+        counts = np.bincount(proj)
+        return float((counts.astype(np.float64) ** 2).sum())
+
+    coarse = np.arange(-max_deg, max_deg + 1e-9, 0.25)
+    best = coarse[int(np.argmax([energy(a) for a in coarse]))]
+    fine = np.arange(best - 0.25, best + 0.25 + 1e-9, 0.025)
+    return float(fine[int(np.argmax([energy(a) for a in fine]))])
+
+
+def rotation_matrix(shape: tuple[int, int], deg: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """3x3 matrix rotating an image by `deg` (undoing a skew of `deg`) on an enlarged canvas."""
+    h, w = shape
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    rad = np.radians(deg)
+    cos, sin = abs(np.cos(rad)), abs(np.sin(rad))
+    new_w, new_h = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
+    rot[0, 2] += new_w / 2 - w / 2
+    rot[1, 2] += new_h / 2 - h / 2
+    return np.vstack([rot, [0, 0, 1]]), (new_w, new_h)
+
+
+def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
+    """Corners (tl, tr, br, bl) of a paper sheet lying on a darker background, or None.
+
+    Only a clear case counts: one convex four-sided bright region covering 25-97% of the photo.
+    A scan (paper fills the frame) has no outline and gets None.
+    """
+    h, w = gray.shape
+    f = 600.0 / max(h, w)
+    small = cv2.resize(gray, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (5, 5), 0)
+    _, bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    biggest = max(contours, key=cv2.contourArea)
+    area = cv2.contourArea(biggest) / float(small.shape[0] * small.shape[1])
+    if not 0.25 <= area <= 0.97:
+        return None
+    approx = cv2.approxPolyDP(biggest, 0.02 * cv2.arcLength(biggest, True), True)
+    if len(approx) != 4 or not cv2.isContourConvex(approx):
+        return None
+    pts = approx.reshape(4, 2).astype(np.float64) / f
+    # order: top-left, top-right, bottom-right, bottom-left
+    s, d = pts.sum(axis=1), pts[:, 1] - pts[:, 0]
+    return np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]])
+
+
+def perspective_matrix(quad: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """3x3 homography taking the page quad to an upright rectangle of its mean side lengths."""
+    tl, tr, br, bl = quad
+    out_w = int(round((np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2))
+    out_h = int(round((np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2))
+    dst = np.array([[0, 0], [out_w - 1, 0], [out_w - 1, out_h - 1], [0, out_h - 1]], np.float32)
+    return cv2.getPerspectiveTransform(quad.astype(np.float32), dst).astype(np.float64), (out_w, out_h)
+
+
+def apply_points(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Map (N, 2) points through a 3x3 homography."""
+    pts = np.asarray(pts, np.float64).reshape(-1, 2)
+    hom = np.hstack([pts, np.ones((len(pts), 1))]) @ matrix.T
+    return hom[:, :2] / hom[:, 2:3]

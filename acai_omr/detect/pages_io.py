@@ -1,0 +1,148 @@
+"""Load page images from an image file or a PDF, refusing oversized or broken input with a clear message."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..config import DetectConfig
+
+
+class PageInputError(ValueError):
+    """The input cannot be read as pages (missing, corrupt, too large, bad page selection)."""
+
+
+def parse_pages(spec: str | None) -> list[int] | None:
+    """'1-3,5' -> [1, 2, 3, 5] (1-based, in the order given); None/'' -> None (all pages)."""
+    if spec is None or not spec.strip():
+        return None
+    pages: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                pages.extend(range(lo, hi + 1))
+            else:
+                pages.append(int(part))
+        except ValueError:
+            raise PageInputError(f"bad page selection {spec!r}: use e.g. '1-3,5'") from None
+    if any(p < 1 for p in pages):
+        raise PageInputError(f"bad page selection {spec!r}: pages are numbered from 1")
+    return pages
+
+
+def _is_pdf(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(1024).lstrip().startswith(b"%PDF") or path.suffix.lower() == ".pdf"
+
+
+def load_page_images(path: str | Path, pages: list[int] | str | None = None, dpi: int | None = None,
+                     cfg: DetectConfig | None = None) -> list[Image.Image]:
+    """Pages of an image file (EXIF orientation applied; every frame of a multi-page TIFF) or a PDF.
+
+    Sizes are checked from the file header / PDF page size before any pixels are decoded.
+    """
+    cfg = cfg or DetectConfig()
+    dpi = dpi or cfg.pdf_dpi
+    if isinstance(pages, str):
+        pages = parse_pages(pages)
+    path = Path(path)
+    if not path.is_file():
+        raise PageInputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise PageInputError(f"{path}: the file is empty")
+    if _is_pdf(path):
+        return _load_pdf(path, pages, dpi, cfg)
+    return _load_image(path, pages, cfg)
+
+
+_HEADER_LOCK = threading.Lock()
+
+
+def _open_header(path: Path) -> Image.Image:
+    """Image.open (reads the header, decodes nothing) without Pillow's own bomb check, so the
+    size check below can name the size; the limit is restored at once."""
+    with _HEADER_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _load_image(path: Path, pages: list[int] | None, cfg: DetectConfig) -> list[Image.Image]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = _open_header(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise PageInputError(f"{path}: not a readable image or PDF ({exc})") from None
+    w, h = im.size
+    if w * h > cfg.max_pixels:
+        im.close()
+        raise PageInputError(f"{path}: image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the limit of "
+                             f"{cfg.max_pixels / 1e6:.0f} megapixels; scale it down first")
+    n_frames = getattr(im, "n_frames", 1)
+    wanted = pages or list(range(1, n_frames + 1))
+    if any(p > n_frames for p in wanted):
+        raise PageInputError(f"{path}: has {n_frames} page(s); asked for page {max(wanted)}")
+    out = []
+    try:
+        for p in wanted:
+            im.seek(p - 1)
+            if im.size[0] * im.size[1] > cfg.max_pixels:
+                raise PageInputError(f"{path}: page {p} is {im.size[0]}x{im.size[1]} pixels, over the limit")
+            frame = ImageOps.exif_transpose(im)
+            frame.load()
+            out.append(frame.copy())
+    except PageInputError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
+        raise PageInputError(f"{path}: the image data is corrupt or truncated ({exc})") from None
+    finally:
+        im.close()
+    return out
+
+
+def _load_pdf(path: Path, pages: list[int] | None, dpi: int, cfg: DetectConfig) -> list[Image.Image]:
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        raise PageInputError(f"{path}: not a readable PDF ({exc})") from None
+    try:
+        n = len(pdf)
+        if n == 0:
+            raise PageInputError(f"{path}: the PDF has no pages")
+        if pages is None:
+            if n > cfg.max_pdf_pages:
+                raise PageInputError(f"{path}: the PDF has {n} pages, over the limit of {cfg.max_pdf_pages}; "
+                                     f"choose pages, e.g. --pages 1-{cfg.max_pdf_pages}")
+            pages = list(range(1, n + 1))
+        if any(p > n for p in pages):
+            raise PageInputError(f"{path}: the PDF has {n} page(s); asked for page {max(pages)}")
+        scale = dpi / 72.0
+        out = []
+        for p in pages:
+            page = pdf[p - 1]
+            w_pt, h_pt = page.get_size()
+            px = (w_pt * scale) * (h_pt * scale)
+            if px > cfg.max_pixels:
+                raise PageInputError(f"{path}: page {p} at {dpi} dpi would be {w_pt * scale:.0f}x{h_pt * scale:.0f} "
+                                     f"pixels, over the limit of {cfg.max_pixels / 1e6:.0f} megapixels; "
+                                     f"use a lower dpi")
+            try:
+                out.append(page.render(scale=scale, grayscale=True).to_pil().convert("L"))
+            except pdfium.PdfiumError as exc:
+                raise PageInputError(f"{path}: page {p} could not be rendered ({exc})") from None
+        return out
+    finally:
+        pdf.close()

@@ -1,0 +1,248 @@
+"""Decoding LMX token ids from system images: greedy, beam search and sampling.
+
+All three encode the images once, build a ``DecoderCache`` (cross-attention
+keys/values computed once per image, self-attention keys/values appended per
+step) and feed one token per step. They run batched over images (and over
+beams / samples), stop at ``<eos>`` or after ``max_len`` generated tokens, never
+emit ``<pad>``/``<bos>``, and optionally follow the LMX grammar
+(``constrained=True``, see acai_omr.inference.grammar). The model is put in
+eval mode while decoding and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from acai_omr.lmx.vocab import VOCAB
+from acai_omr.model.model import OMRModel
+
+PAD_ID, BOS_ID, EOS_ID = VOCAB.pad_id, VOCAB.bos_id, VOCAB.eos_id
+
+
+@dataclass
+class DecodeResult:
+    """One decoded system."""
+
+    token_ids: list[int]  # generated LMX ids, without <bos>/<eos>
+    logprob: float  # sum of the log-probabilities of the generated tokens (<eos> included)
+    confidence: float  # mean per-token probability (<eos> included), 0..1
+    finished: bool  # True if <eos> was produced; False if cut at max_len
+
+    @property
+    def tokens(self) -> list[str]:
+        return VOCAB.decode(self.token_ids)
+
+
+@dataclass
+class SampleResult:
+    """``n_samples`` sequences per image, rows image-major (image i owns rows i*n .. i*n+n-1)."""
+
+    token_ids: torch.Tensor  # [B*n, L] generated ids, <eos> included, <pad> after it
+    logprobs: torch.Tensor  # [B*n, L] log-prob of each token under the distribution sampled from; 0 on padding
+    lengths: torch.Tensor  # [B*n] generated tokens per row, <eos> included
+    finished: torch.Tensor  # [B*n] bool, produced <eos>
+    image_index: torch.Tensor  # [B*n] which input image each row belongs to
+
+    def sequence(self, row: int) -> list[int]:
+        """LMX ids of one row, without <eos>."""
+        ids = self.token_ids[row, : int(self.lengths[row])].tolist()
+        return ids[:-1] if ids and ids[-1] == EOS_ID else ids
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def resolve_max_len(model: OMRModel, max_len: int | None) -> int:
+    """Generated tokens allowed: <bos> takes one of the model's max_tokens positions."""
+    limit = model.cfg.max_tokens - 1
+    if max_len is None:
+        return limit
+    if not 1 <= max_len <= limit:
+        raise ValueError(f"max_len must be in 1..{limit}, got {max_len}")
+    return max_len
+
+
+def mask_logits(logits: torch.Tensor, finished: torch.Tensor, states, grammar, remaining: int) -> torch.Tensor:
+    """Forbid <pad>/<bos> (and grammar-forbidden tokens); a finished row may only continue with <pad>."""
+    logits[:, PAD_ID] = float("-inf")
+    logits[:, BOS_ID] = float("-inf")
+    if grammar is not None:
+        logits = logits.masked_fill(~grammar.allowed(states, remaining), float("-inf"))
+    logits[finished] = float("-inf")
+    logits[finished, PAD_ID] = 0.0
+    return logits
+
+
+def next_token_logprobs(model: OMRModel, cache, last_tokens, finished, states, grammar, remaining: int):
+    """Log-probs [R, V] of the next token of each row, masked as in mask_logits."""
+    logits = model.decoder(last_tokens[:, None], None, None, cache=cache)[:, -1].float()
+    return F.log_softmax(mask_logits(logits, finished, states, grammar, remaining), dim=-1)
+
+
+def _grammar(constrained: bool):
+    if not constrained:
+        return None
+    from acai_omr.inference.grammar import lmx_grammar
+
+    return lmx_grammar()
+
+
+def _start(model: OMRModel, images, widths, max_len, rows_per_image: int):
+    """Encode once, build a cache with rows_per_image rows per image."""
+    memory, valid = model.encode(images, widths)
+    cache = model.decoder.new_cache(memory, valid, max_len)
+    if rows_per_image > 1:
+        cache.reorder(torch.arange(images.shape[0], device=images.device).repeat_interleave(rows_per_image))
+    return cache
+
+
+def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, max_len: int | None = None,
+                  constrained: bool = False) -> list[DecodeResult]:
+    """Most probable token at each step, for each image of the batch."""
+    max_len = resolve_max_len(model, max_len)
+    grammar = _grammar(constrained)
+    B, device = images.shape[0], images.device
+    with eval_mode(model):
+        cache = _start(model, images, widths, max_len, 1)
+        last = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
+        states = grammar.initial(B, device) if grammar else None
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        steps_ids, steps_logp = [], []
+        for step in range(max_len):
+            logp = next_token_logprobs(model, cache, last, finished, states, grammar, max_len - step)
+            token_logp, token = logp.max(dim=-1)
+            token = torch.where(finished, PAD_ID, token)
+            steps_ids.append(token)
+            steps_logp.append(torch.where(finished, 0.0, token_logp))
+            finished = finished | (token == EOS_ID)
+            if grammar is not None:
+                states = grammar.advance(states, token)
+            if bool(finished.all()):
+                break
+            last = token
+    return _collect(torch.stack(steps_ids, 1), torch.stack(steps_logp, 1))
+
+
+def _collect(ids: torch.Tensor, logps: torch.Tensor) -> list[DecodeResult]:
+    """Rows of generated ids (padded after <eos>) -> DecodeResults."""
+    results = []
+    for row_ids, row_logp in zip(ids.tolist(), logps.tolist()):
+        n = len(row_ids)
+        finished = EOS_ID in row_ids
+        if finished:
+            n = row_ids.index(EOS_ID) + 1
+        logp = row_logp[:n]
+        total = float(sum(logp))
+        confidence = float(torch.tensor(logp).exp().mean()) if n else 0.0
+        results.append(DecodeResult(row_ids[: n - 1] if finished else row_ids[:n], total, confidence, finished))
+    return results
+
+
+def beam_search(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, beam_size: int = 4,
+                max_len: int | None = None, constrained: bool = False) -> list[DecodeResult]:
+    """Keep the beam_size best partial sequences (by summed log-prob) per image.
+
+    The final choice among the beam ranks by mean token log-prob, so longer
+    transcriptions are not penalised for their length. beam_size=1 is greedy.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    max_len = resolve_max_len(model, max_len)
+    grammar = _grammar(constrained)
+    B, K, device = images.shape[0], beam_size, images.device
+    R = B * K
+    with eval_mode(model):
+        cache = _start(model, images, widths, max_len, K)
+        last = torch.full((R,), BOS_ID, dtype=torch.long, device=device)
+        states = grammar.initial(R, device) if grammar else None
+        finished = torch.zeros(R, dtype=torch.bool, device=device)
+        scores = torch.full((B, K), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # all beams start identical: expand only the first
+        ids = torch.empty((R, 0), dtype=torch.long, device=device)
+        logps = torch.empty((R, 0), device=device)
+        for step in range(max_len):
+            logp = next_token_logprobs(model, cache, last, finished, states, grammar, max_len - step)
+            # (a finished beam can only continue with <pad>, at no cost)
+            V = logp.shape[1]
+            candidates = (scores.view(R, 1) + logp).view(B, K * V)
+            scores, flat = candidates.topk(K, dim=1)
+            origin = (torch.arange(B, device=device)[:, None] * K + flat // V).view(R)
+            token = (flat % V).view(R)
+            # fewer than K possible continuations (e.g. the first step): the extra beams are dead
+            dead = ~torch.isfinite(scores.view(R))
+            token = torch.where(dead, PAD_ID, token)
+            cache.reorder(origin)
+            token_logp = torch.where(dead, 0.0, logp[origin, token])
+            ids = torch.cat([ids[origin], token[:, None]], dim=1)
+            logps = torch.cat([logps[origin], token_logp[:, None]], dim=1)
+            finished = finished[origin] | (token == EOS_ID) | dead
+            if grammar is not None:
+                states = grammar.advance(torch.where(dead, grammar.done_state, states[origin]), token)
+            if bool(finished.all()):
+                break
+            last = token
+        lengths = (ids != PAD_ID).sum(dim=1).clamp(min=1)
+        mean = (scores.view(R) / lengths).view(B, K)
+        mean = torch.where(torch.isfinite(mean), mean, torch.full_like(mean, float("-inf")))
+        best = torch.arange(B, device=device) * K + mean.argmax(dim=1)
+    return _collect(ids[best], logps[best])
+
+
+def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_samples: int, temperature: float = 1.0,
+           top_k: int | None = None, max_len: int | None = None, constrained: bool = False) -> SampleResult:
+    """Draw n_samples sequences per image, all images and samples in one batch (for GRPO).
+
+    Logits are divided by ``temperature`` and, with ``top_k``, cut to the k most
+    likely tokens; ``logprobs`` are under that (tempered, truncated, masked)
+    distribution and carry no gradient.
+    """
+    if n_samples < 1 or temperature <= 0:
+        raise ValueError("n_samples must be >= 1 and temperature > 0")
+    max_len = resolve_max_len(model, max_len)
+    grammar = _grammar(constrained)
+    B, device = images.shape[0], images.device
+    R = B * n_samples
+    with eval_mode(model):
+        cache = _start(model, images, widths, max_len, n_samples)
+        last = torch.full((R,), BOS_ID, dtype=torch.long, device=device)
+        states = grammar.initial(R, device) if grammar else None
+        finished = torch.zeros(R, dtype=torch.bool, device=device)
+        steps_ids, steps_logp = [], []
+        for step in range(max_len):
+            logits = model.decoder(last[:, None], None, None, cache=cache)[:, -1].float() / temperature
+            logits = mask_logits(logits, finished, states, grammar, max_len - step)
+            if top_k is not None and top_k < logits.shape[1]:
+                kth = logits.topk(top_k, dim=1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            logp = F.log_softmax(logits, dim=-1)
+            token = torch.multinomial(logp.exp(), 1).squeeze(1)
+            token_logp = logp.gather(1, token[:, None]).squeeze(1)
+            token = torch.where(finished, PAD_ID, token)
+            steps_ids.append(token)
+            steps_logp.append(torch.where(finished, 0.0, token_logp))
+            finished = finished | (token == EOS_ID)
+            if grammar is not None:
+                states = grammar.advance(states, token)
+            if bool(finished.all()):
+                break
+            last = token
+    ids = torch.stack(steps_ids, 1)
+    return SampleResult(
+        token_ids=ids,
+        logprobs=torch.stack(steps_logp, 1),
+        lengths=(ids != PAD_ID).sum(dim=1),
+        finished=finished,
+        image_index=torch.arange(B, device=device).repeat_interleave(n_samples),
+    )

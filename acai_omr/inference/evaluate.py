@@ -1,0 +1,301 @@
+"""`acai-omr eval model`: transcribe dev systems with a trained model and score them.
+
+Two dev sets, reported separately: the rendered dev split (`data/dev`,
+systems engraved by our own data engine from the corpora's dev pieces) and
+`lieder-dev` (198 systems engraved by MuseScore, the better predictor of
+real-world accuracy). Scores: corpus TEDn (micro-averaged, spec §4.3), SER,
+the rate of unparseable predictions, and decoding seconds per system. The
+periodic dev evaluation during training calls `evaluate_model` too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LIEDER_DEV = "lieder-dev"
+
+
+@dataclass
+class EvalSample:
+    """One dev system: the model's input tensor and everything needed to score and show it."""
+
+    id: str
+    image: "object"  # torch.Tensor [1, H, W], 1 = white
+    gold_tokens: list[str]
+    gold_musicxml: str | Path  # path or XML text
+    image_path: Path | None = None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _prepare(gray, height: int, max_width: int, degraded: bool, seed: int, index: int):
+    """uint8 grayscale -> model input [1, height, W], exactly as training prepares images."""
+    import numpy as np
+
+    from acai_omr.data.dataset import fit_height, to_tensor
+    from acai_omr.data.degrade import degrade
+
+    if degraded:
+        gray = degrade(gray, np.random.default_rng([seed, index]))
+    return to_tensor(fit_height(gray, height, max_width))
+
+
+def load_lieder_dev(height: int, max_width: int, limit: int | None = None, degraded: bool = False,
+                    seed: int = 0, folder: Path | None = None) -> list[EvalSample]:
+    """The 198 MuseScore-engraved conformance systems (PNG + gold .musicxml + gold .lmx)."""
+    from acai_omr.data.dataset import load_gray
+    from acai_omr.paths import shared_dir
+
+    folder = Path(folder) if folder else shared_dir() / "conformance" / LIEDER_DEV
+    pngs = sorted(folder.glob("*.png"))
+    if not pngs:
+        raise FileNotFoundError(f"no lieder-dev systems in {folder} (set ACAI_SHARED to the shared folder)")
+    samples = []
+    for index, png in enumerate(pngs[:limit] if limit else pngs):
+        image = _prepare(load_gray(png), height, max_width, degraded, seed, index)
+        samples.append(EvalSample(png.stem, image, png.with_suffix(".lmx").read_text().split(),
+                                  png.with_suffix(".musicxml"), png))
+    return samples
+
+
+def load_rendered_split(root: Path, split: str, height: int, max_width: int, limit: int | None = None,
+                        degraded: bool = False, seed: int = 0) -> list[EvalSample]:
+    """Systems of a split built by the data engine (`<root>/<split>/manifest.jsonl`).
+
+    The gold MusicXML is the manifest's `musicxml` file when it names one,
+    else the delinearized gold LMX (whose TEDn floor is 0 by construction).
+    """
+    from acai_omr.data.dataset import load_gray, read_manifest
+    from acai_omr.lmx.delinearize import delinearize
+
+    split_dir = Path(root) / split
+    records = read_manifest(split_dir / "manifest.jsonl")
+    samples = []
+    for index, record in enumerate(records[:limit] if limit else records):
+        image_path = split_dir / record["image"]
+        tokens = record["lmx"].split() if isinstance(record["lmx"], str) else list(record["lmx"])
+        xml_name = record.get("musicxml")
+        gold_xml = split_dir / xml_name if xml_name else delinearize(tokens).to_musicxml()
+        image = _prepare(load_gray(image_path), height, max_width, degraded, seed, index)
+        samples.append(EvalSample(str(record["id"]), image, tokens, gold_xml, image_path))
+    return samples
+
+
+def load_eval_samples(split: str, data_root: str | Path = "data", height: int = 128, max_width: int = 2048,
+                      limit: int | None = None, degraded: bool = False, seed: int = 0) -> list[EvalSample]:
+    if split == LIEDER_DEV:
+        return load_lieder_dev(height, max_width, limit, degraded, seed)
+    return load_rendered_split(Path(data_root), split, height, max_width, limit, degraded, seed)
+
+
+# ---------------------------------------------------------------- transcription and scoring
+
+
+def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
+               batch_size: int = 8) -> tuple[list[list[str]], float]:
+    """Predicted LMX tokens per sample (in order) and the total decoding seconds.
+
+    Samples are batched by similar width so padding stays small.
+    """
+    import torch
+
+    from acai_omr.inference.decode import beam_search, greedy_decode
+    from acai_omr.lmx.vocab import decode as ids_to_tokens
+
+    patch_width = model.cfg.patch_width
+    order = sorted(range(len(samples)), key=lambda i: samples[i].image.shape[-1])
+    predictions: list[list[str] | None] = [None] * len(samples)
+    started = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            widths = torch.tensor([samples[i].image.shape[-1] for i in chunk])
+            padded = int(math.ceil(int(widths.max()) / patch_width) * patch_width)
+            images = torch.ones(len(chunk), 1, samples[chunk[0]].image.shape[-2], padded)
+            for row, i in enumerate(chunk):
+                images[row, :, :, : samples[i].image.shape[-1]] = samples[i].image
+            images, widths = images.to(device), widths.to(device)
+            if beam > 1:
+                results = beam_search(model, images, widths, beam_size=beam, max_len=max_len)
+            else:
+                results = greedy_decode(model, images, widths, max_len=max_len)
+            for i, result in zip(chunk, results):
+                predictions[i] = ids_to_tokens(result.token_ids)
+    return predictions, time.perf_counter() - started  # type: ignore[return-value]
+
+
+def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str = "lmx") -> dict:
+    """Per-system and corpus scores: TEDn (micro), SER, unparseable rate."""
+    from acai_omr.metrics.ser import corpus_ser, ser
+    from acai_omr.metrics.tedn import corpus_tedn, tedn_lmx, well_formedness
+
+    rows, tedn_results, ser_pairs, unparseable = [], [], [], 0
+    for sample, pred in zip(samples, predictions):
+        result = tedn_lmx(pred, sample.gold_musicxml, flavor=flavor)
+        bad, n_errors = well_formedness(pred)
+        edits, gold_len = ser(sample.gold_tokens, pred)
+        tedn_results.append(result)
+        ser_pairs.append((edits, gold_len))
+        unparseable += int(bad)
+        rows.append({"id": sample.id, "tedn": 100.0 * result.value, "edit_cost": result.edit_cost,
+                     "gold_cost": result.gold_cost, "ser": 100.0 * edits / max(1, gold_len),
+                     "unparseable": bad, "soft_errors": n_errors, "pred_tokens": len(pred),
+                     "gold_tokens": len(sample.gold_tokens), "prediction": " ".join(pred)})
+    n = len(samples)
+    summary = {"systems": n, "tedn": corpus_tedn(tedn_results) if n else None,
+               "ser": corpus_ser(ser_pairs) if n else None, "unparseable_rate": unparseable / n if n else None,
+               "flavor": flavor}
+    return {"summary": summary, "systems": rows}
+
+
+def evaluate_model(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
+                   batch_size: int = 8, flavor: str = "lmx") -> dict:
+    predictions, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size)
+    report = score(samples, predictions, flavor)
+    report["summary"]["seconds_per_system"] = seconds / max(1, len(samples))
+    report["summary"]["beam"] = beam
+    return report
+
+
+# ---------------------------------------------------------------- side-by-side examples
+
+
+def render_musicxml_png(xml: str, width_px: int = 1600):
+    """MusicXML text -> grayscale uint8 image of its first page (verovio SVG, rasterised)."""
+    import io
+
+    import numpy as np
+    import verovio
+    from PIL import Image
+
+    toolkit = verovio.toolkit()
+    toolkit.setOptions({"pageWidth": 2400, "adjustPageHeight": True, "scale": 40, "header": "none",
+                        "footer": "none", "breaks": "auto"})
+    if not toolkit.loadData(xml):
+        raise ValueError("verovio cannot read this MusicXML")
+    svg = toolkit.renderToSVG(1)
+    png = _svg_to_png(svg)
+    image = Image.open(io.BytesIO(png)).convert("LA")
+    flat = Image.new("L", image.size, 255)
+    flat.paste(image.convert("L"), mask=image.getchannel("A"))
+    if flat.width > width_px:
+        flat = flat.resize((width_px, max(1, round(flat.height * width_px / flat.width))))
+    return np.asarray(flat)
+
+
+def _svg_to_png(svg: str) -> bytes:
+    """Rasterise SVG with whichever renderer is present (cairosvg, resvg, ImageMagick)."""
+    try:
+        import cairosvg
+
+        return cairosvg.svg2png(bytestring=svg.encode(), background_color="white")
+    except ImportError:
+        pass
+    import subprocess
+
+    done = subprocess.run(["convert", "-background", "white", "svg:-", "png:-"], input=svg.encode(),
+                          capture_output=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot rasterise SVG: {done.stderr.decode(errors='replace')[:200]}")
+    return done.stdout
+
+
+def write_example(sample: EvalSample, prediction: list[str], path: Path, tedn: float) -> None:
+    """One PNG: the input crop, the gold rendered, the prediction rendered (or why it could not be)."""
+    import cv2
+    import numpy as np
+
+    from acai_omr.lmx.delinearize import delinearize
+
+    panels: list[tuple[str, np.ndarray | None]] = []
+    source = (sample.image[0].numpy() * 255).astype(np.uint8)  # what the model saw (degraded or not)
+    panels.append((f"input {sample.id}", source))
+    gold_xml = Path(sample.gold_musicxml).read_text() if isinstance(sample.gold_musicxml, Path) else sample.gold_musicxml
+    for title, xml_fn in (("gold", lambda: gold_xml), (f"prediction (TEDn {tedn:.1f}%)",
+                                                      lambda: delinearize(prediction).to_musicxml())):
+        try:
+            panels.append((title, render_musicxml_png(xml_fn())))
+        except Exception as exc:  # an unparseable or unrenderable prediction is still an example
+            panels.append((f"{title}: not renderable ({type(exc).__name__})", None))
+    width = max(p.shape[1] for _, p in panels if p is not None)
+    rows = []
+    for title, panel in panels:
+        label = np.full((28, width), 255, dtype=np.uint8)
+        cv2.putText(label, title, (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 0, 1, cv2.LINE_AA)
+        rows.append(label)
+        if panel is not None:
+            padded = np.full((panel.shape[0], width), 255, dtype=np.uint8)
+            padded[:, : panel.shape[1]] = panel
+            rows.append(padded)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.concatenate(rows, axis=0))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("model", help="transcribe dev systems with a model and report TEDn, SER, unparseable rate",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--split", default="dev", help="dev (rendered, under --data), lieder-dev, or another built split")
+    p.add_argument("--degraded", action="store_true", help="apply the scan/photo degradation (seeded) to the inputs")
+    p.add_argument("--data", default="data", help="dataset root holding <split>/manifest.jsonl")
+    p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights/)")
+    p.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy")
+    p.add_argument("--max-len", type=int, default=None, help="decoding length cap (tokens)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N systems")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--flavor", default="lmx", choices=["lmx", "full"], help="TEDn flavour")
+    p.add_argument("--seed", type=int, default=0, help="degradation seed")
+    p.add_argument("--json", dest="json_out", default=None, help="write the full report (per system) here")
+    p.add_argument("--examples", default=None, help="folder for side-by-side example PNGs")
+    p.add_argument("--n-examples", type=int, default=4)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(func=run_eval_model)
+
+
+def run_eval_model(args) -> int:
+    import sys
+
+    import torch
+
+    from acai_omr.model.weights import load_model
+
+    if args.beam < 1 or (args.limit is not None and args.limit < 1):
+        print("error: --beam and --limit must be at least 1", file=sys.stderr)
+        return 2
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model, cfg = load_model(args.weights, device) if args.weights else load_model(None, device)
+        samples = load_eval_samples(args.split, args.data, cfg.image_height, cfg.max_image_width, args.limit,
+                                    args.degraded, args.seed)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    report = evaluate_model(model, samples, device, beam=args.beam, max_len=args.max_len,
+                            batch_size=args.batch_size, flavor=args.flavor)
+    summary = report["summary"]
+    summary.update({"split": args.split, "degraded": args.degraded, "weights": str(args.weights or "default")})
+    print(f"{args.split}{' (degraded)' if args.degraded else ''}: {summary['systems']} systems, beam {args.beam}")
+    print(f"  TEDn-{args.flavor}: {summary['tedn']:.2f}%   SER: {summary['ser']:.2f}%   "
+          f"unparseable: {100 * summary['unparseable_rate']:.1f}%   {summary['seconds_per_system']:.3f} s/system")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
+    if args.examples:
+        by_id = {s.id: s for s in samples}
+        rows = sorted(report["systems"], key=lambda r: r["tedn"])
+        # best, worst and median-ish systems show the range of what the model does
+        picks = {rows[0]["id"], rows[-1]["id"]} | {r["id"] for r in rows[len(rows) // 2:][: max(0, args.n_examples - 2)]}
+        for row in rows:
+            if row["id"] in picks:
+                write_example(by_id[row["id"]], row["prediction"].split(), Path(args.examples) / f"{row['id']}.png",
+                              row["tedn"])
+        print(f"  examples: {args.examples}")
+    return 0

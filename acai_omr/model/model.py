@@ -1,0 +1,343 @@
+"""The image-to-LMX model: a ViT encoder over one system image and an LMX token decoder.
+
+Shapes used below: B batch, H/W image height/width in pixels, N patches,
+T tokens, D model width, V vocabulary size.
+
+* ``ViTEncoder``: non-overlapping patches (patch_height x patch_width) of a
+  grayscale image whose height is fixed and whose width varies (the aspect
+  ratio is kept; no square resize). Position is a fixed 2-D sin-cos embedding,
+  so any width up to ``max_image_width`` works. Images in a batch are padded on
+  the right; patch columns beyond each image's width are masked out of
+  attention, so padding never changes the outputs on real patches.
+* ``LMXDecoder``: pre-LN transformer decoder (causal self-attention,
+  cross-attention to the encoder memory, MLP) whose output projection is tied
+  to ``token_embedding``. ``DecoderCache`` holds the key/value cache used for
+  step-by-step decoding (see acai_omr.inference.decode).
+* ``OMRModel``: both, plus ``encode`` for decoding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from acai_omr.config import ModelConfig
+
+# ---------------------------------------------------------------------------
+# position embeddings
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """[P] positions -> [P, dim] sin/cos features (dim even), as in the original transformer."""
+    assert dim % 2 == 0
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+    angles = positions.to(torch.float64)[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+
+
+def sincos_2d(rows: int, cols: int, dim: int) -> torch.Tensor:
+    """[rows*cols, dim] row-major grid embedding: half the channels encode the row, half the column."""
+    assert dim % 4 == 0, "the 2-D sin-cos embedding needs a width divisible by 4"
+    row_emb = sincos_1d(torch.arange(rows), dim // 2)  # [rows, dim/2]
+    col_emb = sincos_1d(torch.arange(cols), dim // 2)  # [cols, dim/2]
+    grid = torch.cat(
+        [row_emb[:, None, :].expand(rows, cols, -1), col_emb[None, :, :].expand(rows, cols, -1)], dim=2
+    )
+    return grid.reshape(rows * cols, dim)
+
+
+# ---------------------------------------------------------------------------
+# building blocks
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.fc = nn.Linear(dim, hidden)
+        self.proj = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Attention(nn.Module):
+    """Multi-head attention over F.scaled_dot_product_attention (self- or cross-)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        assert dim % heads == 0, f"width {dim} is not divisible by {heads} heads"
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, heads, L, D/heads]
+        B, L, D = x.shape
+        return x.view(B, L, self.heads, D // self.heads).transpose(1, 2)
+
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(source).chunk(2, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None, is_causal=False) -> torch.Tensor:
+        """Queries from x [B,Tq,D] against prepared heads k/v; mask is bool (True = may attend)."""
+        q = self.split_heads(self.q(x))
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        B, _, Tq, _ = out.shape
+        return self.resid_dropout(self.proj(out.transpose(1, 2).reshape(B, Tq, -1)))
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, mask=None, is_causal=False) -> torch.Tensor:
+        k, v = self.keys_values(source)
+        return self.attend(x, k, v, mask=mask, is_causal=is_causal)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN transformer block: self-attention + MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio, dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.ln1(x)
+        x = x + self.attn(h, h, mask=key_mask)
+        return x + self.mlp(self.ln2(x))
+
+
+def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
+    """[B, N] bool (True = real) -> SDPA mask [B, 1, 1, N] broadcast over heads and queries."""
+    return valid[:, None, None, :]
+
+
+# ---------------------------------------------------------------------------
+# encoder
+
+
+class ViTEncoder(nn.Module):
+    """Patch embedding + fixed 2-D sin-cos positions + transformer blocks, padding-aware."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.image_height % cfg.patch_height or cfg.max_image_width % cfg.patch_width:
+            raise ValueError("image_height / max_image_width must be multiples of the patch size")
+        self.cfg = cfg
+        self.rows = cfg.image_height // cfg.patch_height
+        self.max_cols = cfg.max_image_width // cfg.patch_width
+        self.patch_embed = nn.Conv2d(1, cfg.enc_dim, kernel_size=(cfg.patch_height, cfg.patch_width),
+                                     stride=(cfg.patch_height, cfg.patch_width))
+        # [rows, max_cols, D]; slicing the first `cols` columns gives the grid of any narrower image
+        pos = sincos_2d(self.rows, self.max_cols, cfg.enc_dim).view(self.rows, self.max_cols, cfg.enc_dim)
+        self.register_buffer("pos_embed", pos, persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.enc_depth)
+        )
+        self.norm = nn.LayerNorm(cfg.enc_dim)
+
+    def check_input(self, images: torch.Tensor, widths: torch.Tensor) -> None:
+        cfg = self.cfg
+        if images.dim() != 4 or images.shape[1] != 1 or images.shape[2] != cfg.image_height:
+            raise ValueError(f"images must be [B, 1, {cfg.image_height}, W], got {list(images.shape)}")
+        W = images.shape[3]
+        if W % cfg.patch_width or W > cfg.max_image_width:
+            raise ValueError(f"image width {W} must be a multiple of {cfg.patch_width} "
+                             f"and at most {cfg.max_image_width}")
+        if widths.shape != (images.shape[0],) or int(widths.min()) < 1 or int(widths.max()) > W:
+            raise ValueError(f"widths must be B values in 1..{W}, got {widths.tolist()}")
+
+    def embed_patches(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images [B,1,H,W], widths [B] -> (patch tokens with positions [B,N,D], valid [B,N] bool).
+
+        Pixels right of each image's width are set to white first, so a partly
+        filled last column sees the same input however the batch was padded.
+        """
+        self.check_input(images, widths)
+        B, _, H, W = images.shape
+        pw = self.cfg.patch_width
+        x_coords = torch.arange(W, device=images.device)
+        inside = x_coords[None, :] < widths[:, None]  # [B, W]
+        images = torch.where(inside[:, None, None, :], images, torch.ones((), dtype=images.dtype,
+                                                                          device=images.device))
+        # 0 = white paper, 1 = ink: the convolution then sees padding as zero input.
+        x = self.patch_embed(1.0 - images)  # [B, D, rows, cols]
+        cols = x.shape[3]
+        x = x + self.pos_embed[:, :cols].permute(2, 0, 1)[None]
+        x = x.flatten(2).transpose(1, 2)  # [B, rows*cols, D], row-major
+        valid_cols = torch.arange(cols, device=images.device)[None, :] < ((widths + pw - 1) // pw)[:, None]
+        valid = valid_cols[:, None, :].expand(B, self.rows, cols).reshape(B, self.rows * cols)
+        return x, valid
+
+    def run_blocks(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Transformer blocks over tokens x [B,N,D]; only keys with valid=True are attended to."""
+        mask = key_padding_mask(valid)
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images [B,1,H,W] (1 = white, 0 = ink), widths [B] valid pixel widths -> (memory [B,N,D], valid [B,N])."""
+        x, valid = self.embed_patches(images, widths)
+        return self.run_blocks(x, valid), valid
+
+
+# ---------------------------------------------------------------------------
+# decoder
+
+
+class DecoderCache:
+    """Key/value cache for step-by-step decoding.
+
+    Cross-attention keys/values are computed once from the memory; self-attention
+    keys/values are written into preallocated buffers as tokens arrive.
+    ``reorder`` follows beam-search reshuffles; ``length`` is the number of
+    positions already decoded (the same for every row).
+    """
+
+    def __init__(self, decoder: "LMXDecoder", memory: torch.Tensor, memory_valid: torch.Tensor, max_len: int):
+        B = memory.shape[0]
+        cfg = decoder.cfg
+        head_dim = cfg.dec_dim // cfg.dec_heads
+        self.max_len = max_len
+        self.length = 0
+        self.cross = [block.cross_attn.keys_values(memory) for block in decoder.blocks]
+        self.cross_mask = key_padding_mask(memory_valid)
+        shape = (B, cfg.dec_heads, max_len, head_dim)
+        self.self_k = [memory.new_zeros(shape) for _ in decoder.blocks]
+        self.self_v = [memory.new_zeros(shape) for _ in decoder.blocks]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep/duplicate batch rows: row i becomes old row index[i]."""
+        self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
+        self.cross_mask = self.cross_mask.index_select(0, index)
+        self.self_k = [k.index_select(0, index) for k in self.self_k]
+        self.self_v = [v.index_select(0, index) for v in self.self_v]
+
+
+class DecoderBlock(nn.Module):
+    """Pre-LN: causal self-attention, cross-attention to the image, MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, heads, dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        self.cross_attn = Attention(dim, heads, dropout)
+        self.ln3 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio, dropout)
+
+    def forward(self, x, memory, memory_mask, cache: DecoderCache | None = None, layer: int = 0):
+        h = self.ln1(x)
+        if cache is None:
+            x = x + self.self_attn(h, h, is_causal=True)
+            x = x + self.cross_attn(self.ln2(x), memory, mask=memory_mask)
+        else:
+            start, T = cache.length, x.shape[1]
+            k_new, v_new = self.self_attn.keys_values(h)
+            cache.self_k[layer][:, :, start:start + T] = k_new
+            cache.self_v[layer][:, :, start:start + T] = v_new
+            k = cache.self_k[layer][:, :, :start + T]
+            v = cache.self_v[layer][:, :, :start + T]
+            # query i (absolute position start+i) may see keys 0..start+i
+            mask = None
+            if T > 1:
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            x = x + self.self_attn.attend(h, k, v, mask=mask)
+            ck, cv = cache.cross[layer]
+            x = x + self.cross_attn.attend(self.ln2(x), ck, cv, mask=cache.cross_mask)
+        return x + self.mlp(self.ln3(x))
+
+
+class LMXDecoder(nn.Module):
+    """Autoregressive LMX token decoder with a tied input/output embedding."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.dec_dim)
+        self.pos_embedding = nn.Embedding(cfg.max_tokens, cfg.dec_dim)
+        self.memory_proj = nn.Identity() if cfg.enc_dim == cfg.dec_dim else nn.Linear(cfg.enc_dim, cfg.dec_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(cfg.dec_dim, cfg.dec_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.dec_depth)
+        )
+        self.norm = nn.LayerNorm(cfg.dec_dim)
+
+    def new_cache(self, memory: torch.Tensor, memory_valid: torch.Tensor, max_len: int) -> DecoderCache:
+        """A cache for decoding up to max_len positions (<bos> included) against this memory."""
+        if max_len > self.cfg.max_tokens:
+            raise ValueError(f"max_len {max_len} exceeds the model's max_tokens {self.cfg.max_tokens}")
+        return DecoderCache(self, self.memory_proj(memory), memory_valid, max_len)
+
+    def forward(self, tokens_in: torch.Tensor | None, memory: torch.Tensor | None, memory_valid: torch.Tensor | None,
+                *, input_embeds: torch.Tensor | None = None, cache: DecoderCache | None = None) -> torch.Tensor:
+        """tokens_in [B,T] (or input_embeds [B,T,D]) -> logits [B,T,V].
+
+        With a cache, the tokens are the next positions after ``cache.length``;
+        memory is taken from the cache (pass None) and the cache advances.
+        """
+        x = self.token_embedding(tokens_in) if input_embeds is None else input_embeds
+        T = x.shape[1]
+        start = 0 if cache is None else cache.length
+        if start + T > self.cfg.max_tokens or (cache is not None and start + T > cache.max_len):
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_tokens {self.cfg.max_tokens}")
+        x = self.dropout(x + self.pos_embedding(torch.arange(start, start + T, device=x.device)))
+        if cache is None:
+            memory = self.memory_proj(memory)
+            memory_mask = key_padding_mask(memory_valid)
+        else:
+            memory_mask = None
+        for layer, block in enumerate(self.blocks):
+            x = block(x, memory, memory_mask, cache=cache, layer=layer)
+        if cache is not None:
+            cache.length += T
+        return F.linear(self.norm(x), self.token_embedding.weight)
+
+
+# ---------------------------------------------------------------------------
+# the whole model
+
+
+class OMRModel(nn.Module):
+    """System image -> LMX token logits."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ViTEncoder(cfg)
+        self.decoder = LMXDecoder(cfg)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, nn.Conv2d):  # patch embedding: init like a linear layer (as MAE does)
+            nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+            nn.init.zeros_(module.bias)
+
+    def encode(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(images, widths)
+
+    def forward(self, images, widths, tokens_in, input_embeds=None) -> torch.Tensor:
+        """Teacher-forced logits [B,T,V] for tokens_in [B,T] (starting with <bos>)."""
+        memory, valid = self.encoder(images, widths)
+        return self.decoder(tokens_in, memory, valid, input_embeds=input_embeds)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

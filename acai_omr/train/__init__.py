@@ -1,0 +1,1 @@
+"""Training: MAE pretraining and supervised image -> LMX (see common.Trainer)."""

@@ -1,0 +1,234 @@
+"""Supervised image -> LMX training: teacher forcing, then scheduled sampling.
+
+Scheduled sampling (two passes per step) closes the gap between training,
+where the decoder always sees the gold prefix, and inference, where it sees
+its own predictions:
+
+1. pass 1, teacher-forced and without gradient, gives the model's predictions
+   for every position;
+2. pass 2 feeds, at each position after <bos>, with probability 1 - p_tf the
+   Gumbel-softmax of pass-1's logits for that position times the embedding
+   matrix (a soft, differentiable "predicted token"), else the gold embedding.
+
+p_tf falls from 1 to `p_tf_min` and the Gumbel temperature from `tau_start`
+to `tau_end` over the ramp. The encoder can start from an MAE checkpoint and
+then trains with layer-wise learning-rate decay.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from acai_omr.config import ModelConfig, SupervisedTrainConfig
+from acai_omr.lmx.vocab import VOCAB
+
+PAD_ID = VOCAB.pad_id
+
+# ---------------------------------------------------------------- scheduled sampling
+
+
+def sampling_schedule(step: int, cfg: SupervisedTrainConfig) -> tuple[float, float]:
+    """(teacher-forcing probability, Gumbel temperature) at `step`: constant, then a linear/geometric ramp."""
+    start = cfg.ss_start * cfg.steps
+    ramp = max(1.0, cfg.ss_ramp * cfg.steps)
+    if step < start:
+        return 1.0, cfg.tau_start
+    progress = min(1.0, (step - start) / ramp)
+    p_tf = 1.0 - (1.0 - cfg.p_tf_min) * progress
+    tau = cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** progress
+    return p_tf, tau
+
+
+def mix_embeddings(
+    embedding: nn.Embedding,
+    tokens_in: torch.Tensor,
+    pass1_logits: torch.Tensor,
+    p_tf: float,
+    tau: float,
+    hard: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder input embeddings [B,T,D] mixing gold and predicted tokens, and the mask of predicted positions.
+
+    pass1_logits[:, t] predicts the token at t+1, so position t >= 1 may take
+    the Gumbel-softmax of pass1_logits[:, t-1] @ embedding matrix. <bos> and
+    padding always keep their gold embedding. With p_tf = 1 the result is the
+    gold embedding exactly.
+    """
+    gold = embedding(tokens_in)
+    weights = F.gumbel_softmax(pass1_logits[:, :-1].float(), tau=tau, hard=hard)  # [B, T-1, V]
+    predicted = weights.to(embedding.weight.dtype) @ embedding.weight  # [B, T-1, D]
+    predicted = torch.cat([gold[:, :1], predicted.to(gold.dtype)], dim=1)
+    use_predicted = torch.rand(tokens_in.shape, device=tokens_in.device) >= p_tf
+    use_predicted[:, 0] = False
+    use_predicted &= tokens_in != PAD_ID
+    return torch.where(use_predicted[..., None], predicted, gold), use_predicted
+
+
+class SupervisedObjective(nn.Module):
+    """The whole training step's forward (both passes) in one module, so DDP wraps a single call."""
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0, gumbel_hard: bool = False):
+        super().__init__()
+        self.model = model
+        self.label_smoothing = label_smoothing
+        self.gumbel_hard = gumbel_hard
+
+    def forward(self, images, widths, tokens, p_tf: float = 1.0, tau: float = 1.0, two_pass: bool | None = None):
+        """Mean token cross-entropy of tokens[:, 1:] given tokens[:, :-1]; returns (loss, stats)."""
+        tokens_in, targets = tokens[:, :-1], tokens[:, 1:]
+        memory, valid = self.model.encoder(images, widths)
+        decoder = self.model.decoder
+        if two_pass is None:
+            two_pass = p_tf < 1.0
+        stats: dict[str, torch.Tensor | float] = {"p_tf": p_tf, "tau": tau}
+        if two_pass:
+            with torch.no_grad():
+                pass1 = decoder(tokens_in, memory.detach(), valid)
+            embeds, used = mix_embeddings(decoder.token_embedding, tokens_in, pass1, p_tf, tau, self.gumbel_hard)
+            logits = decoder(tokens_in, memory, valid, input_embeds=embeds)
+            mixable = tokens_in[:, 1:] != PAD_ID  # every real position after <bos>
+            stats["mixed_frac"] = (used.sum() / mixable.sum().clamp(min=1)).detach()
+        else:
+            logits = decoder(tokens_in, memory, valid)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=PAD_ID, label_smoothing=self.label_smoothing)
+        with torch.no_grad():
+            mask = targets != PAD_ID
+            stats["token_acc"] = ((logits.argmax(-1) == targets) & mask).sum() / mask.sum().clamp(min=1)
+        return loss, stats
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def model_config_named(name: str) -> ModelConfig:
+    presets = {"small": ModelConfig.small, "large": ModelConfig.large}
+    if name not in presets:
+        raise ValueError(f"unknown model config {name!r}; choose one of {sorted(presets)}")
+    return presets[name]()
+
+
+def load_mae_encoder(model: nn.Module, path: str | Path, model_cfg: ModelConfig) -> int:
+    """Copy the encoder weights of an MAE run's checkpoint into `model.encoder`; returns the tensor count."""
+    from acai_omr.train.common import load_checkpoint
+
+    ckpt = load_checkpoint(Path(path))
+    saved_cfg = ckpt.get("model_config")
+    if saved_cfg is not None:
+        fields = ("image_height", "patch_height", "patch_width", "enc_dim", "enc_depth", "enc_heads", "mlp_ratio")
+        mismatch = [f for f in fields if saved_cfg.get(f) != getattr(model_cfg, f)]
+        if mismatch:
+            raise ValueError(f"MAE checkpoint {path} has a different encoder ({', '.join(mismatch)}); "
+                             f"pretrain with the same --model preset")
+    state = ckpt.get("objective", ckpt)
+    encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    if not encoder_state:
+        raise ValueError(f"{path} holds no encoder.* weights: is it an MAE checkpoint?")
+    model.encoder.load_state_dict(encoder_state)
+    return len(encoder_state)
+
+
+def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool):
+    """Training dataset, a per-epoch batch-sampler factory (sharded by rank, resumable), and the collate function."""
+    from functools import partial
+
+    from acai_omr.data.dataset import SystemDataset, collate_systems
+    from acai_omr.data.sampler import WidthBucketSampler
+
+    dataset = SystemDataset(cfg.data, "train", height=model_cfg.image_height, augment=cfg.augment, seed=cfg.seed,
+                            max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
+                            max_width=model_cfg.max_image_width)
+    sampler = WidthBucketSampler(dataset.widths, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+                                 rank=runtime.rank, world_size=runtime.world_size)
+    if len(sampler) == 0:
+        raise ValueError(f"{len(dataset)} training systems make no full batch of {cfg.batch_size} "
+                         f"x {runtime.world_size} processes; lower --batch-size")
+
+    def make_batch_sampler(epoch: int, skip: int):
+        sampler.set_epoch(epoch, start_batch=skip)
+        return sampler
+
+    return dataset, make_batch_sampler, partial(collate_systems, patch_width=model_cfg.patch_width)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None = None, evaluate=None,
+                     stop_at: int | None = None):
+    """Run (or resume) supervised training; returns the Trainer (its .state, .objective.model).
+
+    `stop_at` interrupts the run at that step, as a crash or a time limit would.
+    `evaluate(model, step) -> metrics` overrides the default dev evaluation
+    (greedy decoding of `eval_limit` systems of `eval_split`, scored by TEDn).
+    """
+    from acai_omr.data.dataset import seed_worker
+    from acai_omr.model import OMRModel
+    from acai_omr.train.common import Trainer, cleanup_runtime, param_groups, seed_everything, setup_runtime
+
+    runtime = setup_runtime(cfg.threads, cfg.num_workers, cfg.precision)
+    try:
+        seed_everything(cfg.seed + runtime.rank)
+        model_cfg = model_cfg or model_config_named(cfg.model)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        model = OMRModel(model_cfg)
+        if cfg.init_mae and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
+            count = load_mae_encoder(model, cfg.init_mae, model_cfg)
+            if runtime.is_main:
+                print(f"encoder initialised from {cfg.init_mae} ({count} tensors)", flush=True)
+        seed_everything(cfg.seed + runtime.rank)
+        objective = SupervisedObjective(model, cfg.label_smoothing, cfg.gumbel_hard)
+        groups = param_groups(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay, encoder_prefix="model.encoder.",
+                              num_encoder_layers=model_cfg.enc_depth)
+        dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False)
+
+        def loss_fn(obj, batch, step):
+            p_tf, tau = sampling_schedule(step, cfg)
+            return obj(batch["images"], batch["widths"], batch["tokens"], p_tf, tau)
+
+        eval_fn = None
+        if evaluate is not None:
+            eval_fn = lambda step: evaluate(model, step)  # noqa: E731
+        elif cfg.eval_every > 0 and runtime.is_main:
+            eval_fn = make_dev_evaluator(cfg, model, model_cfg, runtime.device)
+
+        export_dir = Path(cfg.out) / "best_weights"
+
+        def on_best(step, metrics):
+            from acai_omr.model.weights import save_weights
+
+            save_weights(model, model_cfg, export_dir)
+
+        trainer = Trainer(cfg, runtime, objective, groups, dataset, make_batch_sampler, collate, loss_fn,
+                          evaluate=eval_fn, on_best=on_best, worker_init_fn=seed_worker,
+                          extra_state=lambda: {"model_config": model_cfg.to_dict(), "phase": "supervised"})
+        trainer.train(stop_at)
+        return trainer
+    finally:
+        cleanup_runtime(runtime)
+
+
+def make_dev_evaluator(cfg: SupervisedTrainConfig, model: nn.Module, model_cfg: ModelConfig, device):
+    """Greedy-decode a fixed dev subset and score it; `score` = corpus TEDn (lower is better)."""
+    from acai_omr.inference.evaluate import evaluate_model, load_eval_samples
+
+    samples = load_eval_samples(cfg.eval_split, data_root=cfg.data, height=model_cfg.image_height,
+                                limit=cfg.eval_limit, degraded=False, max_width=model_cfg.max_image_width)
+    if not samples:
+        raise FileNotFoundError(f"no dev systems found for --eval-split {cfg.eval_split} (data root {cfg.data})")
+
+    def evaluate(step: int) -> dict:
+        report = evaluate_model(model, samples, device=device, beam=1,
+                                max_len=cfg.eval_max_len or None, batch_size=8)
+        summary = report["summary"]
+        tedn = summary["tedn"]
+        return {"score": tedn if tedn is not None and math.isfinite(tedn) else math.inf,
+                "tedn": tedn, "ser": summary["ser"], "unparseable_rate": summary["unparseable_rate"],
+                "seconds_per_system": summary["seconds_per_system"], "systems": summary["systems"]}
+
+    return evaluate

@@ -1,0 +1,185 @@
+"""Accepting an uploaded file: type by content, size limits before decoding, pages + detected boxes on disk.
+
+An upload lives in <work_dir>/uploads/<id>/: the original bytes, one lossless
+PNG per page (what systems are cropped from), one small JPEG per page for the
+browser, and meta.json (page sizes, detected boxes, detector messages).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from acai_omr.config import WebConfig
+
+ID_PATTERN = r"[0-9a-f]{32}"
+VIEW_MAX_SIDE = 1600  # pixels: the page image sent to the browser
+
+# leading bytes -> our name for the type; WebP is RIFF....WEBP and checked apart
+MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"%PDF-", "pdf"),
+)
+PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP"}
+ACCEPTED = "PNG, JPEG, WebP, TIFF or PDF"
+
+
+class UploadError(Exception):
+    """A refused upload: `message` is shown to the user, `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def sniff_type(head: bytes) -> str | None:
+    """The file type from its first bytes (never from its name or the browser's claim)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    for magic, kind in MAGIC:
+        if head.startswith(magic):
+            return kind
+    if b"%PDF-" in head[:1024]:  # PDF readers accept junk before the header
+        return "pdf"
+    return None
+
+
+def check_image_header(path: Path, kind: str, cfg: WebConfig) -> None:
+    """Refuse images whose header claims too many pixels, before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format != PILLOW_FORMATS[kind]:
+                    raise UploadError(f"The file looks like {kind.upper()} but is not a valid one.", 415)
+                frames = getattr(image, "n_frames", 1)
+                if frames > cfg.max_pdf_pages:
+                    raise UploadError(f"The image has {frames} pages; at most {cfg.max_pdf_pages} are accepted.", 413)
+                width, height = image.size
+                if max(width, height) > cfg.max_side or width * height > cfg.max_pixels:
+                    raise UploadError(
+                        f"The image is {width}×{height} pixels, over the limit of {cfg.max_side} pixels a side "
+                        f"and {cfg.max_pixels / 1e6:.0f} megapixels; scale it down first.", 413)
+                image.verify()  # structure and checksums, without decoding everything
+    except Image.DecompressionBombError as error:
+        raise UploadError(f"The image was refused as a possible decompression bomb: {error}", 413)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise UploadError(f"The image could not be read; it may be corrupt or truncated ({error}).", 400)
+
+
+@dataclass
+class StoredUpload:
+    id: str
+    directory: Path
+    meta: dict
+
+
+def save_upload(file_storage, work_dir: Path, cfg: WebConfig, pages_spec: str | None = None) -> StoredUpload:
+    """Validate an uploaded file, decode its pages, detect systems; raise UploadError when refused."""
+    from acai_omr.config import DetectConfig
+    from acai_omr.detect import PageInputError, detect_systems, load_page_images
+
+    upload_id = new_id()
+    directory = work_dir / "uploads" / upload_id
+    directory.mkdir(parents=True)
+    try:
+        source = directory / "source"
+        file_storage.save(source)
+        size = source.stat().st_size
+        if size == 0:
+            raise UploadError("The file is empty.")
+        if size > cfg.max_upload_bytes:
+            raise UploadError(f"The file is {size / 1e6:.1f} MB; the limit is {cfg.max_upload_bytes / 1e6:.0f} MB.", 413)
+        with open(source, "rb") as handle:
+            head = handle.read(1024)
+        kind = sniff_type(head)
+        if kind is None:
+            raise UploadError(f"Unsupported file type: please upload a {ACCEPTED} file "
+                              "(checked from the file's content, not its name).", 415)
+        if kind != "pdf":
+            check_image_header(source, kind, cfg)
+        detect_cfg = DetectConfig(max_pixels=cfg.max_pixels, max_pdf_pages=cfg.max_pdf_pages, pdf_dpi=cfg.pdf_dpi)
+        try:
+            pages = load_page_images(source, pages=pages_spec or None, dpi=cfg.pdf_dpi, cfg=detect_cfg)
+        except PageInputError as error:
+            message = str(error).replace(str(source) + ": ", "")
+            status = 413 if ("limit" in message or "too large" in message) else 400
+            raise UploadError(f"The file was refused: {message}", status)
+        if not pages:
+            raise UploadError("The file has no pages.")
+
+        meta = {"id": upload_id, "created": time.time(), "kind": kind, "pages": []}
+        for index, page in enumerate(pages):
+            page.save(directory / f"page-{index}.png")
+            view = page.convert("RGB" if page.mode in ("RGB", "RGBA", "P", "CMYK") else "L")  # a copy
+            view.thumbnail((VIEW_MAX_SIDE, VIEW_MAX_SIDE))
+            view.save(directory / f"page-{index}.jpg", quality=85)
+            detection = detect_systems(page)
+            meta["pages"].append({
+                "index": index,
+                "width": page.width,
+                "height": page.height,
+                "boxes": [_box_json(box) for box in detection.boxes],
+                "messages": list(detection.messages),
+            })
+            page.close()
+        (directory / "meta.json").write_text(json.dumps(meta))
+        return StoredUpload(upload_id, directory, meta)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _box_json(box) -> dict:
+    return {
+        "x0": round(float(box.x0), 1), "y0": round(float(box.y0), 1),
+        "x1": round(float(box.x1), 1), "y1": round(float(box.y1), 1),
+        "confidence": round(float(box.confidence), 3), "kind": box.kind,
+        "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in box.quad],
+    }
+
+
+def load_upload(work_dir: Path, upload_id: str) -> StoredUpload | None:
+    directory = work_dir / "uploads" / upload_id
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        return None
+    return StoredUpload(upload_id, directory, json.loads(meta_path.read_text()))
+
+
+def remove_expired(work_dir: Path, ttl_seconds: float, now: float | None = None) -> list[str]:
+    """Delete upload and job folders older than the TTL (all of them when ttl_seconds <= 0); return their ids."""
+    import re
+
+    now = time.time() if now is None else now
+    removed = []
+    for sub in ("uploads", "jobs"):
+        root = work_dir / sub
+        if not root.is_dir():
+            continue
+        for folder in root.iterdir():
+            if not (folder.is_dir() and re.fullmatch(ID_PATTERN, folder.name)):
+                continue  # only ever delete what we created
+            try:
+                age = now - folder.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if ttl_seconds <= 0 or age > ttl_seconds:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+    return removed

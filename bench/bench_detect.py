@@ -1,0 +1,224 @@
+"""Benchmark system detection on engraved pages with known system boxes, clean and photo-degraded.
+
+    .venv/bin/python bench/bench_detect.py --pages 36 [--dpi 150,200,250,300] [--overlay docs/detect-overlay.png]
+
+Pages: Lieder *dev* pieces engraved by the project's page renderer
+(`acai_omr.data.pages.render_page`), alternately the piano part alone (2-staff systems) and voice
+and piano (3-staff systems). Each page's staff space is chosen so the page comes out at one of
+the `--dpi` resolutions (A4 or letter width). The ground-truth box of a system is the box of its
+own ink (the renderer rasterizes every system alone).
+
+Degraded pages: the page is laid on a darker table, rotated up to +-3 degrees, seen in mild
+perspective, then given the degradation engine's scan/photo appearance (`acai_omr.data.degrade`:
+ink, paper, lighting, shadow, blur, low resolution, noise, tone curve, JPEG...; its system-level
+geometry steps are skipped). The ground truth follows the same warp: the convex hull of each
+system's ink (inside its true box) is mapped through the warp and boxed again.
+
+Figures: recall and precision of systems matched at IoU >= 0.5, the share of matched boxes that
+contain their system's ink (nothing cut off, 2 px tolerance), and detection seconds per page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from acai_omr.data.pages import PAGE_RATIOS, render_page, sample_page_options  # noqa: E402
+from acai_omr.data.verovio_render import STAFF_SPACE_SVG_PX  # noqa: E402
+from acai_omr.detect import detect_systems  # noqa: E402
+from acai_omr.paths import shared_dir  # noqa: E402
+
+PAPER_WIDTH_IN = {"a4": 8.27, "letter": 8.5}
+Box = tuple[int, int, int, int]
+
+
+def staff_space_for_dpi(seed: int, dpi: float) -> float:
+    """The staff space (px) that makes `render_page(..., seed=seed)` come out at `dpi`.
+
+    render_page draws its page options from `random.Random(seed)` first; the page width in
+    Verovio units and its shape (A4 or letter) fix the paper width in inches.
+    """
+    options = sample_page_options(random.Random(seed))
+    ratio = options["pageHeight"] / options["pageWidth"]
+    paper = min(PAGE_RATIOS, key=lambda k: abs(PAGE_RATIOS[k] - ratio))
+    width_px = dpi * PAPER_WIDTH_IN[paper]
+    return width_px * STAFF_SPACE_SVG_PX / options["pageWidth"]
+
+
+def pages(n: int, dpis: list[int], seed: int):
+    """Yield (name, dpi, gray page uint8, true boxes) for `n` rendered Lieder dev pages."""
+    pieces = sorted((shared_dir() / "corpora" / "lieder" / "dev").glob("*.mxl"))
+    if not pieces:
+        raise SystemExit(f"no Lieder dev pieces under {shared_dir() / 'corpora' / 'lieder' / 'dev'}")
+    rng = random.Random(seed)
+    rng.shuffle(pieces)
+    done = 0
+    for index, path in enumerate(pieces * 3):
+        if done >= n:
+            return
+        dpi = dpis[done % len(dpis)]
+        page_seed = seed * 100_003 + index
+        space = staff_space_for_dpi(page_seed, dpi)
+        keep_all_parts = done % 2 == 1  # voice + piano on every other page
+        page_no = rng.choice([0, 0, 1])
+        try:
+            try:
+                image, boxes = render_page(path, seed=page_seed, page=page_no, staff_space_px=space,
+                                           keep_all_parts=keep_all_parts)
+            except ValueError:
+                if page_no == 0:
+                    raise
+                page_no = 0
+                image, boxes = render_page(path, seed=page_seed, page=0, staff_space_px=space,
+                                           keep_all_parts=keep_all_parts)
+        except Exception as exc:  # a piece Verovio or the piano-part finder cannot handle
+            print(f"  skip {path.name}: {type(exc).__name__}: {str(exc)[:80]}", file=sys.stderr)
+            continue
+        if not boxes:
+            continue
+        done += 1
+        parts = "voice+piano" if keep_all_parts else "piano"
+        yield f"{path.stem} p{page_no + 1} {parts} sp={space:.1f}", dpi, np.asarray(image, np.uint8), boxes
+
+
+def _warp_boxes(gray: np.ndarray, boxes: list[Box], M: np.ndarray, offset: int, ink_level: int = 200) -> list[Box]:
+    """Each true box after the page warp: the box of its ink's convex hull mapped through M."""
+    out = []
+    for x0, y0, x1, y1 in boxes:
+        ys, xs = np.nonzero(gray[y0:y1, x0:x1] < ink_level)
+        if xs.size < 3:
+            continue
+        pts = np.stack([xs + x0 + offset, ys + y0 + offset], axis=1).astype(np.float32)
+        hull = cv2.convexHull(pts).reshape(-1, 1, 2)
+        mapped = cv2.perspectiveTransform(hull, M).reshape(-1, 2)
+        lo, hi = mapped.min(axis=0), mapped.max(axis=0)
+        out.append((int(np.floor(lo[0])), int(np.floor(lo[1])), int(np.ceil(hi[0])) + 1, int(np.ceil(hi[1])) + 1))
+    return sorted(out, key=lambda b: b[1])
+
+
+def degrade_page(gray: np.ndarray, boxes: list[Box], rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
+    """Photo-like page (table margin, rotation, perspective, appearance) and its warped ground truth."""
+    from acai_omr.config import DegradeConfig
+    from acai_omr.data.degrade import degrade, sample_plan
+
+    h, w = gray.shape
+    pad = int(rng.uniform(0.0, 0.08) * max(h, w))
+    table = int(rng.uniform(40, 120))
+    canvas = np.full((h + 2 * pad, w + 2 * pad), table, np.uint8)
+    canvas[pad:pad + h, pad:pad + w] = gray
+    H, W = canvas.shape
+    angle = rng.uniform(-3, 3)
+    rot = np.vstack([cv2.getRotationMatrix2D((W / 2, H / 2), angle, 1.0), [0, 0, 1]])
+    src = np.array([[0, 0], [W, 0], [W, H], [0, H]], np.float32)
+    jitter = ((rng.uniform(-0.02, 0.02, (4, 2)) * [W, H]).astype(np.float32) if pad > 0
+              else np.zeros((4, 2), np.float32))
+    persp = cv2.getPerspectiveTransform(src, src + jitter)
+    M = persp @ rot
+    warped = cv2.warpPerspective(canvas, M, (W, H), flags=cv2.INTER_LINEAR, borderValue=table)
+    warped_boxes = _warp_boxes(gray, boxes, M, pad)
+    cfg = DegradeConfig()
+    plan = sample_plan(rng, cfg, *warped.shape)
+    plan.geometry = []  # the page geometry above is the one the ground truth follows
+    return degrade(warped, rng, cfg, plan=plan), warped_boxes
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def score(gt: list, pred: list, tol: float = 2.0) -> tuple[int, int]:
+    """(matched at IoU >= 0.5, matched boxes containing their ground truth) by greedy best IoU."""
+    pairs = sorted(((iou(g, p), i, j) for i, g in enumerate(gt) for j, p in enumerate(pred)), reverse=True)
+    used_g, used_p, matched, contained = set(), set(), 0, 0
+    for v, i, j in pairs:
+        if v < 0.5:
+            break
+        if i in used_g or j in used_p:
+            continue
+        used_g.add(i)
+        used_p.add(j)
+        matched += 1
+        g, p = gt[i], pred[j]
+        if p[0] <= g[0] + tol and p[1] <= g[1] + tol and p[2] >= g[2] - tol and p[3] >= g[3] - tol:
+            contained += 1
+    return matched, contained
+
+
+def save_overlay(gray: np.ndarray, result, gt: list, path: Path, max_side: int = 1000) -> None:
+    """The page with true boxes (green) and detections (per-kind colour), downscaled, 64-colour PNG."""
+    from acai_omr.detect.draw import draw_detections
+
+    image = draw_detections(gray, result, truth=[tuple(float(v) for v in g) for g in gt])
+    f = min(1.0, max_side / max(image.size))
+    if f < 1.0:
+        image = image.resize((round(image.width * f), round(image.height * f)), Image.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.quantize(colors=64).save(path, optimize=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=36)
+    ap.add_argument("--dpi", default="150,200,250,300", help="page resolutions, cycled")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--overlay", type=Path, help="write one degraded page with its detections here")
+    ap.add_argument("--overlay-page", type=int, default=1, help="which page (1-based) --overlay shows")
+    ap.add_argument("--show-failures", action="store_true",
+                    help="list pages with misses or false detections; their overlays go to /tmp/detect_fail_*")
+    args = ap.parse_args(argv)
+    cv2.setNumThreads(2)
+    nrng = np.random.default_rng(args.seed)
+    dpis = [int(d) for d in args.dpi.split(",")]
+    tallies = {k: dict(gt=0, pred=0, matched=0, contained=0, seconds=0.0, pages=0, worst=0.0)
+               for k in ("clean", "degraded")}
+    done = 0
+    for name_page, dpi, gray, gt in pages(args.pages, dpis, args.seed):
+        done += 1
+        degraded, gt_deg = degrade_page(gray, gt, nrng)
+        for name, img, boxes in (("clean", gray, gt), ("degraded", degraded, gt_deg)):
+            t0 = time.perf_counter()
+            result = detect_systems(Image.fromarray(img))
+            dt = time.perf_counter() - t0
+            pred = [(b.x0, b.y0, b.x1, b.y1) for b in result.boxes]
+            m, c = score(boxes, pred)
+            tal = tallies[name]
+            tal["gt"] += len(boxes)
+            tal["pred"] += len(pred)
+            tal["matched"] += m
+            tal["contained"] += c
+            tal["seconds"] += dt
+            tal["worst"] = max(tal["worst"], dt)
+            tal["pages"] += 1
+            if args.show_failures and (m < len(boxes) or m < len(pred) or c < m):
+                print(f"  {done:2d} {name:8s} {name_page} dpi={dpi} {img.shape[1]}x{img.shape[0]}: gt={len(boxes)} "
+                      f"pred={len(pred)} matched={m} contained={c} {result.messages}", flush=True)
+                save_overlay(img, result, boxes, Path(f"/tmp/detect_fail_{done}_{name}.png"), max_side=1600)
+            if args.overlay and name == "degraded" and done == args.overlay_page:
+                save_overlay(img, result, boxes, args.overlay)
+    print(f"pages: {done} per condition (Lieder dev), dpi {args.dpi}, seed {args.seed}")
+    print(f"{'':9s} {'systems':>7s} {'pred':>5s} {'recall':>7s} {'precis.':>7s} {'contain':>7s} {'s/page':>6s} {'max s':>6s}")
+    for name, t in tallies.items():
+        if not t["pages"]:
+            continue
+        print(f"{name:9s} {t['gt']:7d} {t['pred']:5d} {t['matched'] / max(t['gt'], 1):7.4f} "
+              f"{t['matched'] / max(t['pred'], 1):7.4f} {t['contained'] / max(t['matched'], 1):7.4f} "
+              f"{t['seconds'] / t['pages']:6.3f} {t['worst']:6.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The whole user flow in a real headless Chromium against a real server.
+
+Detected path: upload an engraved page -> accept the detected boxes -> transcribe
+-> see the rendering -> download the MusicXML and parse it. Manual path: no
+systems found -> draw, move, resize, nudge, delete and reorder boxes with mouse
+and keyboard -> Enter transcribes. Plus a refused upload and a phone-sized
+screen. Each step leaves a screenshot (see conftest.py).
+"""
+
+from __future__ import annotations
+
+from acai_omr.lmx.musicxml import parse_score_string
+
+
+def box_states(page):
+    """The boxes of the shown page as the page's own state holds them (page pixels)."""
+    return page.evaluate(
+        "() => { const s = window.acaiOmr.state; return s.pages[s.page].boxes.map(b => [b.x0, b.y0, b.x1, b.y1]); }")
+
+
+def selected_id(page):
+    return page.evaluate("() => window.acaiOmr.state.selected")
+
+
+def wait_for_result(page):
+    page.wait_for_selector("#step-result:not([hidden])", timeout=90_000)
+
+
+def test_detected_boxes_to_downloaded_musicxml(page, server_url, rendered_page, shoot):
+    path, true_boxes = rendered_page
+    page.goto(server_url)
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#banner").is_hidden()  # the weights loaded
+    shoot(page, "01-upload")
+
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#step-systems:not([hidden])")
+    page.wait_for_selector("#overlay .box")
+    detected = page.locator("#overlay .box").count()
+    assert detected >= 1
+    assert page.locator("#box-list li").count() == detected
+    assert "system(s) found" in page.inner_text("#upload-status")
+    page.locator("#step-systems").scroll_into_view_if_needed()
+    shoot(page, "02-detected-systems")
+
+    page.click("#btn-transcribe")
+    page.wait_for_selector("#step-progress:not([hidden])")
+    page.wait_for_selector("#progress-list li")
+    shoot(page.locator("#step-progress"), "03-progress")
+    wait_for_result(page)
+    assert page.locator("#progress-list li").count() == detected
+    page.wait_for_selector("#score-pages img")
+    page.wait_for_function("() => [...document.querySelectorAll('#score-pages img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("#systems-body tr").count() == detected
+    confidences = page.locator("#systems-body .conf").all_inner_texts()
+    assert all(text.endswith("%") for text in confidences)
+    assert page.locator("#render-error").is_hidden()
+    shoot(page.locator("#step-result"), "04-result")
+
+    with page.expect_download() as download_info:
+        page.click("#dl-musicxml")
+    download = download_info.value
+    assert download.suggested_filename.endswith(".musicxml")
+    root = parse_score_string(open(download.path(), "rb").read())
+    assert root.tag == "score-partwise"
+    measures = root.findall("part/measure")
+    assert measures
+    system_starts = sum(m.find("print[@new-system='yes']") is not None for m in measures)
+    assert system_starts == detected - 1
+
+    with page.expect_download() as midi_info:
+        page.click("#dl-mid")
+    assert open(midi_info.value.path(), "rb").read(4) == b"MThd"
+
+
+def test_manual_boxes_drawn_edited_and_transcribed_with_the_keyboard(page, server_url, rendered_page, shoot):
+    path, true_boxes = rendered_page
+    page.goto(server_url)
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#overlay .box")
+    page.click("#btn-clear")  # start from nothing, as when no system is found
+    assert page.locator("#overlay .box").count() == 0
+    assert page.locator("#btn-transcribe").is_disabled()
+
+    overlay = page.locator("#overlay").bounding_box()
+    width = page.evaluate("() => window.acaiOmr.state.pages[0].width")
+    scale = overlay["width"] / width
+
+    def to_screen(x, y):
+        return overlay["x"] + x * scale, overlay["y"] + y * scale
+
+    # draw a box around the first true system: n, then drag
+    x0, y0, x1, y1 = true_boxes[0]
+    page.keyboard.press("n")
+    assert "drawing" in page.get_attribute("#overlay", "class")
+    page.mouse.move(*to_screen(x0 + 30, y0 + 20))
+    page.mouse.down()
+    page.mouse.move(*to_screen((x0 + x1) / 2, (y0 + y1) / 2), steps=4)
+    page.mouse.move(*to_screen(x1 - 30, y1 - 20), steps=4)
+    page.mouse.up()
+    drawn = box_states(page)
+    assert len(drawn) == 1
+    assert abs(drawn[0][0] - (x0 + 30)) < 3 / scale and abs(drawn[0][3] - (y1 - 20)) < 3 / scale
+
+    # resize from the bottom-right handle, then move by dragging the middle
+    handle = page.locator("#overlay .box.selected .handle.se").bounding_box()
+    page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(*to_screen(x1, y1), steps=4)
+    page.mouse.up()
+    resized = box_states(page)[0]
+    assert abs(resized[2] - x1) < 3 / scale and abs(resized[3] - y1) < 3 / scale
+    page.mouse.move(*to_screen((x0 + x1) / 2, (y0 + y1) / 2))
+    page.mouse.down()
+    page.mouse.move(*to_screen((x0 + x1) / 2 - 30, (y0 + y1) / 2 - 20), steps=4)
+    page.mouse.up()
+    moved = box_states(page)[0]
+    assert moved[0] < resized[0] and moved[1] < resized[1]
+    assert abs((moved[2] - moved[0]) - (resized[2] - resized[0])) < 0.01  # moving keeps the size
+
+    # keyboard: arrows nudge, Shift+arrows nudge further, Alt+arrows resize
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowRight")
+    page.keyboard.press("Shift+ArrowRight")
+    page.keyboard.press("Shift+ArrowDown")
+    page.keyboard.press("Shift+ArrowDown")
+    nudged = box_states(page)[0]
+    assert abs((nudged[0] - moved[0]) * scale - 21) < 0.5 and abs((nudged[1] - moved[1]) * scale - 20) < 0.5
+    page.keyboard.press("Alt+ArrowLeft")
+    assert box_states(page)[0][2] < nudged[2]
+
+    # a second box (tap in draw mode gives a page-wide box), then reorder and delete
+    sx0, sy0, sx1, sy1 = true_boxes[1]
+    page.click("#btn-new")
+    page.mouse.click(*to_screen((sx0 + sx1) / 2, (sy0 + sy1) / 2))
+    boxes = box_states(page)
+    assert len(boxes) == 2 and boxes[1][1] > boxes[0][1]  # sorted top to bottom
+    second = selected_id(page)
+    page.keyboard.press("[")  # move it earlier
+    assert page.evaluate("() => window.acaiOmr.state.pages[0].boxes[0].id") == second
+    assert page.inner_text("#overlay .box.selected .label") == "1"
+    page.keyboard.press("]")
+    ids = page.evaluate("() => window.acaiOmr.state.pages[0].boxes.map(b => b.id)")
+    assert selected_id(page) == ids[1]
+    page.keyboard.press("Shift+Tab")  # Tab walks through the boxes
+    assert selected_id(page) == ids[0]
+    page.keyboard.press("Tab")
+    assert selected_id(page) == ids[1]
+    page.keyboard.press("n")
+    page.mouse.click(*to_screen(width / 2, 40))
+    assert len(box_states(page)) == 3
+    page.keyboard.press("Delete")
+    assert len(box_states(page)) == 2
+    page.locator("#step-systems").scroll_into_view_if_needed()
+    shoot(page, "05-manual-boxes")
+
+    page.keyboard.press("Enter")
+    wait_for_result(page)
+    assert page.locator("#systems-body tr").count() == 2
+    crops = page.locator("#systems-body td.img img[alt^='Input crop']")
+    assert crops.count() == 2
+    link = page.get_attribute("#dl-musicxml", "href")
+    response = page.request.get(server_url + link)
+    assert response.ok
+    assert len(parse_score_string(response.body()).findall("part/measure")) >= 2
+
+
+def test_refused_upload_shows_a_clear_message(page, server_url, tmp_path, shoot):
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are not the notes you are looking for")
+    page.goto(server_url)
+    page.set_input_files("#file-input", str(fake))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "Unsupported file type" in page.inner_text("#error-text")
+    assert page.locator("#step-systems").is_hidden()
+    shoot(page, "06-error-unsupported-file")
+
+    # dropping a good file on the drop zone clears the error and goes on
+    transfer = page.evaluate_handle("""() => {
+        const canvas = document.createElement('canvas'); canvas.width = 600; canvas.height = 400;
+        const ctx = canvas.getContext('2d'); ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, 600, 400);
+        const bytes = atob(canvas.toDataURL('image/png').split(',')[1]);
+        const file = new File([Uint8Array.from(bytes, c => c.charCodeAt(0))], 'dropped.png', {type: 'image/png'});
+        const dt = new DataTransfer(); dt.items.add(file); return dt; }""")
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#step-systems:not([hidden])")
+    assert page.locator("#error").is_hidden()
+    assert "dropped.png" in page.inner_text("#upload-status")
+
+
+def test_blank_page_offers_manual_boxes_on_a_phone_screen(chromium, server_url, tmp_path, shoot):
+    from PIL import Image
+
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (1200, 1600), (250, 250, 245)).save(blank)
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                   has_touch=True)
+    phone = context.new_page()
+    try:
+        phone.goto(server_url)
+        assert phone.get_attribute("#camera-input", "capture") == "environment"
+        shoot(phone, "07-phone-upload")
+        phone.set_input_files("#camera-input", str(blank))
+        phone.wait_for_selector("#step-systems:not([hidden])")
+        assert "No systems were found" in phone.inner_text("#systems-notice")
+        assert phone.locator("#overlay .box").count() == 0
+        phone.tap("#btn-new")
+        box = phone.locator("#overlay").bounding_box()
+        phone.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+        assert phone.locator("#overlay .box").count() == 1
+        shoot(phone, "08-phone-no-systems-manual-box")
+    finally:
+        context.close()
+
+
+def test_missing_weights_are_announced_and_transcribing_says_why(page, server_without_weights_url, rendered_page,
+                                                                 shoot):
+    path, _ = rendered_page
+    page.goto(server_without_weights_url)
+    page.wait_for_selector("#banner:not([hidden])")
+    assert "weights" in page.inner_text("#banner").lower()
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#overlay .box")  # detection and box editing work without the model
+    page.click("#btn-transcribe")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "weights" in page.inner_text("#error-text").lower()
+    assert page.locator("#step-progress").is_hidden()
+    shoot(page, "09-weights-missing")

@@ -1,0 +1,148 @@
+"""The data engine on real scores: image and gold agree, builds resume, splits stay apart.
+
+Uses short OpenScore Lieder dev pieces from the shared corpora and the real
+engravers (Verovio always; MuseScore 3 when installed).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acai_omr.data.build import SplitWriter, Unit, run_unit
+from acai_omr.data.ingest import NormalizedCache, Source, chopin_work, list_sources, piano_only_score
+from acai_omr.data.layout import measures_of
+from acai_omr.lmx import delinearize, linearize_part, read_score, score_to_string
+from acai_omr.paths import shared_dir
+from acai_omr.render.musescore import find_mscore
+
+CORPORA = shared_dir() / "corpora"
+SHORT_PIECES = ["lc5100073", "lc6177220"]  # the two smallest Lieder dev files
+
+pytestmark = pytest.mark.skipif(not (CORPORA / "lieder" / "dev").exists(), reason="shared corpora missing")
+
+
+def _score(piece: str):
+    return piano_only_score(read_score(CORPORA / "lieder" / "dev" / f"{piece}.mxl"))
+
+
+def _assert_gold_agrees(part, image: np.ndarray, drawn_measures: int) -> None:
+    """Measures drawn = measures in the gold; gold delinearizes cleanly and round-trips; image sane."""
+    assert len(measures_of(part)) == drawn_measures
+    tokens = linearize_part(part, fail_on_unknown=False)
+    assert tokens.count("measure") == drawn_measures
+    assert tokens[1].startswith("key:") and any(t.startswith("clef:") for t in tokens[:8])
+    result = delinearize(tokens)
+    assert result.errors == []
+    assert linearize_part(result.part, fail_on_unknown=False) == tokens
+    assert 120 <= image.shape[0] <= 600 and image.shape[1] >= 300
+    assert 0.01 < (image < 128).mean() < 0.5  # ink, but not a black page
+    assert (image[0] == 255).all() and (image[-1] == 255).all()  # white margin kept
+
+
+def test_verovio_systems_match_their_gold():
+    from acai_omr.data.verovio_render import VerovioEngraver, sample_options
+
+    engraver = VerovioEngraver()
+    rng = random.Random(1)
+    score = _score(SHORT_PIECES[0])
+    total = len(measures_of(score.find("part")))
+    systems = engraver.render_systems(score, sample_options(rng), rng, 10.0)
+    assert len(systems) >= 2
+    assert sum(len(measures_of(s.part)) for s in systems) == total
+    for system in systems:
+        _assert_gold_agrees(system.part, system.image, system.options["measures_drawn"])
+    assert systems[0].time_shown and not any(s.time_shown for s in systems[1:])
+
+
+def test_verovio_time_restatement_is_in_image_and_gold():
+    from acai_omr.data.verovio_render import VerovioEngraver, sample_options
+
+    rng = random.Random(3)
+    systems = VerovioEngraver().render_systems(_score(SHORT_PIECES[0]), sample_options(rng), rng, 10.0,
+                                               time_probability=1.0)
+    for system in systems:
+        tokens = linearize_part(system.part, fail_on_unknown=False)
+        assert system.time_shown == ("time" in tokens[:6])
+        assert system.time_shown  # restated on every system
+        _assert_gold_agrees(system.part, system.image, system.options["measures_drawn"])
+
+
+@pytest.mark.skipif(find_mscore() is None, reason="MuseScore 3 not installed")
+def test_musescore_batch_systems_match_their_gold():
+    from acai_omr.data.musescore_render import render_batch
+
+    results = render_batch([_score(p) for p in SHORT_PIECES], random.Random(2))
+    for piece, systems in zip(SHORT_PIECES, results):
+        assert not isinstance(systems, str), f"{piece}: {systems}"
+        assert systems
+        for system in systems:
+            _assert_gold_agrees(system.part, system.image, system.options["measures_drawn"])
+
+
+def test_build_writes_manifest_and_resumes(tmp_path):
+    cache = NormalizedCache(tmp_path / "cache")
+    source = Source("lieder", SHORT_PIECES[0], Path(), "dev")
+    cache.path(source).parent.mkdir(parents=True)
+    cache.path(source).write_text(score_to_string(_score(SHORT_PIECES[0])))
+    unit = Unit("verovio", (("lieder", SHORT_PIECES[0]),), 0)
+    writer = SplitWriter(tmp_path / "dev")
+    result = run_unit(unit, str(cache.root))
+    assert result.records and not result.errors
+    writer.write(result)
+    rows = [json.loads(line) for line in (tmp_path / "dev" / "manifest.jsonl").open()]
+    assert len(rows) == len(result.records)
+    for row in rows:
+        assert set(row) >= {"id", "image", "lmx", "musicxml", "source", "corpus", "engraver", "options",
+                            "width", "height"}
+        assert (tmp_path / "dev" / row["image"]).exists() and row["image"].startswith("shards/00000/")
+        gold = linearize_part(read_score(tmp_path / "dev" / row["musicxml"]).find("part"), fail_on_unknown=False)
+        assert " ".join(gold) == row["lmx"]
+    # a kill mid-line leaves a partial line: reopening drops it and knows the unit is done
+    with (tmp_path / "dev" / "manifest.jsonl").open("a") as handle:
+        handle.write('{"id": "cut-off')
+    reopened = SplitWriter(tmp_path / "dev")
+    assert reopened.count == len(rows) and unit.key in reopened.done
+    assert (tmp_path / "dev" / "manifest.jsonl").read_text().endswith("\n")
+
+    from acai_omr.data.stats import split_stats
+
+    stats = split_stats(tmp_path / "dev")
+    assert stats["systems"] == len(rows) and stats["systems_per_engraver"] == {"verovio": len(rows)}
+    assert 0 < stats["vocabulary"]["used"] < 224
+
+
+def test_splits_are_by_piece_and_by_chopin_work():
+    assert chopin_work("028_1-12-1a-C-001.krn") == "028" and chopin_work("001-1-BRZ.krn") == "001"
+    train = list_sources(CORPORA, "train")
+    dev = list_sources(CORPORA, "dev")
+    assert not {(s.corpus, s.piece_id) for s in train} & {(s.corpus, s.piece_id) for s in dev}
+    train_works = {chopin_work(s.path.name) for s in train if s.corpus == "chopin"}
+    dev_works = {chopin_work(s.path.name) for s in dev if s.corpus == "chopin"}
+    assert dev_works and not train_works & dev_works
+    assert sum(s.corpus == "lieder" for s in dev) == len(list((CORPORA / "lieder" / "dev").glob("*.mxl")))
+    polish = [s for s in train + dev if s.corpus.startswith("polish")]
+    assert 0.02 < sum(s.split == "dev" for s in polish) / len(polish) < 0.1
+
+
+def test_render_page_boxes_cover_each_system():
+    from acai_omr.data.pages import render_page
+
+    image, boxes = render_page(CORPORA / "lieder" / "dev" / f"{SHORT_PIECES[1]}.mxl", seed=0, page=0,
+                               staff_space_px=10.0)
+    assert image.mode == "L" and boxes
+    pixels = np.asarray(image)
+    for (x0, y0, x1, y1), below in zip(boxes, boxes[1:] + [None]):
+        assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+        assert 80 <= y1 - y0 <= 450  # two staves of 4 spaces plus what sticks out
+        if below is not None:
+            assert y1 <= below[1]  # top to bottom, not overlapping
+    inside = np.zeros(pixels.shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        inside[y0:y1, x0:x1] = True
+    ink = pixels < 128
+    assert ink[inside].sum() / max(1, ink.sum()) > 0.9  # most ink is inside a system box

@@ -1,0 +1,210 @@
+"""System detection on synthetic pages, and the page loader's refusals."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acai_omr.cli import main as cli_main
+from acai_omr.config import DetectConfig
+from acai_omr.detect import PageInputError, crop_system, detect_systems, load_page_images, parse_pages
+from acai_omr.detect.synthetic import make_page, make_text_page
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def boxes_of(result):
+    return [(b.x0, b.y0, b.x1, b.y1) for b in result.boxes]
+
+
+@pytest.mark.parametrize("n_systems,angle,noise", [
+    (1, 0.0, False), (2, 3.0, True), (3, -3.0, False), (4, 1.5, True), (6, -2.0, True), (8, 0.0, True),
+    (10, 3.0, False),
+])
+def test_finds_every_piano_system_in_reading_order(n_systems, angle, noise):
+    page = make_page(["piano"] * n_systems, seed=n_systems, angle=angle, noise=noise)
+    result = detect_systems(page.image)
+    assert len(result.boxes) == n_systems, result.messages
+    for truth, box in zip(page.boxes, result.boxes):  # same order: reading order = top to bottom
+        assert iou(truth, (box.x0, box.y0, box.x1, box.y1)) >= 0.5
+        assert box.kind == "piano"
+        assert [s.role for s in box.staves] == ["piano-upper", "piano-lower"]
+        assert 0.5 <= box.confidence <= 1.0
+    assert result.skew_angle == pytest.approx(-angle, abs=0.3)
+
+
+def test_boxes_contain_notes_above_and_below_the_staves():
+    page = make_page(["piano"] * 5, seed=11)
+    result = detect_systems(page.image)
+    tol = 2
+    for truth, box in zip(page.boxes, result.boxes):
+        assert box.x0 <= truth[0] + tol and box.y0 <= truth[1] + tol
+        assert box.x1 >= truth[2] - tol and box.y1 >= truth[3] - tol
+        # neighbouring boxes meet but do not overlap
+    for upper, lower in zip(result.boxes, result.boxes[1:]):
+        assert upper.y1 <= lower.y0 + 1
+
+
+def test_single_staves_and_voice_plus_piano_are_told_apart():
+    page = make_page(["single", "piano", "voice+piano", "single"], seed=5, noise=True)
+    result = detect_systems(page.image)
+    assert [b.kind for b in result.boxes] == ["single", "piano", "voice+piano", "single"]
+    voice_piano = result.boxes[2]
+    assert [s.role for s in voice_piano.staves] == ["voice", "piano-upper", "piano-lower"]
+    for truth, box in zip(page.boxes, result.boxes):
+        assert iou(truth, (box.x0, box.y0, box.x1, box.y1)) >= 0.5
+
+
+def test_numpy_rgb_input_is_accepted():
+    page = make_page(["piano"] * 3, seed=2)
+    rgb = np.stack([np.asarray(page.image)] * 3, axis=2)
+    assert len(detect_systems(rgb).boxes) == 3
+
+
+def test_crop_is_upright_and_holds_the_system():
+    page = make_page(["piano"] * 3, seed=7, angle=2.5, noise=True)
+    result = detect_systems(page.image)
+    crop = crop_system(page.image, result.boxes[1])
+    assert crop.mode == "L"
+    assert crop.width > crop.height > 0
+    again = detect_systems(crop)  # the crop, detected on its own: one level piano system
+    assert len(again.boxes) == 1 and again.boxes[0].kind == "piano"
+    assert abs(again.skew_angle) <= 0.2
+
+
+def test_blank_page_has_no_systems_and_says_so():
+    blank = Image.new("L", (1240, 1754), 250)
+    result = detect_systems(blank)
+    assert result.boxes == []
+    assert any("blank" in m or "no" in m for m in result.messages)
+    noisy = np.clip(np.random.default_rng(0).normal(235, 10, (1754, 1240)), 0, 255).astype(np.uint8)
+    assert detect_systems(noisy).boxes == []
+
+
+def test_page_of_text_has_no_systems():
+    result = detect_systems(make_text_page(seed=1))
+    assert result.boxes == []
+    assert result.messages and "no" in result.messages[0]
+
+
+def test_tiny_image_is_reported_not_crashed():
+    result = detect_systems(Image.new("L", (10, 10), 255))
+    assert result.boxes == [] and "too small" in result.messages[0]
+
+
+# ---------------------------------------------------------------- loading pages
+
+
+def _write_huge_png(path: Path, side: int = 20_000) -> None:
+    """A valid, all-white 1-bit PNG of side x side pixels that is only a few kB on disk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + b"\xff" * ((side + 7) // 8)
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    _write_huge_png(path)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(PageInputError, match="20000x20000"):
+        load_page_images(path)
+
+
+def test_corrupt_and_missing_files_give_clear_errors(tmp_path):
+    bad_pdf = tmp_path / "broken.pdf"
+    bad_pdf.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage garbage\n")
+    with pytest.raises(PageInputError, match="not a readable PDF"):
+        load_page_images(bad_pdf)
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is not an image")
+    with pytest.raises(PageInputError, match="not a readable image"):
+        load_page_images(not_image)
+    with pytest.raises(PageInputError, match="no such file"):
+        load_page_images(tmp_path / "missing.png")
+    truncated = tmp_path / "cut.png"
+    make_page(["piano"], seed=1).image.save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    with pytest.raises(PageInputError, match="corrupt or truncated"):
+        load_page_images(truncated)
+
+
+def _two_page_pdf(path: Path) -> None:
+    first = make_page(["piano"] * 3, seed=1).image
+    second = make_page(["voice+piano"] * 2, seed=2).image
+    first.save(path, save_all=True, append_images=[second], resolution=150)
+
+
+def test_pdf_pages_are_rasterized_and_selectable(tmp_path):
+    pdf = tmp_path / "two.pdf"
+    _two_page_pdf(pdf)
+    pages = load_page_images(pdf, dpi=150)
+    assert len(pages) == 2 and abs(pages[0].width - 1240) <= 1 and abs(pages[0].height - 1754) <= 1
+    only_second = load_page_images(pdf, pages="2", dpi=150)
+    assert len(only_second) == 1
+    assert [b.kind for b in detect_systems(only_second[0]).boxes] == ["voice+piano"] * 2
+    with pytest.raises(PageInputError, match="has 2 page"):
+        load_page_images(pdf, pages=[3])
+    small_limit = DetectConfig(max_pdf_pages=1)
+    with pytest.raises(PageInputError, match="over the limit of 1"):
+        load_page_images(pdf, cfg=small_limit)
+    assert len(load_page_images(pdf, pages=[1], cfg=small_limit, dpi=100)) == 1
+    with pytest.raises(PageInputError, match="lower dpi"):
+        load_page_images(pdf, pages=[1], dpi=150, cfg=DetectConfig(max_pixels=1_000_000))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("L", (300, 200), 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "photo.jpg"
+    image.save(path, exif=exif)
+    (page,) = load_page_images(path)
+    assert page.size == (200, 300)
+
+
+def test_parse_pages():
+    assert parse_pages("1-3,5") == [1, 2, 3, 5]
+    assert parse_pages(None) is None and parse_pages(" ") is None
+    for bad in ("0", "3-1", "a", "1-"):
+        with pytest.raises(PageInputError):
+            parse_pages(bad)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_writes_boxes_and_overlay(tmp_path, capsys):
+    pdf = tmp_path / "two.pdf"
+    _two_page_pdf(pdf)
+    out, overlay = tmp_path / "boxes.json", tmp_path / "overlay.png"
+    assert cli_main(["detect", str(pdf), "--pages", "1-2", "--dpi", "150", "-o", str(out),
+                     "--draw", str(overlay)]) == 0
+    report = json.loads(out.read_text())
+    assert [p["page"] for p in report["pages"]] == [1, 2]
+    assert [len(p["systems"]) for p in report["pages"]] == [3, 2]
+    first = report["pages"][0]["systems"][0]
+    assert {"x0", "y0", "x1", "y1", "confidence", "staves", "kind", "quad"} <= set(first)
+    assert (tmp_path / "overlay_p1.png").exists() and (tmp_path / "overlay_p2.png").exists()
+
+
+def test_cli_reports_bad_input_with_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.7 broken")
+    assert cli_main(["detect", str(bad)]) == 2
+    assert "not a readable PDF" in capsys.readouterr().err

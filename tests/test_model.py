@@ -1,0 +1,147 @@
+"""The OMR network: encoder padding handling, decoder causality and tied embeddings, config presets."""
+
+import pytest
+import torch
+
+from acai_omr.config import ModelConfig
+from acai_omr.lmx.vocab import VOCAB
+from acai_omr.model.model import OMRModel, sincos_2d
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: extra intra-op threads only add overhead (and stall badly on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    return ModelConfig.from_dict({**ModelConfig.tiny().to_dict(), **overrides})
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return OMRModel(tiny_config()).eval()
+
+
+def random_tokens(batch, length, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, len(VOCAB), (batch, length), generator=generator)
+    tokens[:, 0] = VOCAB.bos_id
+    return tokens
+
+
+def test_vocab_size_default_matches_vocabulary():
+    assert ModelConfig().vocab_size == len(VOCAB) == 227
+
+
+def test_config_dict_round_trip_and_unknown_field():
+    cfg = ModelConfig.large()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="not_a_field"):
+        ModelConfig.from_dict({**cfg.to_dict(), "not_a_field": 1})
+
+
+@pytest.mark.parametrize("preset", [ModelConfig.small, ModelConfig.large])
+def test_presets_are_consistent(preset):
+    cfg = preset()
+    assert cfg.image_height % cfg.patch_height == 0 and cfg.max_image_width % cfg.patch_width == 0
+    assert cfg.enc_dim % cfg.enc_heads == 0 and cfg.dec_dim % cfg.dec_heads == 0 and cfg.enc_dim % 4 == 0
+    assert cfg.mae_dec_dim % 4 == 0
+
+
+def test_encoder_shapes_and_valid_columns(model):
+    images = torch.rand(2, 1, 32, 96)
+    widths = torch.tensor([96, 20])  # 20 px -> 3 patch columns of 8 px (the last one partly filled)
+    memory, valid = model.encode(images, widths)
+    assert memory.shape == (2, 2 * 12, 32)
+    assert valid[0].all()
+    per_row = valid[1].view(2, 12)
+    assert per_row[:, :3].all() and not per_row[:, 3:].any()
+
+
+def test_padding_does_not_change_encoder_or_logits(model):
+    """The same image padded to different widths (with garbage in the padding) gives the same outputs."""
+    torch.manual_seed(3)
+    image = torch.rand(1, 1, 32, 44)
+    tokens = random_tokens(1, 12)
+    narrow = torch.ones(1, 1, 32, 48)
+    narrow[..., :44] = image
+    wide = torch.rand(2, 1, 32, 160)  # padding full of noise; a second, wider image in the batch
+    wide[0, :, :, :44] = image[0]
+    widths_narrow, widths_wide = torch.tensor([44]), torch.tensor([44, 160])
+    with torch.no_grad():
+        mem_n, valid_n = model.encode(narrow, widths_narrow)
+        mem_w, valid_w = model.encode(wide, widths_wide)
+        cols_n, cols_w = 48 // 8, 160 // 8
+        real_n = mem_n[0].view(2, cols_n, -1)[:, :6]
+        real_w = mem_w[0].view(2, cols_w, -1)[:, :6]
+        torch.testing.assert_close(real_n, real_w, rtol=1e-5, atol=1e-5)
+        logits_n = model(narrow, widths_narrow, tokens)
+        logits_w = model(wide, widths_wide, tokens.expand(2, -1))[:1]
+    torch.testing.assert_close(logits_n, logits_w, rtol=1e-5, atol=1e-5)
+
+
+def test_any_width_up_to_the_maximum_and_no_further(model):
+    with torch.no_grad():
+        model.encode(torch.rand(1, 1, 32, 256), torch.tensor([256]))
+        with pytest.raises(ValueError, match="at most 256"):
+            model.encode(torch.rand(1, 1, 32, 264), torch.tensor([264]))
+        with pytest.raises(ValueError, match=r"\[B, 1, 32, W\]"):
+            model.encode(torch.rand(1, 1, 40, 64), torch.tensor([64]))
+
+
+def test_sincos_positions_are_distinct():
+    pos = sincos_2d(4, 50, 32)
+    assert pos.shape == (200, 32)
+    assert torch.cdist(pos, pos).add(torch.eye(200) * 10).min() > 1e-3
+
+
+def test_decoder_is_causal(model):
+    images, widths = torch.rand(1, 1, 32, 64), torch.tensor([64])
+    tokens = random_tokens(1, 10)
+    changed = tokens.clone()
+    changed[0, 6] = (changed[0, 6] + 1 - 3) % (len(VOCAB) - 3) + 3
+    with torch.no_grad():
+        a, b = model(images, widths, tokens), model(images, widths, changed)
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_input_embeds_path_and_tied_output(model):
+    """Scheduled sampling feeds embeddings: token embeddings give the same logits as the token ids."""
+    images, widths = torch.rand(2, 1, 32, 64), torch.tensor([64, 40])
+    tokens = random_tokens(2, 9)
+    with torch.no_grad():
+        by_ids = model(images, widths, tokens)
+        embeds = model.decoder.token_embedding(tokens)
+        by_embeds = model(images, widths, tokens, input_embeds=embeds)
+        # soft mixture (one-hot weights @ embedding matrix) is the same thing
+        one_hot = torch.nn.functional.one_hot(tokens, len(VOCAB)).float()
+        by_mixture = model(images, widths, tokens, input_embeds=one_hot @ model.decoder.token_embedding.weight)
+    torch.testing.assert_close(by_ids, by_embeds)
+    torch.testing.assert_close(by_ids, by_mixture, rtol=1e-5, atol=1e-5)
+    assert by_ids.shape == (2, 9, len(VOCAB))
+    # the output projection is the embedding matrix: no separate head parameter
+    names = [name for name, _ in model.named_parameters()]
+    assert not any("head" in name for name in names)
+
+
+def test_gradients_reach_encoder_and_embedding():
+    torch.manual_seed(0)
+    model = OMRModel(tiny_config()).train()
+    images, widths = torch.rand(2, 1, 32, 64), torch.tensor([64, 30])
+    tokens = random_tokens(2, 9)
+    logits = model(images, widths, tokens[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    loss.backward()
+    assert model.encoder.patch_embed.weight.grad.abs().sum() > 0
+    assert model.decoder.token_embedding.weight.grad.abs().sum() > 0
+
+
+def test_too_many_tokens_raise(model):
+    with pytest.raises(ValueError, match="max_tokens"):
+        model(torch.rand(1, 1, 32, 64), torch.tensor([64]), random_tokens(1, 65))

@@ -1,0 +1,289 @@
+"""Training machinery: LR schedule, LLRD groups, scheduled sampling, exact resume, best checkpoint, dev eval.
+
+Everything runs the real OMRModel (a tiny configuration) on a tiny dataset
+written in the data engine's on-disk format and read by its SystemDataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acai_omr.config import ModelConfig, SupervisedTrainConfig
+from acai_omr.lmx.lmxfile import parse_lmx_text
+
+FIXTURES = Path(__file__).parent / "fixtures" / "olimpic-lmx"
+
+
+# ---------------------------------------------------------------- helpers (also used by test_train_ddp.py)
+
+
+def tiny_model_config(dropout: float = 0.1) -> ModelConfig:
+    return ModelConfig(image_height=32, patch_height=16, patch_width=16, max_image_width=256, enc_dim=32,
+                       enc_depth=2, enc_heads=2, dec_dim=32, dec_depth=2, dec_heads=2, dropout=dropout,
+                       max_tokens=128, mae_dec_dim=16, mae_dec_depth=1, mae_dec_heads=2)
+
+
+def _fake_system_image(rng: np.random.Generator, width: int, height: int = 80) -> np.ndarray:
+    """White paper, two five-line staves and some black blobs: enough pixels to train on."""
+    import cv2
+
+    image = np.full((height, width), 255, np.uint8)
+    for top in (12, 48):
+        for line in range(5):
+            image[top + 4 * line, 4:-4] = 0
+    for _ in range(width // 25):
+        x, y = int(rng.integers(8, width - 8)), int(rng.integers(10, height - 10))
+        cv2.circle(image, (x, y), 3, 0, -1)
+    return image
+
+
+def make_tiny_dataset(root: Path, train: int = 16, dev: int = 4, seed: int = 0) -> Path:
+    """`root/<split>/manifest.jsonl` + PNGs with real LMX labels (the six olimpic-lmx fixtures)."""
+    import cv2
+
+    labels = [" ".join(parse_lmx_text(p.read_text()).systems[0]) for p in sorted(FIXTURES.glob("*.lmx"))]
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("dev", dev)):
+        folder = root / split
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        with (folder / "manifest.jsonl").open("w") as manifest:
+            for i in range(count):
+                width = int(rng.integers(200, 600))
+                image = _fake_system_image(rng, width)
+                name = f"images/{split}{i:03d}.png"
+                cv2.imwrite(str(folder / name), image)
+                record = {"id": f"{split}{i:03d}", "image": name, "lmx": labels[i % len(labels)],
+                          "width": width, "height": image.shape[0]}
+                manifest.write(json.dumps(record) + "\n")
+    return root
+
+
+def tiny_supervised_config(data: Path, out: Path, **overrides) -> SupervisedTrainConfig:
+    base = dict(data=str(data), out=str(out), steps=8, batch_size=4, lr=1e-3, warmup_steps=2, num_workers=0,
+                threads=1, log_every=1, ckpt_every=100, eval_every=0, ss_start=0.25, ss_ramp=0.5, p_tf_min=0.5,
+                augment=True, precision="fp32")
+    base.update(overrides)
+    return SupervisedTrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny-data"))
+
+
+# ---------------------------------------------------------------- LR schedule and LLRD
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    from acai_omr.train.common import WarmupCosine
+
+    schedule = WarmupCosine(warmup=10, total=110, min_ratio=0.1)
+    warm = [schedule(s) for s in range(10)]
+    assert all(b > a for a, b in zip(warm, warm[1:])), "warm-up must rise"
+    assert warm[0] == pytest.approx(1 / 11) and schedule(10) == pytest.approx(1.0)
+    decay = [schedule(s) for s in range(10, 111)]
+    assert all(b <= a for a, b in zip(decay, decay[1:])), "after warm-up the LR only falls"
+    assert schedule(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+    assert schedule(110) == pytest.approx(0.1) and schedule(500) == pytest.approx(0.1)
+
+    # Through LambdaLR, every parameter group follows the same shape at its own peak.
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.AdamW([{"params": [params[0]], "lr": 1.0}, {"params": [params[1]], "lr": 0.25}])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    seen = []
+    for _ in range(110):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert max(s[0] for s in seen) == pytest.approx(1.0)
+    assert all(s[1] == pytest.approx(0.25 * s[0]) for s in seen)
+
+
+def test_llrd_gives_decayed_learning_rates_to_deeper_encoder_layers_and_full_rate_to_the_decoder():
+    from acai_omr.model import OMRModel
+    from acai_omr.train.common import param_groups
+    from acai_omr.train.supervised import SupervisedObjective
+
+    cfg = tiny_model_config()
+    objective = SupervisedObjective(OMRModel(cfg))
+    groups = param_groups(objective, lr=1.0, weight_decay=0.05, layer_decay=0.5, encoder_prefix="model.encoder.",
+                          num_encoder_layers=cfg.enc_depth)
+    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
+    wd_of = {name: g["weight_decay"] for g in groups for name in g["names"]}
+    assert set(lr_of) == {n for n, _ in objective.named_parameters()}, "every parameter is in exactly one group"
+    L = cfg.enc_depth
+    assert lr_of["model.encoder.patch_embed.weight"] == pytest.approx(0.5 ** (L + 1))
+    for i in range(L):
+        assert lr_of[f"model.encoder.blocks.{i}.attn.q.weight"] == pytest.approx(0.5 ** (L - i))
+    assert lr_of["model.encoder.norm.weight"] == pytest.approx(1.0)
+    assert all(lr == 1.0 for name, lr in lr_of.items() if name.startswith("model.decoder."))
+    # decay on matrices only: not on biases, norms or the token/position tables
+    assert wd_of["model.decoder.blocks.0.mlp.fc.weight"] == 0.05
+    assert wd_of["model.decoder.blocks.0.mlp.fc.bias"] == 0.0
+    assert wd_of["model.encoder.blocks.0.ln1.weight"] == 0.0
+    assert wd_of["model.decoder.token_embedding.weight"] == 0.0
+
+
+# ---------------------------------------------------------------- scheduled sampling
+
+
+def _tiny_batch(cfg: ModelConfig, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(3, 1, cfg.image_height, 96, generator=g)
+    widths = torch.tensor([96, 70, 40])
+    tokens = torch.randint(3, cfg.vocab_size, (3, 12), generator=g)
+    tokens[:, 0] = 1
+    tokens[1, 9] = 2
+    tokens[1, 10:] = 0  # a shorter sequence, padded
+    tokens[2, 11] = 2
+    return images, widths, tokens
+
+
+def test_scheduled_sampling_with_p_tf_one_is_exactly_teacher_forcing():
+    from acai_omr.model import OMRModel
+    from acai_omr.train.supervised import SupervisedObjective, mix_embeddings
+
+    cfg = tiny_model_config(dropout=0.0)
+    torch.manual_seed(0)
+    model = OMRModel(cfg)
+    objective = SupervisedObjective(model, label_smoothing=0.1)
+    images, widths, tokens = _tiny_batch(cfg)
+    teacher, _ = objective(images, widths, tokens, p_tf=1.0, two_pass=False)
+    two_pass, stats = objective(images, widths, tokens, p_tf=1.0, tau=0.5, two_pass=True)
+    assert torch.equal(teacher, two_pass)
+    assert float(stats["mixed_frac"]) == 0.0
+
+    memory, valid = model.encoder(images, widths)
+    pass1 = model.decoder(tokens[:, :-1], memory, valid)
+    embeds, used = mix_embeddings(model.decoder.token_embedding, tokens[:, :-1], pass1, p_tf=1.0, tau=1.0)
+    assert not used.any()
+    assert torch.equal(model.decoder(tokens[:, :-1], memory, valid, input_embeds=embeds), pass1)
+
+
+def test_scheduled_sampling_with_p_tf_zero_feeds_pass_one_predictions_everywhere_but_bos_and_padding():
+    from acai_omr.model import OMRModel
+    from acai_omr.train.supervised import SupervisedObjective, mix_embeddings
+
+    cfg = tiny_model_config(dropout=0.0)
+    torch.manual_seed(0)
+    model = OMRModel(cfg)
+    images, widths, tokens = _tiny_batch(cfg)
+    tokens_in = tokens[:, :-1]
+    memory, valid = model.encoder(images, widths)
+    pass1 = model.decoder(tokens_in, memory, valid)
+    table = model.decoder.token_embedding.weight
+    embeds, used = mix_embeddings(model.decoder.token_embedding, tokens_in, pass1, p_tf=0.0, tau=0.5, hard=True)
+    assert torch.equal(used, (tokens_in != 0) & (torch.arange(tokens_in.shape[1]) > 0))
+    assert torch.equal(embeds[:, 0], table[tokens_in[:, 0]]), "<bos> keeps its gold embedding"
+    # hard Gumbel-softmax: every mixed position is exactly one row of the embedding table
+    distance = torch.cdist(embeds[used].detach(), table.detach())
+    assert torch.all(distance.min(dim=1).values < 1e-3)  # other rows are > 0.05 away
+    # soft mixing is a convex combination, so gradients reach the embedding table through it
+    objective = SupervisedObjective(model)
+    loss, stats = objective(images, widths, tokens, p_tf=0.0, tau=1.0)
+    loss.backward()
+    assert float(stats["mixed_frac"]) == 1.0
+    assert model.decoder.token_embedding.weight.grad.abs().sum() > 0
+
+
+def test_sampling_schedule_holds_teacher_forcing_then_anneals_p_tf_and_temperature():
+    from acai_omr.train.supervised import sampling_schedule
+
+    cfg = SupervisedTrainConfig(steps=100, ss_start=0.2, ss_ramp=0.5, p_tf_min=0.6, tau_start=1.0, tau_end=0.25)
+    assert sampling_schedule(0, cfg) == (1.0, 1.0)
+    assert sampling_schedule(19, cfg) == (1.0, 1.0)
+    p_mid, tau_mid = sampling_schedule(45, cfg)  # half-way through the ramp
+    assert p_mid == pytest.approx(0.8) and tau_mid == pytest.approx(0.5)
+    assert sampling_schedule(70, cfg) == pytest.approx((0.6, 0.25))
+    assert sampling_schedule(99, cfg) == pytest.approx((0.6, 0.25))
+    values = [sampling_schedule(s, cfg) for s in range(100)]
+    assert all(b[0] <= a[0] and b[1] <= a[1] for a, b in zip(values, values[1:]))
+
+
+# ---------------------------------------------------------------- resume, best checkpoint, dev evaluation
+
+
+def _train_records(out: Path) -> list[tuple[int, float, float]]:
+    from acai_omr.train.common import read_log
+
+    return [(r["step"], r["loss"], r["lr"]) for r in read_log(out / "log.jsonl") if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_data, tmp_path, num_workers):
+    """8 steps straight == 5 steps, stop, resume from last.pt, 3 more (mid-epoch, scheduled sampling on)."""
+    from acai_omr.train.supervised import train_supervised
+
+    model_cfg = tiny_model_config(dropout=0.1)  # dropout + Gumbel noise + degradation: every RNG matters
+    straight = train_supervised(tiny_supervised_config(tiny_data, tmp_path / "a", num_workers=num_workers), model_cfg)
+    interrupted = train_supervised(tiny_supervised_config(tiny_data, tmp_path / "b", num_workers=num_workers),
+                                   model_cfg, stop_at=5)
+    assert interrupted.state.step == 5 and interrupted.state.batches_in_epoch == 1  # 4 batches per epoch
+    resumed = train_supervised(tiny_supervised_config(tiny_data, tmp_path / "b", num_workers=num_workers), model_cfg)
+    assert resumed.state.step == straight.state.step == 8
+
+    a, b = straight.objective.state_dict(), resumed.objective.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed parameters differ from the uninterrupted run"
+    assert _train_records(tmp_path / "a") == _train_records(tmp_path / "b")
+    opt_a, opt_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+
+
+def test_best_checkpoint_follows_the_lowest_dev_score_and_is_exported(tiny_data, tmp_path):
+    from acai_omr.model.weights import load_model
+    from acai_omr.train.common import load_checkpoint
+    from acai_omr.train.supervised import train_supervised
+
+    scores = iter([5.0, 3.0, 4.0, 2.5, 6.0, 2.6])
+    snapshots = {}
+
+    def evaluate(model, step):
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"score": next(scores)}
+
+    cfg = tiny_supervised_config(tiny_data, tmp_path / "run", steps=6, eval_every=1)
+    trainer = train_supervised(cfg, tiny_model_config(), evaluate=evaluate)
+    assert (trainer.state.best_step, trainer.state.best_score) == (4, 2.5)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["step"] == 4 and best["metrics"]["score"] == 2.5
+    assert all(torch.equal(best["objective"]["model." + k], v) for k, v in snapshots[4].items())
+    exported, exported_cfg = load_model(tmp_path / "run" / "best_weights", "cpu")
+    assert exported_cfg == tiny_model_config()
+    for name, value in exported.state_dict().items():  # fp16 on disk
+        assert torch.allclose(value.float(), snapshots[4][name].float(), atol=1e-3, rtol=1e-3), name
+    evals = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["best"] for e in evals if e["kind"] == "eval"] == [True, True, False, True, False, False]
+
+
+def test_periodic_dev_evaluation_reports_tedn_ser_and_unparseable_rate(tiny_data, tmp_path):
+    from acai_omr.train.supervised import train_supervised
+
+    cfg = tiny_supervised_config(tiny_data, tmp_path / "run", steps=2, eval_every=2, eval_limit=3, eval_max_len=12)
+    train_supervised(cfg, tiny_model_config())
+    evals = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    (record,) = [e for e in evals if e["kind"] == "eval"]
+    assert record["systems"] == 3
+    assert record["tedn"] > 0 and record["score"] == record["tedn"]  # an untrained model is wrong
+    assert 0 <= record["unparseable_rate"] <= 1 and record["ser"] > 0
+    assert (tmp_path / "run" / "best_weights" / "config.json").exists()
+
+
+def test_log_records_loss_lr_throughput_and_schedule_values(tiny_data, tmp_path):
+    from acai_omr.train.common import read_log
+    from acai_omr.train.supervised import train_supervised
+
+    train_supervised(tiny_supervised_config(tiny_data, tmp_path / "run", steps=4, ss_start=0.0, ss_ramp=1.0),
+                     tiny_model_config())
+    records = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for r in records:
+        assert math.isfinite(r["loss"]) and r["lr"] > 0 and r["samples_per_s"] > 0
+        assert {"p_tf", "tau", "token_acc", "grad_norm", "epoch"} <= r.keys()
+    assert records[0]["p_tf"] > records[-1]["p_tf"]

@@ -1,0 +1,419 @@
+"""The web app's routes through Flask's test client: uploads (good and bad), jobs, progress, results.
+
+A random-init tiny model (saved with save_weights) stands in for trained weights:
+its transcriptions are nonsense, but every stage of the pipeline runs for real.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import time
+import zipfile
+import zlib
+
+import pytest
+from PIL import Image
+
+from acai_omr import create_app
+from acai_omr.lmx.musicxml import parse_score_string
+
+TINY_MAX_TOKENS = 40
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    import torch
+
+    from acai_omr.config import ModelConfig
+    from acai_omr.model.model import OMRModel
+    from acai_omr.model.weights import save_weights
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_height=64, enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2,
+                      mae_dec_dim=16, mae_dec_depth=1, mae_dec_heads=2, max_tokens=128)
+    return save_weights(OMRModel(cfg), cfg, tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def page_png() -> bytes:
+    """An engraved page (Verovio, a Lieder training piece) as PNG bytes."""
+    from acai_omr.data.pages import render_page
+
+    image, _ = render_page(seed=3, page=0, staff_space_px=10)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def make_app(tmp_path, weights_dir, **web):
+    settings = dict(work_dir=str(tmp_path / "work"), weights_dir=str(weights_dir), max_tokens=TINY_MAX_TOKENS,
+                    render=False, torch_threads=1)
+    settings.update(web)
+    return create_app({"TESTING": True, "WEB": settings})
+
+
+@pytest.fixture()
+def client(tmp_path, weights_dir):
+    app = make_app(tmp_path, weights_dir)
+    yield app.test_client()
+    app.extensions["acai_omr"].runner.shutdown()
+
+
+def upload(client, data: bytes, name: str = "page.png", **form):
+    return client.post("/api/uploads", data={"file": (io.BytesIO(data), name), **form},
+                       content_type="multipart/form-data")
+
+
+def image_bytes(fmt: str, size=(300, 200), **save) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 255).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header claims width x height pixels (a decompression bomb's shape)."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def boxes_of(upload_json, page=0, keep=None):
+    boxes = upload_json["pages"][page]["boxes"]
+    if keep is not None:
+        boxes = [boxes[i] for i in keep]
+    return [dict(page=page, **{k: b[k] for k in ("x0", "y0", "x1", "y1", "quad")}) for b in boxes]
+
+
+def wait_for(client, job_id, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        snapshot = client.get(f"/api/jobs/{job_id}").get_json()
+        if snapshot["status"] in ("done", "failed", "cancelled"):
+            return snapshot
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {snapshot}")
+
+
+# ---------------------------------------------------------------- page and status
+
+
+def test_index_page_offers_upload_with_camera_capture(client):
+    html = client.get("/").get_data(as_text=True)
+    assert 'accept="image/*,application/pdf"' in html
+    assert "capture=" in html
+    assert "app.js" in html
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_status_reports_loadable_weights(client):
+    status = client.get("/api/status").get_json()
+    assert status["weights"]["ok"] is True
+    assert status["limits"]["max_pdf_pages"] > 0
+
+
+def test_missing_weights_give_a_clear_message_and_jobs_are_refused(tmp_path, weights_dir, page_png):
+    app = make_app(tmp_path, tmp_path / "no-weights-here")
+    client = app.test_client()
+    status = client.get("/api/status").get_json()
+    assert status["weights"]["ok"] is False
+    assert "weights" in status["weights"]["message"].lower()
+    uploaded = upload(client, page_png).get_json()  # uploading and box editing still work
+    response = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"], "systems": boxes_of(uploaded)})
+    assert response.status_code == 503
+    assert "weights" in response.get_json()["error"].lower()
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def test_png_upload_returns_pages_with_detected_boxes_and_a_page_image(client, page_png):
+    response = upload(client, page_png)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert len(body["upload_id"]) == 32
+    page = body["pages"][0]
+    assert (page["width"], page["height"]) == Image.open(io.BytesIO(page_png)).size
+    assert body["systems_found"] == len(page["boxes"]) >= 1
+    for box in page["boxes"]:
+        assert 0 <= box["x0"] < box["x1"] <= page["width"] and 0 <= box["y0"] < box["y1"] <= page["height"]
+    image = client.get(page["url"])
+    assert image.status_code == 200 and image.mimetype == "image/jpeg"
+    assert client.get(f"/api/uploads/{body['upload_id']}").get_json()["pages"][0]["boxes"] == page["boxes"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_other_image_formats_are_accepted(client, fmt):
+    response = upload(client, image_bytes(fmt), name=f"blank.{fmt.lower()}")
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["pages"][0]["width"] == 300
+
+
+def test_blank_page_reports_no_systems_and_offers_manual_boxes(client):
+    body = upload(client, image_bytes("PNG", (800, 600))).get_json()
+    assert body["systems_found"] == 0
+    assert any("by hand" in m for m in body["messages"])
+
+
+def test_exif_orientation_is_honoured(client):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    body = upload(client, image_bytes("JPEG", (300, 200), exif=exif), name="photo.jpg").get_json()
+    assert (body["pages"][0]["width"], body["pages"][0]["height"]) == (200, 300)
+
+
+def test_pdf_pages_become_images_and_can_be_chosen(client):
+    pages = [Image.new("L", (400, 500), 255) for _ in range(3)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "PDF", save_all=True, append_images=pages[1:], resolution=72)
+    pdf = buffer.getvalue()
+    assert len(upload(client, pdf, name="score.pdf").get_json()["pages"]) == 3
+    chosen = upload(client, pdf, name="score.pdf", pages="2-3").get_json()
+    assert len(chosen["pages"]) == 2
+    bad = upload(client, pdf, name="score.pdf", pages="7")
+    assert bad.status_code == 400 and "3 page" in bad.get_json()["error"]
+
+
+def test_systems_from_two_pages_are_joined_in_the_order_given_with_a_page_break(client, page_png):
+    page = Image.open(io.BytesIO(page_png)).convert("L")
+    buffer = io.BytesIO()
+    page.save(buffer, "TIFF", save_all=True, append_images=[page])  # a two-page TIFF: both pages kept
+    uploaded = upload(client, buffer.getvalue(), name="two.tif").get_json()
+    assert len(uploaded["pages"]) == 2
+    first, second = boxes_of(uploaded, page=1, keep=[0]), boxes_of(uploaded, page=0, keep=[0, 1])
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                             "systems": first + second}).get_json()["job_id"]
+    job = wait_for(client, job_id)
+    assert [s["page"] for s in job["systems"]] == [1, 0, 0]
+    root = parse_score_string(client.get(f"/api/jobs/{job_id}/result.musicxml").data)
+    breaks = [("page" if m.find("print[@new-page='yes']") is not None else "system")
+              for m in root.findall("part/measure") if m.find("print") is not None]
+    assert breaks == ["page", "system"]  # page 2 -> page 1 is a page change, then a new system
+    only_first_page = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"], "pages": [1],
+                                                     "systems": first + second}).get_json()
+    assert [s["page"] for s in only_first_page["systems"]] == [1]
+
+
+def test_too_many_pdf_pages_are_refused(tmp_path, weights_dir):
+    client = make_app(tmp_path, weights_dir, max_pdf_pages=2).test_client()
+    pages = [Image.new("L", (100, 100), 255) for _ in range(3)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "PDF", save_all=True, append_images=pages[1:])
+    response = upload(client, buffer.getvalue(), name="long.pdf")
+    assert response.status_code == 413
+    assert "3 pages" in response.get_json()["error"]
+
+
+def test_a_20000_pixel_image_header_is_refused_before_decoding(client):
+    response = upload(client, png_header_only(20_000, 20_000), name="bomb.png")
+    assert response.status_code == 413
+    message = response.get_json()["error"]
+    assert "decompression bomb" in message and "400000000 pixels" in message
+    # a header under Pillow's own bomb threshold but over our limits is refused by our check
+    response = upload(client, png_header_only(13_000, 100), name="wide.png")
+    assert response.status_code == 413
+    assert "13000×100" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_corrupt_images_are_refused_with_a_message(client, page_png, fmt):
+    data = page_png if fmt == "PNG" else image_bytes("JPEG", (600, 400))
+    response = upload(client, data[: len(data) // 2], name=f"broken.{fmt.lower()}")
+    assert response.status_code == 400
+    assert "corrupt" in response.get_json()["error"] or "truncated" in response.get_json()["error"]
+
+
+def test_type_is_judged_by_content_not_by_name(client):
+    fake = upload(client, b"<html>not an image</html>" * 10, name="page.png")
+    assert fake.status_code == 415
+    assert "PNG, JPEG" in fake.get_json()["error"]
+    real = upload(client, image_bytes("PNG"), name="misnamed.pdf")
+    assert real.status_code == 201
+
+
+def test_empty_missing_and_oversized_files_are_refused(tmp_path, weights_dir, client):
+    assert upload(client, b"", name="empty.png").status_code == 400
+    no_file = client.post("/api/uploads", data={}, content_type="multipart/form-data")
+    assert no_file.status_code == 400 and "file" in no_file.get_json()["error"]
+    small = make_app(tmp_path / "small", weights_dir, max_upload_bytes=10_000).test_client()
+    big = upload(small, os.urandom(200_000), name="big.png")
+    assert big.status_code == 413
+    assert "limit" in big.get_json()["error"] or "too large" in big.get_json()["error"]
+
+
+# ---------------------------------------------------------------- ids and bad requests
+
+
+def test_unknown_and_malformed_ids_are_404_json(client):
+    unknown = "0" * 32
+    for method, url in [("get", f"/api/jobs/{unknown}"), ("get", f"/api/jobs/{unknown}/events"),
+                        ("get", f"/api/jobs/{unknown}/result.musicxml"), ("delete", f"/api/jobs/{unknown}"),
+                        ("get", f"/api/uploads/{unknown}"), ("get", f"/api/uploads/{unknown}/pages/0.jpg"),
+                        ("get", "/api/jobs/..%2F..%2Fetc/result.lmx"), ("get", "/api/jobs/not-an-id"),
+                        ("get", "/api/no-such-route")]:
+        response = getattr(client, method)(url)
+        assert response.status_code == 404, url
+        assert "error" in response.get_json(), url
+    response = client.post("/api/jobs", json={"upload_id": unknown, "systems": [{"x0": 0}]})
+    assert response.status_code == 404
+    assert client.put("/api/jobs").status_code == 405
+
+
+def test_bad_job_requests_get_400_with_a_reason(client, page_png):
+    uploaded = upload(client, page_png).get_json()
+    uid = uploaded["upload_id"]
+    cases = [
+        ("not json", None),
+        ({"upload_id": uid}, "No systems"),
+        ({"upload_id": uid, "systems": [{"page": 5, "x0": 0, "y0": 0, "x1": 100, "y1": 100}]}, "page"),
+        ({"upload_id": uid, "systems": [{"page": 0, "x0": "a", "y0": 0, "x1": 100, "y1": 100}]}, "numeric"),
+        ({"upload_id": uid, "systems": [{"page": 0, "x0": 10, "y0": 10, "x1": 12, "y1": 12}]}, "too small"),
+    ]
+    for body, words in cases:
+        if body == "not json":
+            response = client.post("/api/jobs", data="x", content_type="text/plain")
+        else:
+            response = client.post("/api/jobs", json=body)
+        assert response.status_code == 400, body
+        if words:
+            assert words in response.get_json()["error"], response.get_json()
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def test_job_runs_to_a_musicxml_score_with_every_download(tmp_path, weights_dir, page_png):
+    app = make_app(tmp_path, weights_dir, render=True)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    systems = boxes_of(uploaded, keep=[0, 1])
+    response = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"], "systems": systems})
+    assert response.status_code == 202
+    job_id = response.get_json()["job_id"]
+    job = wait_for(client, job_id)
+    assert job["status"] == "done", job
+    assert [s["state"] for s in job["systems"]] == ["done", "done"]
+    assert all(0 < s["confidence"] <= 1 and s["tokens"] > 0 for s in job["systems"])
+
+    score = client.get(f"/api/jobs/{job_id}/result.musicxml")
+    root = parse_score_string(score.data)
+    measures = root.findall("part/measure")
+    assert measures and sum(m.find("print[@new-system='yes']") is not None for m in measures) == 1
+    mxl = client.get(f"/api/jobs/{job_id}/result.mxl?download=1")
+    assert "attachment" in mxl.headers["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(mxl.data)) as archive:
+        assert parse_score_string(archive.read("score.musicxml")).tag == "score-partwise"
+    lmx = client.get(f"/api/jobs/{job_id}/result.lmx").get_data(as_text=True)
+    assert len(lmx.strip().splitlines()) == 2 and lmx.startswith("measure")
+    assert client.get(f"/api/jobs/{job_id}/result.pdf").data.startswith(b"%PDF")
+    assert client.get(f"/api/jobs/{job_id}/result.mid").data.startswith(b"MThd")
+    assert client.get(f"/api/jobs/{job_id}/result.png").mimetype == "image/png"
+    assert client.get(f"/api/jobs/{job_id}/pages/1.png").status_code == 200
+    assert client.get(f"/api/jobs/{job_id}/result.exe").status_code == 404
+    for index, system in enumerate(systems):
+        crop = Image.open(io.BytesIO(client.get(f"/api/jobs/{job_id}/systems/{index}/crop.png").data))
+        assert abs(crop.width - (system["x1"] - system["x0"])) <= 2
+        assert client.get(f"/api/jobs/{job_id}/systems/{index}/render.png").status_code == 200
+
+    deleted = client.delete(f"/api/jobs/{job_id}")
+    assert deleted.get_json()["status"] == "deleted"
+    assert client.get(f"/api/jobs/{job_id}").status_code == 404
+    app.extensions["acai_omr"].runner.shutdown()
+
+
+def test_progress_streams_as_server_sent_events(client, page_png):
+    uploaded = upload(client, page_png).get_json()
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                             "systems": boxes_of(uploaded, keep=[0])}).get_json()["job_id"]
+    response = client.get(f"/api/jobs/{job_id}/events")
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    text = response.get_data(as_text=True)  # the stream ends when the job does
+    assert "event: progress" in text
+    assert text.rstrip().endswith('data: {"status": "done"}')
+    assert '"state": "done"' in text
+
+
+def test_two_concurrent_jobs_do_not_mix_results(tmp_path, weights_dir, page_png):
+    app = make_app(tmp_path, weights_dir, pool_size=2)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    n = len(uploaded["pages"][0]["boxes"])
+    assert n >= 3
+    first, second = boxes_of(uploaded, keep=[0]), boxes_of(uploaded, keep=[n - 1, 1])
+
+    def submit(systems):
+        return client.post("/api/jobs", json={"upload_id": uploaded["upload_id"], "systems": systems}).get_json()["job_id"]
+
+    alone = submit(first)
+    assert wait_for(client, alone)["status"] == "done"
+    expected_first = client.get(f"/api/jobs/{alone}/result.lmx").get_data(as_text=True)
+
+    a, b = submit(first), submit(second)
+    job_a, job_b = wait_for(client, a), wait_for(client, b)
+    assert job_a["status"] == job_b["status"] == "done"
+    assert [s["box"] for s in job_b["systems"]] == [[s[k] for k in ("x0", "y0", "x1", "y1")] for s in second]
+    lmx_a = client.get(f"/api/jobs/{a}/result.lmx").get_data(as_text=True)
+    lmx_b = client.get(f"/api/jobs/{b}/result.lmx").get_data(as_text=True)
+    assert lmx_a == expected_first  # same input, same output, whatever ran beside it
+    assert len(lmx_b.strip().splitlines()) == 2
+    crop_heights = [Image.open(io.BytesIO(client.get(f"/api/jobs/{b}/systems/{i}/crop.png").data)).height
+                    for i in range(2)]
+    assert [abs(h - (s["y1"] - s["y0"])) <= 2 for h, s in zip(crop_heights, second)] == [True, True]
+    app.extensions["acai_omr"].runner.shutdown()
+
+
+def test_cancelling_a_job_stops_it(client, page_png):
+    uploaded = upload(client, page_png).get_json()
+    systems = boxes_of(uploaded) * 4  # long enough to still be running when cancelled
+    running = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"], "systems": systems}).get_json()["job_id"]
+    queued = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"], "systems": systems[:1]}).get_json()["job_id"]
+    assert client.get(f"/api/jobs/{running}/result.musicxml").status_code == 409  # not finished yet
+    cancelled_at_once = client.delete(f"/api/jobs/{queued}")  # still waiting behind the first job
+    assert cancelled_at_once.status_code == 202 and cancelled_at_once.get_json()["status"] == "cancelled"
+    assert client.delete(f"/api/jobs/{running}").status_code in (200, 202)
+    job = wait_for(client, running)
+    assert job["status"] == "cancelled"
+    assert "cancelled" in [s["state"] for s in job["systems"]]
+    assert wait_for(client, queued)["status"] == "cancelled"
+    assert client.get(f"/api/jobs/{running}/result.musicxml").status_code == 404
+
+
+def test_rendering_failure_still_offers_the_musicxml(tmp_path, weights_dir, page_png, monkeypatch):
+    monkeypatch.setenv("ACAI_MSCORE", "/bin/false")
+    app = make_app(tmp_path, weights_dir, render=True)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                             "systems": boxes_of(uploaded, keep=[0])}).get_json()["job_id"]
+    job = wait_for(client, job_id)
+    assert job["status"] == "done"
+    assert "Rendering failed" in job["render_error"] and "MusicXML is still available" in job["render_error"]
+    assert client.get(f"/api/jobs/{job_id}/result.musicxml").status_code == 200
+    pdf = client.get(f"/api/jobs/{job_id}/result.pdf")
+    assert pdf.status_code == 404 and "Rendering failed" in pdf.get_json()["error"]
+
+
+# ---------------------------------------------------------------- temp files
+
+
+def test_expired_folders_are_removed_and_leftovers_cleared_on_start(tmp_path, weights_dir):
+    from acai_omr.web.uploads import remove_expired
+
+    work = tmp_path / "work"
+    old, fresh = work / "uploads" / ("a" * 32), work / "jobs" / ("b" * 32)
+    other = work / "uploads" / "keep-me"
+    for folder in (old, fresh, other):
+        folder.mkdir(parents=True)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert remove_expired(work, ttl_seconds=3600) == ["a" * 32]
+    assert fresh.exists() and other.exists()
+
+    make_app(tmp_path, weights_dir)  # a new server start clears what a previous run left
+    assert not fresh.exists() and other.exists()

@@ -1,0 +1,85 @@
+"""Joining per-system parts into one score: reading order, breaks, no repeated signatures."""
+
+import xml.etree.ElementTree as ET
+
+from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score, join_parts
+from acai_omr.lmx.delinearize import delinearize
+from acai_omr.lmx.musicxml import parse_score_string, split_part_into_systems
+
+SYSTEM_A = "measure key:fifths:-1 time beats:3 beat-type:4 clef:G2 staff:1 clef:F4 staff:2 C4 half staff:1 C4 quarter"
+SYSTEM_B = "measure key:fifths:-1 clef:G2 staff:1 clef:F4 staff:2 D4 half staff:1 D4 quarter"
+SYSTEM_C = "measure key:fifths:2 clef:G2 staff:1 clef:F4 staff:2 E4 half staff:1 E4 quarter measure F4 half staff:1 F4 quarter"
+
+
+def part(lmx: str) -> ET.Element:
+    result = delinearize(lmx)
+    assert result.part is not None and not result.unparseable
+    return result.part
+
+
+def test_measures_are_joined_in_order_and_renumbered():
+    joined = join_parts([part(SYSTEM_A), part(SYSTEM_B), part(SYSTEM_C)], [BREAK_SYSTEM] * 3)
+    measures = joined.findall("measure")
+    assert [m.get("number") for m in measures] == ["1", "2", "3", "4"]
+    steps = [m.find("note/pitch/step").text for m in measures]
+    assert steps == ["C", "D", "E", "F"]
+
+
+def test_later_systems_start_with_a_system_break_and_page_changes_with_a_page_break():
+    joined = join_parts([part(SYSTEM_A), part(SYSTEM_B), part(SYSTEM_C)], [BREAK_SYSTEM, BREAK_SYSTEM, BREAK_PAGE])
+    measures = joined.findall("measure")
+    assert measures[0].find("print") is None
+    assert measures[1].find("print").get("new-system") == "yes"
+    assert measures[2].find("print").get("new-page") == "yes"
+    assert measures[3].find("print") is None  # second measure of the last system: no break
+    assert list(measures[1])[0].tag == "print"  # a print comes before the measure's music
+
+
+def test_restated_clefs_and_key_are_dropped_but_changes_are_kept():
+    joined = join_parts([part(SYSTEM_A), part(SYSTEM_B), part(SYSTEM_C)], [BREAK_SYSTEM] * 3)
+    second, third = joined.findall("measure")[1:3]
+    second_attributes = second.find("attributes")
+    # same key and clefs as before: nothing but (possibly) divisions remains
+    assert second_attributes is None or not second_attributes.findall("key") and not second_attributes.findall("clef")
+    assert third.find("attributes/key/fifths").text == "2"  # a real key change survives
+    assert joined.findall("measure")[0].find("attributes/time/beats").text == "3"
+
+
+def test_joining_inverts_splitting_into_systems(tmp_path):
+    """split_part_into_systems then join_parts gives back the same notes and the same system starts."""
+    from acai_omr.paths import shared_dir
+
+    fixture = next((shared_dir() / "conformance" / "lieder-dev").glob("*.musicxml"))
+    root = parse_score_string(fixture.read_bytes())
+    original = root.find("part")
+    systems = split_part_into_systems(original)
+    joined = join_parts(systems, [BREAK_SYSTEM] * len(systems))
+    assert len(joined.findall("measure")) == len(original.findall("measure"))
+    original_notes = [ET.tostring(n) for n in original.iter("note")]
+    joined_notes = [ET.tostring(n) for n in joined.iter("note")]
+    assert joined_notes == original_notes
+    starts = [i for i, m in enumerate(joined.findall("measure")) if m.find("print[@new-system='yes']") is not None]
+    assert len(starts) == len(systems) - 1
+
+
+def test_missing_and_empty_parts_are_skipped_and_their_break_carries_over():
+    joined = join_parts([part(SYSTEM_A), None, part(SYSTEM_B)], [BREAK_SYSTEM, BREAK_PAGE, BREAK_SYSTEM])
+    measures = joined.findall("measure")
+    assert len(measures) == 2
+    assert measures[1].find("print").get("new-page") == "yes"
+
+
+def test_assembled_score_is_valid_musicxml_with_one_piano_part():
+    text = assemble_score([part(SYSTEM_A), part(SYSTEM_B)], [BREAK_SYSTEM, BREAK_SYSTEM], title="Test")
+    root = parse_score_string(text)
+    assert root.tag == "score-partwise"
+    assert root.find("work/work-title").text == "Test"
+    assert [p.get("id") for p in root.findall("part")] == ["P1"]
+    assert root.find("part-list/score-part/part-name").text == "Piano"
+
+
+def test_breaks_must_match_parts():
+    import pytest
+
+    with pytest.raises(ValueError, match="breaks"):
+        join_parts([part(SYSTEM_A)], [])
