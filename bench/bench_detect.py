@@ -106,18 +106,28 @@ def _warp_boxes(gray: np.ndarray, boxes: list[Box], M: np.ndarray, offset: int, 
     return sorted(out, key=lambda b: b[1])
 
 
-def degrade_page(gray: np.ndarray, boxes: list[Box], rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
-    """Photo-like page (table margin, rotation, perspective, appearance) and its warped ground truth."""
+def degrade_page(gray: np.ndarray, boxes: list[Box], rng: np.random.Generator,
+                 style: str = "photo") -> tuple[np.ndarray, list[Box], str]:
+    """A photographed (or scanned) copy of the page, its warped ground truth, and a one-line
+    description of the appearance steps applied.
+
+    photo: the page lies on a darker table, rotated up to +-3 degrees, seen in mild perspective,
+    then gets the degradation engine's photo appearance (light, shadow, blur, motion, low
+    resolution, sensor noise, tone curve, JPEG...). scan: the page fills the frame, rotated up to
+    +-1.5 degrees, then the engine's scan appearance (ink, paper, even light, blur, noise, and in
+    ~25% of scans a hard black-and-white threshold).
+    """
     from acai_omr.config import DegradeConfig
     from acai_omr.data.degrade import degrade, sample_plan
 
     h, w = gray.shape
-    pad = int(rng.uniform(0.0, 0.08) * max(h, w))
-    table = int(rng.uniform(40, 120))
+    photo = style == "photo"
+    pad = int(rng.uniform(0.0, 0.08) * max(h, w)) if photo else 0
+    table = int(rng.uniform(40, 120)) if photo else 255
     canvas = np.full((h + 2 * pad, w + 2 * pad), table, np.uint8)
     canvas[pad:pad + h, pad:pad + w] = gray
     H, W = canvas.shape
-    angle = rng.uniform(-3, 3)
+    angle = rng.uniform(-3, 3) if photo else rng.uniform(-1.5, 1.5)
     rot = np.vstack([cv2.getRotationMatrix2D((W / 2, H / 2), angle, 1.0), [0, 0, 1]])
     src = np.array([[0, 0], [W, 0], [W, H], [0, H]], np.float32)
     jitter = ((rng.uniform(-0.02, 0.02, (4, 2)) * [W, H]).astype(np.float32) if pad > 0
@@ -126,10 +136,13 @@ def degrade_page(gray: np.ndarray, boxes: list[Box], rng: np.random.Generator) -
     M = persp @ rot
     warped = cv2.warpPerspective(canvas, M, (W, H), flags=cv2.INTER_LINEAR, borderValue=table)
     warped_boxes = _warp_boxes(gray, boxes, M, pad)
-    cfg = DegradeConfig()
+    cfg = DegradeConfig(p_photo=1.0 if photo else 0.0)
     plan = sample_plan(rng, cfg, *warped.shape)
     plan.geometry = []  # the page geometry above is the one the ground truth follows
-    return degrade(warped, rng, cfg, plan=plan), warped_boxes
+    steps = " ".join(name + ("(" + ",".join(f"{k}={v:.2g}" for k, v in params.items() if isinstance(v, float)) + ")"
+                             if any(isinstance(v, float) for v in params.values()) else "")
+                     for name, params in plan.appearance)
+    return degrade(warped, rng, cfg, plan=plan), warped_boxes, f"{plan.style}: {steps}"
 
 
 def iou(a, b) -> float:
@@ -159,7 +172,7 @@ def score(gt: list, pred: list, tol: float = 2.0) -> tuple[int, int]:
 
 
 def save_overlay(gray: np.ndarray, result, gt: list, path: Path, max_side: int = 1000) -> None:
-    """The page with true boxes (green) and detections (per-kind colour), downscaled, 64-colour PNG."""
+    """The page with true boxes (green) and detections (per-kind colour), downscaled; a .png gets 64 colours."""
     from acai_omr.detect.draw import draw_detections
 
     image = draw_detections(gray, result, truth=[tuple(float(v) for v in g) for g in gt])
@@ -167,7 +180,13 @@ def save_overlay(gray: np.ndarray, result, gt: list, path: Path, max_side: int =
     if f < 1.0:
         image = image.resize((round(image.width * f), round(image.height * f)), Image.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.quantize(colors=64).save(path, optimize=True)
+    if path.suffix.lower() == ".png":
+        image.quantize(colors=64).save(path, optimize=True)
+    else:
+        image.save(path, quality=85)
+
+
+CONDITIONS = ("clean", "photo", "scan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,24 +194,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", type=int, default=36)
     ap.add_argument("--dpi", default="150,200,250,300", help="page resolutions, cycled")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--overlay", type=Path, help="write one degraded page with its detections here")
+    ap.add_argument("--overlay", type=Path, help="write one photo-degraded page with its detections here")
     ap.add_argument("--overlay-page", type=int, default=1, help="which page (1-based) --overlay shows")
     ap.add_argument("--show-failures", action="store_true",
-                    help="list pages with misses or false detections; their overlays go to /tmp/detect_fail_*")
+                    help="list pages with misses, false or cut-off detections; overlays go to /tmp/detect_fail_*")
     args = ap.parse_args(argv)
     cv2.setNumThreads(2)
-    nrng = np.random.default_rng(args.seed)
     dpis = [int(d) for d in args.dpi.split(",")]
-    tallies = {k: dict(gt=0, pred=0, matched=0, contained=0, seconds=0.0, pages=0, worst=0.0)
-               for k in ("clean", "degraded")}
+    tallies = {k: dict(gt=0, pred=0, matched=0, contained=0, seconds=0.0, cpu=0.0, pages=0, worst=0.0)
+               for k in CONDITIONS}
     done = 0
     for name_page, dpi, gray, gt in pages(args.pages, dpis, args.seed):
         done += 1
-        degraded, gt_deg = degrade_page(gray, gt, nrng)
-        for name, img, boxes in (("clean", gray, gt), ("degraded", degraded, gt_deg)):
-            t0 = time.perf_counter()
+        versions = {"clean": (gray, gt, "")}
+        for k, style in enumerate(("photo", "scan"), 1):
+            rng = np.random.default_rng([args.seed, done, k])  # independent of the other conditions
+            versions[style] = degrade_page(gray, gt, rng, style)
+        for name in CONDITIONS:
+            img, boxes, how = versions[name]
+            t0, c0 = time.perf_counter(), time.process_time()
             result = detect_systems(Image.fromarray(img))
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             pred = [(b.x0, b.y0, b.x1, b.y1) for b in result.boxes]
             m, c = score(boxes, pred)
             tal = tallies[name]
@@ -201,22 +223,25 @@ def main(argv: list[str] | None = None) -> int:
             tal["matched"] += m
             tal["contained"] += c
             tal["seconds"] += dt
+            tal["cpu"] += dc
             tal["worst"] = max(tal["worst"], dt)
             tal["pages"] += 1
             if args.show_failures and (m < len(boxes) or m < len(pred) or c < m):
-                print(f"  {done:2d} {name:8s} {name_page} dpi={dpi} {img.shape[1]}x{img.shape[0]}: gt={len(boxes)} "
-                      f"pred={len(pred)} matched={m} contained={c} {result.messages}", flush=True)
-                save_overlay(img, result, boxes, Path(f"/tmp/detect_fail_{done}_{name}.png"), max_side=1600)
-            if args.overlay and name == "degraded" and done == args.overlay_page:
+                print(f"  {done:2d} {name:6s} {name_page} dpi={dpi} {img.shape[1]}x{img.shape[0]}: gt={len(boxes)} "
+                      f"pred={len(pred)} matched={m} contained={c} {result.messages}"
+                      + (f"\n      {how}" if how else ""), flush=True)
+                save_overlay(img, result, boxes, Path(f"/tmp/detect_fail_{done}_{name}.jpg"), max_side=1600)
+            if args.overlay and name == "photo" and done == args.overlay_page:
                 save_overlay(img, result, boxes, args.overlay)
     print(f"pages: {done} per condition (Lieder dev), dpi {args.dpi}, seed {args.seed}")
-    print(f"{'':9s} {'systems':>7s} {'pred':>5s} {'recall':>7s} {'precis.':>7s} {'contain':>7s} {'s/page':>6s} {'max s':>6s}")
+    print(f"{'':6s} {'systems':>7s} {'pred':>5s} {'recall':>7s} {'precis.':>7s} {'contain':>7s} "
+          f"{'s/page':>6s} {'cpu s':>6s} {'max s':>6s}")
     for name, t in tallies.items():
         if not t["pages"]:
             continue
-        print(f"{name:9s} {t['gt']:7d} {t['pred']:5d} {t['matched'] / max(t['gt'], 1):7.4f} "
+        print(f"{name:6s} {t['gt']:7d} {t['pred']:5d} {t['matched'] / max(t['gt'], 1):7.4f} "
               f"{t['matched'] / max(t['pred'], 1):7.4f} {t['contained'] / max(t['matched'], 1):7.4f} "
-              f"{t['seconds'] / t['pages']:6.3f} {t['worst']:6.3f}")
+              f"{t['seconds'] / t['pages']:6.3f} {t['cpu'] / t['pages']:6.3f} {t['worst']:6.3f}")
     return 0
 
 

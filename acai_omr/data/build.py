@@ -178,10 +178,12 @@ def plan_units(pieces: list[tuple[str, str]], config: DataBuildConfig, musescore
         cut = round(len(order) * share)
         batch = max(1, config.musescore_batch)
         seed = config.seed * 1000 + rendering_pass
-        for start in range(0, cut, batch):
-            yield Unit("musescore", tuple(order[start: min(cut, start + batch)]), seed)
-        for piece in order[cut:]:
-            yield Unit("verovio", (piece,), seed)
+        units = [Unit("musescore", tuple(order[start: min(cut, start + batch)]), seed)
+                 for start in range(0, cut, batch)]
+        units += [Unit("verovio", (piece,), seed) for piece in order[cut:]]
+        # interleave engravers and corpora, so a build stopped at any size holds the same mix
+        random.Random(f"{config.seed}/{rendering_pass}/units").shuffle(units)
+        yield from units
 
 
 def _run_unit_args(args):

@@ -103,7 +103,7 @@ def thin_lines(flat: np.ndarray, space: float, thickness: float, length: int | N
     centre = _histogram_median(counts)
     deviation = np.bincount(np.abs(np.arange(256) - int(centre)), weights=counts, minlength=256)
     spread = 1.4826 * _histogram_median(deviation)
-    level = centre + max(6.0 * spread, 12.0)
+    level = centre + max(4.0 * spread, 10.0)
     return (response > level).astype(np.uint8)
 
 
@@ -217,7 +217,26 @@ def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
     pts = approx.reshape(4, 2).astype(np.float64) / f
     # order: top-left, top-right, bottom-right, bottom-left
     s, d = pts.sum(axis=1), pts[:, 1] - pts[:, 0]
-    return np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]])
+    quad = np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]])
+    return quad if _plausible_sheet(quad) else None
+
+
+def _plausible_sheet(quad: np.ndarray, max_corner_deg: float = 20.0, min_side_ratio: float = 0.75) -> bool:
+    """A sheet seen in mild perspective: four distinct corners, each near 90 degrees, opposite
+    sides of similar length. A shadow across a corner cuts the bright region into some other
+    four-sided shape, and straightening that would distort the page."""
+    if len({(round(x), round(y)) for x, y in quad}) < 4:
+        return False
+    sides = [np.linalg.norm(quad[(i + 1) % 4] - quad[i]) for i in range(4)]
+    if min(sides) <= 0:
+        return False
+    for i in range(4):
+        u, v = quad[i - 1] - quad[i], quad[(i + 1) % 4] - quad[i]
+        cos = float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+        if abs(np.degrees(np.arccos(np.clip(cos, -1, 1))) - 90) > max_corner_deg:
+            return False
+    return (min(sides[0], sides[2]) / max(sides[0], sides[2]) >= min_side_ratio
+            and min(sides[1], sides[3]) / max(sides[1], sides[3]) >= min_side_ratio)
 
 
 def perspective_matrix(quad: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:

@@ -92,11 +92,11 @@ def _strip_profile(mask: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: float = 8.0,
-                min_fill: float = 0.4, plain: np.ndarray | None = None) -> list[Staff]:
+                min_fill: float = 0.4, gray: np.ndarray | None = None) -> list[Staff]:
     """All five-line staves on a deskewed ink mask, top to bottom.
 
-    `plain`: the page's pixel-wise ink mask; with it, each candidate must also look like five
-    thin, unbroken lines there (`line_evidence`), which rules out lines of text.
+    `gray`: the background-flattened page (paper ~255); with it, each candidate's lines must
+    also run unbroken through its width (`line_evidence`), which rules out lines of text.
     """
     h, w = ink.shape
     lines = horizontal_lines(ink, 2 * space, bridge=max(3, int(round(space / 4))))
@@ -148,6 +148,7 @@ def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: f
                 chain["sp"].append(float(comb_space[y, j]))
                 used.add(best)
 
+    dark, noise = paper_darkness(gray) if gray is not None else (None, 0.0)
     staves = []
     for chain in chains:
         if len(chain["j"]) < 2 and n_strips > 2:
@@ -159,11 +160,27 @@ def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: f
         _measure_extent(staff, ink, edges, chain["j"], thickness)
         if staff.x1 - staff.x0 < 10 * space:
             continue
-        if plain is not None and not looks_like_staff(line_evidence(staff, plain)):
+        if dark is not None and not looks_like_staff(line_evidence(staff, dark, noise)):
             continue
         staves.append(staff)
     staves = _drop_overlapping(staves)
     return sorted(staves, key=lambda s: s.center_y)
+
+
+def paper_darkness(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """(paper level minus `gray`, clipped at 0, as uint8; the paper's pixel noise as a robust sigma).
+
+    The noise is the median absolute deviation from the paper level (most pixels are paper),
+    so it also holds on a flattened page whose paper is clipped at white.
+    """
+    counts = np.bincount(gray[::3, ::3].ravel(), minlength=256)
+    cumulative = np.cumsum(counts)
+    paper = int(np.searchsorted(cumulative, cumulative[-1] / 2.0))
+    deviation = np.bincount(np.abs(np.arange(256) - paper), weights=counts, minlength=256)
+    cumulative = np.cumsum(deviation)
+    noise = 1.4826 * float(np.searchsorted(cumulative, cumulative[-1] / 2.0))
+    dark = cv2.subtract(np.full_like(gray, paper), gray)
+    return dark, noise
 
 
 def _extend_chain(chain: dict, comb: np.ndarray, comb_space: np.ndarray, space: float, low: float) -> None:
@@ -215,134 +232,125 @@ def _measure_extent(staff: Staff, lines: np.ndarray, edges: np.ndarray, strips: 
     xs = np.arange(a, b)
     tol = max(1, int(round(thickness / 2)))
     hits = np.zeros(xs.size, np.int32)
+    dash = np.ones((1, max(3, int(round(staff.space)))), np.uint8)
     for line in range(5):
         ys = np.round(staff.top_at(xs) + line * staff.space).astype(int)
         seen = np.zeros(xs.size, bool)
         for dy in range(-tol, tol + 1):
             yy = np.clip(ys + dy, 0, h - 1)
             seen |= lines[yy, xs] > 0
+        # a faint line on noisy paper comes through dashed: bridge gaps up to a space per line
+        seen = cv2.morphologyEx(seen.astype(np.uint8)[None, :], cv2.MORPH_CLOSE, dash)[0] > 0
         hits += seen
     on = hits >= 4
     # close small gaps (a note or a break in a line) before taking the run containing the staff
     gap = max(2, int(2 * staff.space))
     on = cv2.morphologyEx(on.astype(np.uint8)[None, :], cv2.MORPH_CLOSE, np.ones((1, gap), np.uint8))[0] > 0
-    centre = int(np.clip(np.median(staff.xs) - a, 0, xs.size - 1))
     idx = np.flatnonzero(on)
     if idx.size == 0:
         staff.x0, staff.x1 = float(staff.xs.min()), float(staff.xs.max())
         return
-    # the run containing (or nearest to) the middle strip
+    # the runs reaching in between the centres of the outermost strips the staff was found in:
+    # the comb saw all five lines there, so a gap between them (lines under a dense run of
+    # beams, a faint stretch) is still staff; the outermost of those runs give its ends
     breaks = np.flatnonzero(np.diff(idx) > 1)
     run_starts = np.concatenate([[idx[0]], idx[breaks + 1]])
     run_ends = np.concatenate([idx[breaks], [idx[-1]]])
-    lengths = run_ends - run_starts
-    inside = np.flatnonzero((run_starts <= centre) & (run_ends >= centre))
-    r = inside[0] if inside.size else int(np.argmax(lengths))
-    staff.x0, staff.x1 = float(xs[run_starts[r]]), float(xs[run_ends[r]])
+    lo, hi = staff.xs.min() - a, staff.xs.max() - a  # the outermost strips' centres
+    inside = np.flatnonzero((run_ends >= lo) & (run_starts <= hi))
+    if inside.size == 0:
+        staff.x0, staff.x1 = float(edges[min(strips)]), float(edges[max(strips) + 1] - 1)
+        return
+    staff.x0, staff.x1 = float(xs[run_starts[inside[0]]]), float(xs[run_ends[inside[-1]]])
 
 
 def _drop_overlapping(staves: list[Staff]) -> list[Staff]:
-    """Two chains of one staff (e.g. split by a wide gap) -> keep the wider, stronger one."""
+    """Staves sharing rows -> keep the wider, stronger one; two chains of one staff (split by a
+    wide gap) side by side are merged."""
     staves = sorted(staves, key=lambda s: -(s.x1 - s.x0) * (0.5 + s.score))
     kept: list[Staff] = []
     for s in staves:
         clash = False
         for k in kept:
+            # staves never share rows: a comb shifted by a few lines onto one staff (its lines plus
+            # ledger lines or beams) overlaps it, however little
             overlap_y = min(s.bottom, k.bottom) - max(s.top, k.top)
-            if overlap_y > 2 * s.space:
-                overlap_x = min(s.x1, k.x1) - max(s.x0, k.x0)
-                if overlap_x > 0:
-                    clash = True
-                    break
-                # side by side: merge into one staff
+            if overlap_y <= 0.5 * s.space:
+                continue
+            clash = True
+            overlap_x = min(s.x1, k.x1) - max(s.x0, k.x0)
+            edge = k.x0 if s.x1 <= k.x0 else k.x1
+            if overlap_x <= 0 and abs(float(s.top_at(edge)) - float(k.top_at(edge))) < 0.5 * s.space:
+                # side by side, lines continuing each other: one staff
                 k.xs = np.concatenate([k.xs, s.xs])
                 k.tops = np.concatenate([k.tops, s.tops])
                 order = np.argsort(k.xs)
                 k.xs, k.tops = k.xs[order], k.tops[order]
                 k.x0, k.x1 = min(k.x0, s.x0), max(k.x1, s.x1)
-                clash = True
-                break
+            break
         if not clash:
             kept.append(s)
     return kept
 
 
-def line_evidence(staff: Staff, plain: np.ndarray) -> dict:
-    """How much the five lines of `staff` look like staff lines in the pixel-wise ink mask `plain`.
+def line_evidence(staff: Staff, dark: np.ndarray, noise: float, quantile: float = 0.25) -> dict:
+    """How clearly the five lines of `staff` show as thin, unbroken lines in the page's darkness.
 
-    The staff is cut into blocks a few spaces wide; in each block the five line rows are re-found
-    (the comb's rows can be off by its tolerance) and the blocks' row profiles are stacked
-    aligned. Per line:
+    `dark`: paper level minus the background-flattened page (0 = paper, uint8); `noise`: the
+    paper's pixel noise (robust sigma) in the same units.
 
-    * spread: ink 0.15-0.4 spaces above or below the line's peak row, relative to the peak
-      (both less the paper's own level, the emptiest rows between the lines). A staff line is
-      thin, so its neighbourhood is nearly empty (~0.1; a blurred low-resolution line ~0.3);
-      a line of text is a band as thick as its x-height (~0.3-0.45 of the line pitch): ~0.9.
-    * continuity: share of the staff's width covered by unbroken runs of ink at least one space
-      long along the line row. A staff line is one long stroke (symbols crossing it add ink,
-      they do not break it); a line of text is broken into letters and gives ~0.
+    The staff is cut into blocks a few spaces wide, and each block is shifted (within half a
+    space) so its ink falls on the five line rows; then, row by row, the darkness that at
+    least 60% of the staff's columns reach (its 40th percentile). A staff line runs through
+    every column (symbols crossing it only add ink), so it stands out in that profile, however
+    faint, while the rows just off it (0.2-0.4 spaces away) stay at the paper level: note
+    heads, stems and beams cover far less than 60% of any row. A line of text is broken into
+    letters, none of its rows is dark in 60% of the columns, and it vanishes.
 
-    Returns the medians over the five lines: {"spread", "continuity", "fill"} (fill: the peak
-    row's share of ink).
+    Returns {"contrast": per line, darkness of its row over the darker of its two sides
+    (units of `dark`), "lines": how many lines stand out (over the noise and 6 levels)}.
     """
-    h, w = plain.shape
+    h, w = dark.shape
     sp = staff.space
     a, b = int(max(0, staff.x0)), int(min(w, staff.x1))
     if b - a < 4:
-        return {"spread": 1.0, "continuity": 0.0, "fill": 0.0}
+        return {"contrast": [0.0] * 5, "lines": 0}
     xs = np.arange(a, b)
     reach = int(np.ceil(0.5 * sp)) + 1
     ds = np.arange(-reach, int(np.ceil(4 * sp)) + reach + 1)
     base = np.round(staff.top_at(xs)).astype(int)
     rows = np.clip(base[None, :] + ds[:, None], 0, h - 1)
-    stack = plain[rows, xs[None, :]] > 0  # (offsets, columns)
-    line_at = reach + np.round(np.arange(5) * sp).astype(int)  # row index of each line in `stack`
+    stack = dark[rows, xs[None, :]]  # (offsets, columns)
+    line_at = reach + np.round(np.arange(5) * sp).astype(int)  # row of each line in `stack`
 
-    # per block, the shift (within +-reach/2) that puts the most ink on the five line rows
+    s0, s1 = max(1, int(round(0.2 * sp))), max(2, int(np.ceil(0.4 * sp)))
+    win = max(1, int(round(0.25 * sp)))
     block = max(8, int(round(4 * sp)))
     shift = max(1, reach // 2)
     n_blocks = max(1, (b - a) // block)
     bounds = np.linspace(0, b - a, n_blocks + 1).astype(int)
-    profile = np.zeros(ds.size, np.float64)
-    offsets = np.zeros(b - a, int)
+    around = np.empty((5, 2 * s1 + 1, b - a), stack.dtype)  # rows -s1..s1 about each line, per column
+    offsets = np.arange(-s1, s1 + 1)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         prof = stack[:, lo:hi].mean(axis=1)
         sums = [float(prof[np.clip(line_at + o, 0, ds.size - 1)].sum()) for o in range(-shift, shift + 1)]
         o = int(np.argmax(sums)) - shift
-        offsets[lo:hi] = o
-        profile += np.roll(prof, -o) * (hi - lo)
-    profile /= b - a
-
-    s0, s1 = max(1, int(round(0.15 * sp))), int(np.ceil(0.4 * sp))
-    between = np.concatenate([profile[int(line_at[k] + 0.3 * sp):int(line_at[k] + 0.7 * sp) + 1] for k in range(4)])
-    floor = float(np.percentile(between, 10)) if between.size else 0.0
-    cols = np.arange(b - a)
-    spreads, conts, fills = [], [], []
+        for k in range(5):
+            # each line's own darkest row in this block (the spacing is only known to a pixel or so)
+            c = int(line_at[k]) + o
+            lo_i, hi_i = max(0, c - win), min(ds.size, c + win + 1)
+            peak = lo_i + int(np.argmax(prof[lo_i:hi_i]))
+            around[k, :, lo:hi] = stack[np.clip(peak + offsets, 0, ds.size - 1), lo:hi]
+    kq = int(quantile * (b - a))
+    contrast = []
     for k in range(5):
-        c = int(line_at[k])
-        win = max(1, int(round(0.2 * sp)))
-        lo_i, hi_i = max(0, c - win), min(ds.size, c + win + 1)
-        peak = lo_i + int(np.argmax(profile[lo_i:hi_i]))
-        v = float(profile[peak])
-        fills.append(v)
-        above = profile[max(0, peak - s1):max(0, peak - s0 + 1)]
-        below = profile[peak + s0:peak + s1 + 1]
-        side = max(above.max() if above.size else 0.0, below.max() if below.size else 0.0)
-        spreads.append(max(side - floor, 0.0) / (v - floor) if v > floor else 1.0)
-        # the line's own rows (+-1) in every column, at that column's block offset
-        r = np.clip(peak + offsets[None, :] + np.array([-1, 0, 1])[:, None], 0, ds.size - 1)
-        on = stack[r, cols[None, :]].any(axis=0)
-        edges = np.diff(np.concatenate([[0], on.astype(np.int8), [0]]))
-        runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
-        conts.append(float(runs[runs >= sp].sum()) / (b - a))
-    return {"spread": float(np.median(spreads)), "continuity": float(np.median(conts)),
-            "fill": float(np.median(fills))}
+        profile = np.partition(around[k], kq, axis=1)[:, kq].astype(np.float64)
+        side = max(profile[:s1 - s0 + 1].max(), profile[s1 + s0:].max())
+        contrast.append(float(profile[s1] - side))
+    need = max(noise, 6.0)
+    return {"contrast": contrast, "lines": int(sum(v >= need for v in contrast))}
 
 
-def looks_like_staff(evidence: dict, max_spread: float = 0.45, min_continuity: float = 0.25) -> bool:
-    """Thin lines, or lines that run unbroken: either way not lines of text (thick *and* broken).
-
-    A faint or noisy staff may break up in the ink mask, but its lines stay thin; a blurred,
-    low-resolution staff may look thick, but its lines stay unbroken.
-    """
-    return evidence["spread"] <= max_spread or evidence["continuity"] >= min_continuity
+def looks_like_staff(evidence: dict) -> bool:
+    """Four of the five lines stand out as thin lines running through the staff's width."""
+    return evidence["lines"] >= 4

@@ -102,22 +102,22 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
                                f"thick every {space:.0f}px, like lines of text")
         return result
 
-    line_ink = normalize.thin_lines(flat, space, thickness)
+    line_ink |= normalize.thin_lines(flat, space, thickness)
     angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
     if abs(angle) >= 0.05:
         R, size = normalize.rotation_matrix(work.shape, angle)
         flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
         ink, line_ink, bar_ink = _binarize_all(flat)
-        line_ink = normalize.thin_lines(flat, space, thickness)
+        line_ink |= normalize.thin_lines(flat, space, thickness)
         M = R @ M
     result.skew_angle = angle
 
-    staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, plain=ink)
+    staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=flat)
     if not staves:
         result.messages.append("no five-line staves found on the page (text or blank page?)")
         return result
     groups = _group_staves(staves, bar_ink)
-    rects = _system_rects(groups, ink, cfg)
+    rects = _system_rects(groups, _despeckle(ink, space), cfg)
     inverse = np.linalg.inv(M)
     for group, rect in zip(groups, rects):
         result.boxes.append(_to_page_box(group, rect, ink, inverse, (w, h)))
@@ -212,6 +212,19 @@ def _group_staves(staves: list[Staff], ink: np.ndarray) -> list[_Group]:
     return out
 
 
+def _despeckle(ink: np.ndarray, space: float) -> np.ndarray:
+    """The ink mask without isolated specks (dust, sensor noise): blobs far smaller than a dot."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    small = max(2.0, 0.04 * space * space)
+    side = max(2, int(0.35 * space))
+    specks = ((stats[:, cv2.CC_STAT_AREA] < small) & (stats[:, cv2.CC_STAT_WIDTH] <= side)
+              & (stats[:, cv2.CC_STAT_HEIGHT] <= side))
+    specks[0] = False
+    if not specks[1:].any():
+        return ink
+    return np.where(specks[labels], 0, ink).astype(np.uint8)
+
+
 def _row_profile(ink: np.ndarray, x0: float, x1: float) -> np.ndarray:
     a, b = int(max(0, x0)), int(min(ink.shape[1], x1))
     return ink[:, a:max(b, a + 1)].sum(axis=1)
@@ -263,19 +276,29 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig) -> l
                         break
                 else:
                     blank = 0
+                if profile[y] > 0:  # a near-blank row still holds the tip of a slur or a dot
                     last_ink = y
             return float(np.clip(last_ink + direction * 0.5 * sp, 0, h))
 
+        def shrink(boundary: float, edge: float, direction: int) -> float:
+            """From a split row towards the staff: to the first ink, less half a space of margin."""
+            a, b = sorted((int(round(boundary)), int(round(edge))))
+            rows = np.flatnonzero(profile[max(a, 0):max(b, 0)] > 0) + max(a, 0)
+            if rows.size == 0:
+                return float(edge) + direction * 0.5 * sp
+            first = rows[0] if direction < 0 else rows[-1]
+            moved = first + direction * 0.5 * sp
+            return float(max(moved, boundary) if direction < 0 else min(moved, boundary))
+
         if i > 0:
-            y0 = split(cores[i - 1][3], top)
+            y0 = shrink(split(cores[i - 1][3], top), top, -1)
         else:
             y0 = grow(top, -1)
         if i + 1 < len(cores):
-            y1 = split(bottom, cores[i + 1][1])
+            y1 = shrink(split(bottom, cores[i + 1][1]), bottom, +1)
         else:
             y1 = grow(bottom, +1)
         rects.append((x0, y0, x1, y1))
-    # neighbours share their split row; make the shared boundary identical
     return rects
 
 

@@ -47,8 +47,9 @@ class BatchReport:
 def _produced(output: Path) -> bool:
     if output.exists() and output.stat().st_size > 0:
         return True
-    # paged formats are written as name-1.png, name-2.svg, ...
-    return output.suffix in (".png", ".svg") and output.with_name(f"{output.stem}-1{output.suffix}").exists()
+    # paged formats are written as name-1.png, name-2.svg, ... (name-01.png once there are 10+ pages)
+    return output.suffix in (".png", ".svg") and any(
+        output.with_name(f"{output.stem}-{first}{output.suffix}").exists() for first in ("1", "01", "001"))
 
 
 def _run(jobs: list[tuple[Path, list[Path]]], style: Path | None, dpi: int | None, timeout: float) -> tuple[int | None, str]:
