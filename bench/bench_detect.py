@@ -1,21 +1,30 @@
-"""Benchmark system detection on engraved pages with known system boxes, clean and photo-degraded.
+"""Benchmark system detection on engraved pages with known system boxes: clean, photographed, scanned.
 
-    .venv/bin/python bench/bench_detect.py --pages 36 [--dpi 150,200,250,300] [--overlay docs/detect-overlay.png]
+    .venv/bin/python bench/bench_detect.py --pages 36 [--seed 0] [--dpi 150,200,250,300] \
+        [--overlay docs/detect-overlay.png --overlay-page 8] [--show-failures]
 
 Pages: Lieder *dev* pieces engraved by the project's page renderer
 (`acai_omr.data.pages.render_page`), alternately the piano part alone (2-staff systems) and voice
-and piano (3-staff systems). Each page's staff space is chosen so the page comes out at one of
-the `--dpi` resolutions (A4 or letter width). The ground-truth box of a system is the box of its
-own ink (the renderer rasterizes every system alone).
+and piano (3-staff systems), page 1 or 2. Each page's staff space is chosen so the page comes out
+at one of the `--dpi` resolutions (A4 or letter width), cycled. The ground-truth box of a system
+is the box of its own ink (the renderer rasterizes every system alone).
 
-Degraded pages: the page is laid on a darker table, rotated up to +-3 degrees, seen in mild
-perspective, then given the degradation engine's scan/photo appearance (`acai_omr.data.degrade`:
-ink, paper, lighting, shadow, blur, low resolution, noise, tone curve, JPEG...; its system-level
-geometry steps are skipped). The ground truth follows the same warp: the convex hull of each
-system's ink (inside its true box) is mapped through the warp and boxed again.
+Each page is detected three times:
 
-Figures: recall and precision of systems matched at IoU >= 0.5, the share of matched boxes that
-contain their system's ink (nothing cut off, 2 px tolerance), and detection seconds per page.
+* clean: as rendered;
+* photo: laid on a darker table, rotated up to +-3 degrees, seen in mild perspective, then given
+  the degradation engine's photo appearance (`acai_omr.data.degrade` with p_photo=1: light,
+  shadow, blur, motion, low resolution, sensor noise, tone curve, JPEG...);
+* scan: rotated up to +-1.5 degrees, filling the frame, then the engine's scan appearance (ink,
+  paper, even light, blur, low resolution, noise, and in 20% of scans a black-and-white
+  threshold, which at 150 dpi can erase thin staff lines).
+
+The engine's system-level geometry steps are skipped; the ground truth follows the page's own
+warp (the convex hull of each system's ink is mapped through it and boxed again).
+
+Figures: recall and precision of systems matched at IoU >= 0.5 (greedy by best IoU), the share
+of matched boxes that contain their system's ink (nothing cut off, 2 px tolerance), and detection
+seconds per page: wall clock, process CPU, and the slowest page.
 """
 
 from __future__ import annotations
@@ -172,18 +181,26 @@ def score(gt: list, pred: list, tol: float = 2.0) -> tuple[int, int]:
 
 
 def save_overlay(gray: np.ndarray, result, gt: list, path: Path, max_side: int = 1000) -> None:
-    """The page with true boxes (green) and detections (per-kind colour), downscaled; a .png gets 64 colours."""
-    from acai_omr.detect.draw import draw_detections
+    """The page with true boxes (green) and detections (per-kind colour, staves cyan), downscaled.
+
+    A .png gets a small fixed palette (16 greys and the drawing colours, no dithering), which
+    keeps a noisy photo's overlay to a few hundred kB; anything else is saved as it is.
+    """
+    from acai_omr.detect.draw import KIND_COLOURS, draw_detections
 
     image = draw_detections(gray, result, truth=[tuple(float(v) for v in g) for g in gt])
     f = min(1.0, max_side / max(image.size))
     if f < 1.0:
         image = image.resize((round(image.width * f), round(image.height * f)), Image.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".png":
-        image.quantize(colors=64).save(path, optimize=True)
-    else:
+    if path.suffix.lower() != ".png":
         image.save(path, quality=85)
+        return
+    colours = [(v, v, v) for v in np.linspace(0, 255, 16).astype(int)]
+    colours += [(0, 160, 0), (0, 170, 220), *KIND_COLOURS.values()]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([c for rgb in colours for c in rgb] + [0] * (768 - 3 * len(colours)))
+    image.quantize(palette=palette, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 CONDITIONS = ("clean", "photo", "scan")

@@ -47,12 +47,15 @@ def to_gray_array(image: Image.Image | np.ndarray) -> np.ndarray:
 def flatten_background(gray: np.ndarray) -> np.ndarray:
     """Divide by an estimated paper background so shadows and lighting gradients vanish (paper ~ 255).
 
-    The background is a max-filter (ink is dark and thin, so it disappears) of a 1/8 thumbnail,
-    smoothed and scaled back up.
+    The background is a closing (max-filter, then min-filter: ink is dark and thin, so it
+    disappears, while the edge of a large dark area such as a sharp shadow stays where it is)
+    of a 1/8 thumbnail, smoothed and scaled back up. A max-filter alone would carry the bright
+    side of a shadow's edge a few pixels into the shadow, leaving a dark band that reads as a
+    long vertical stroke.
     """
     h, w = gray.shape
     small = cv2.resize(gray, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
-    bg = cv2.dilate(small, np.ones((5, 5), np.uint8))
+    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     bg = cv2.medianBlur(bg, 5)
     bg = cv2.resize(np.maximum(bg, 1), (w, h), interpolation=cv2.INTER_LINEAR)
     return cv2.divide(gray, bg, scale=255.0)  # saturates at 255
@@ -132,7 +135,11 @@ def estimate_spacing(ink: np.ndarray, column_step: int = 3) -> tuple[float, floa
     max_space = max(8, h // 12)
     tally = np.bincount(np.minimum(black, max_space), minlength=max_space + 1)
     thickness = float(np.argmax(tally[1:max_space]) + 1)
-    # consecutive starts within the same column (separators guarantee runs never straddle columns)
+    # consecutive starts of line-thin runs within the same column (separators guarantee runs never
+    # straddle columns): beams, note heads and text are thicker, and stacks of beams would
+    # otherwise pass their own spacing off as the staff space
+    thin = black <= max(2 * thickness, thickness + 2)
+    starts = starts[thin]
     same_col = (starts[1:] // (h + 2)) == (starts[:-1] // (h + 2))
     dist = (starts[1:] - starts[:-1])[same_col]
     dist = dist[(dist >= 4) & (dist < max_space)]
@@ -162,8 +169,8 @@ def estimate_skew(ink: np.ndarray, space: float, max_deg: float = 5.0) -> float:
     ys, xs = np.nonzero(lines)
     if ys.size < 100:
         return 0.0
-    if ys.size > 300_000:
-        pick = np.random.default_rng(0).choice(ys.size, 300_000, replace=False)
+    if ys.size > 120_000:
+        pick = np.random.default_rng(0).choice(ys.size, 120_000, replace=False)
         ys, xs = ys[pick], xs[pick]
     xs = xs.astype(np.float64) - ink.shape[1] / 2
     ys = ys.astype(np.float64)
@@ -192,33 +199,80 @@ def rotation_matrix(shape: tuple[int, int], deg: float) -> tuple[np.ndarray, tup
     return np.vstack([rot, [0, 0, 1]]), (new_w, new_h)
 
 
-def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
-    """Corners (tl, tr, br, bl) of a paper sheet lying on a darker background, or None.
-
-    Only a clear case counts: one convex four-sided bright region covering 25-97% of the photo.
-    A scan (paper fills the frame) has no outline and gets None.
-    """
+def _thumbnail_levels(gray: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """(blurred ~600 px thumbnail, its scale, Otsu's cut, the level of the picture's rim)."""
     h, w = gray.shape
     f = 600.0 / max(h, w)
     small = cv2.resize(gray, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (5, 5), 0)
-    _, bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    otsu, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    rim = np.concatenate([small[:3].ravel(), small[-3:].ravel(), small[:, :3].ravel(), small[:, -3:].ravel()])
+    return small, f, float(otsu), float(np.median(rim))
+
+
+def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
+    """Corners (tl, tr, br, bl) of a paper sheet lying on a darker background, or None.
+
+    Only a clear case counts: one convex four-sided bright region covering 25-97% of the photo,
+    shaped like a sheet seen in mild perspective. A scan (paper fills the frame) has no outline
+    and gets None. Besides Otsu's cut, lower cuts towards the background's level are tried, so
+    a shadow over part of the sheet does not cut that part off; the largest sheet wins.
+    """
+    small, f, otsu, background = _thumbnail_levels(gray)
+    cuts = [otsu] + [background + k * (otsu - background) for k in (0.75, 0.5, 0.3) if otsu > background + 8]
+    best, best_area = None, 0.0
+    for cut in cuts:
+        bright = (small > cut).astype(np.uint8) * 255
+        bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+        contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            continue
+        biggest = max(contours, key=cv2.contourArea)
+        area = cv2.contourArea(biggest) / float(small.shape[0] * small.shape[1])
+        if not 0.25 <= area <= 0.97 or area <= best_area:
+            continue
+        approx = cv2.approxPolyDP(biggest, 0.02 * cv2.arcLength(biggest, True), True)
+        if len(approx) != 4 or not cv2.isContourConvex(approx):
+            continue
+        pts = approx.reshape(4, 2).astype(np.float64)
+        sh, sw = small.shape
+        if (pts.min() <= 2 or (pts[:, 0] >= sw - 3).any() or (pts[:, 1] >= sh - 3).any()):
+            continue  # a corner on the frame: the sheet runs out of the picture, its corner is unseen
+        pts /= f
+        # order: top-left, top-right, bottom-right, bottom-left
+        s, d = pts.sum(axis=1), pts[:, 1] - pts[:, 0]
+        quad = np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]])
+        if _plausible_sheet(quad):
+            best, best_area = quad, area
+    return best
+
+
+def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
+    """Mask (uint8, 1 = paper) of the paper sheet when a sheet on a darker background is in view
+    (a photo whose outline is no clean quadrilateral: a corner out of the picture, a shadow
+    across an edge); else None.
+
+    The sheet is the convex hull of the largest region brighter than a cut 30% of the way from
+    the background's level (the picture's rim) to Otsu's cut, so shadowed parts of the sheet
+    stay in; the hull is then pulled in a little so the sheet's dark edge goes too. Left in, a
+    table edge reads as a long vertical stroke, which can look like a barline joining staves.
+    """
+    small, f, otsu, background = _thumbnail_levels(gray)
+    if otsu <= background + 20:
+        return None  # no darker surround (a scan, or a sheet filling the picture)
+    h, w = gray.shape
+    bright = (small > background + 0.3 * (otsu - background)).astype(np.uint8)
     bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
     contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
-    biggest = max(contours, key=cv2.contourArea)
-    area = cv2.contourArea(biggest) / float(small.shape[0] * small.shape[1])
-    if not 0.25 <= area <= 0.97:
+    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+    sheet = np.zeros_like(small)
+    cv2.fillPoly(sheet, [hull], 1)
+    if not 0.25 <= sheet.mean() <= 0.995:
         return None
-    approx = cv2.approxPolyDP(biggest, 0.02 * cv2.arcLength(biggest, True), True)
-    if len(approx) != 4 or not cv2.isContourConvex(approx):
-        return None
-    pts = approx.reshape(4, 2).astype(np.float64) / f
-    # order: top-left, top-right, bottom-right, bottom-left
-    s, d = pts.sum(axis=1), pts[:, 1] - pts[:, 0]
-    quad = np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]])
-    return quad if _plausible_sheet(quad) else None
+    sheet = cv2.erode(sheet, np.ones((13, 13), np.uint8))  # ~1% of the picture
+    return cv2.resize(sheet, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def _plausible_sheet(quad: np.ndarray, max_corner_deg: float = 20.0, min_side_ratio: float = 0.75) -> bool:

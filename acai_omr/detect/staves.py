@@ -4,6 +4,11 @@ Each strip (a few staff spaces wide) gets a row profile of long horizontal ink. 
 at row y is the weakest of the five profile values at y, y+s, ..., y+4s, so it is high only where
 five evenly spaced lines are all present. Peaks of the comb in neighbouring strips are chained
 into staves, which lets a staff bend (photos, page curl) and survive broken lines.
+
+With the page's grey levels at hand, each candidate's lines are then re-found to a fraction
+of a pixel and must prove to be staff lines there (`line_evidence`): thin lines running
+through the staff's whole width. Evenly spaced lines of text pass the comb (their letters
+merge into thick bands in the masks) but not that test, since text is broken into letters.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Staff:
     x0: float = 0.0
     x1: float = 0.0
     score: float = 0.0  # 0..1: how clearly all five lines were present
+    contrast: float = 0.0  # how much darker than the paper its lines are (0: not measured)
 
     def top_at(self, x) -> np.ndarray:
         return np.interp(x, self.xs, self.tops)
@@ -92,11 +98,12 @@ def _strip_profile(mask: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: float = 8.0,
-                min_fill: float = 0.4, gray: np.ndarray | None = None) -> list[Staff]:
+                min_fill: float = 0.4, gray: np.ndarray | None = None, faint_share: float = 0.25) -> list[Staff]:
     """All five-line staves on a deskewed ink mask, top to bottom.
 
     `gray`: the background-flattened page (paper ~255); with it, each candidate's lines must
-    also run unbroken through its width (`line_evidence`), which rules out lines of text.
+    also run unbroken through its width (`line_evidence`), which rules out lines of text, and
+    be at least `faint_share` as dark as the page's typical staff (show-through is fainter).
     """
     h, w = ink.shape
     lines = horizontal_lines(ink, 2 * space, bridge=max(3, int(round(space / 4))))
@@ -149,7 +156,7 @@ def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: f
                 used.add(best)
 
     dark, noise = paper_darkness(gray) if gray is not None else (None, 0.0)
-    staves = []
+    staves, strengths = [], []
     for chain in chains:
         if len(chain["j"]) < 2 and n_strips > 2:
             continue
@@ -157,14 +164,87 @@ def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: f
         staff = Staff(xs=centres[chain["j"]], tops=np.asarray(chain["y"], np.float64),
                       space=float(np.median(chain["sp"])),
                       score=float(np.clip(np.median(chain["score"]) / 0.85, 0, 1)))
+        if dark is not None:
+            _refine_lines(staff, dark, edges[1] - edges[0])
         _measure_extent(staff, ink, edges, chain["j"], thickness)
         if staff.x1 - staff.x0 < 10 * space:
             continue
-        if dark is not None and not looks_like_staff(line_evidence(staff, dark, noise)):
-            continue
+        if dark is not None:
+            evidence = line_evidence(staff, dark, noise)
+            if not looks_like_staff(evidence):
+                continue
+            staff.contrast = float(np.median(evidence["contrast"]))
+            strengths.append(staff.contrast)
         staves.append(staff)
+    if strengths:
+        # the ghost of the other side of the sheet (show-through) draws staves too, far fainter
+        # than the page's own; a staff is never that much fainter than its page's others
+        typical = float(np.median(strengths))
+        staves = [st for st, v in zip(staves, strengths) if v >= faint_share * typical]
     staves = _drop_overlapping(staves)
     return sorted(staves, key=lambda s: s.center_y)
+
+
+def _refine_lines(staff: Staff, dark: np.ndarray, strip_w: int) -> None:
+    """Re-find the staff's five lines to a fraction of a pixel, block by block, in the darkness.
+
+    The comb knows a staff's top to within its tolerance and its spacing only to a few percent
+    (it tries five spacings), which puts the bottom line up to two pixels off: enough to miss
+    thin lines when measuring the staff's extent. Per block (~4 spaces wide) the darkest row
+    near each expected line is taken (to sub-pixel by a parabola), and a line fitted through the
+    five gives the block's top and spacing; blocks where the five do not line up are skipped.
+    """
+    h, w = dark.shape
+    sp = staff.space
+    a = int(max(0, staff.xs.min() - strip_w / 2))
+    b = int(min(w, staff.xs.max() + strip_w / 2))
+    block = max(8, int(round(4 * sp)))
+    if b - a < block:
+        return
+    reach = int(np.ceil(0.5 * sp)) + 1
+    ds = np.arange(-reach, int(np.ceil(4 * sp)) + reach + 1)
+    xs = np.arange(a, b)
+    base = np.round(staff.top_at(xs)).astype(int)
+    stack = dark[np.clip(base[None, :] + ds[:, None], 0, h - 1), xs[None, :]].astype(np.float32)
+    line_at = reach + np.arange(5) * sp
+    win = max(1, int(round(0.25 * sp)))
+    shift = max(1, reach // 2)
+    bounds = np.linspace(0, b - a, max(1, (b - a) // block) + 1).astype(int)
+    centres, tops, spaces = [], [], []
+    shifts = np.arange(-shift, shift + 1)
+    at = np.clip(np.round(line_at[None, :] + shifts[:, None]).astype(int), 0, ds.size - 1)  # (shifts, 5)
+    near = np.arange(-win, win + 1)
+    k5 = np.arange(5)
+    # block profiles, all at once: (offsets, blocks)
+    sums = np.add.reduceat(stack, bounds[:-1], axis=1) / np.diff(bounds)[None, :]
+    for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        prof = sums[:, j]
+        o = int(shifts[np.argmax(prof[at].sum(axis=1))])
+        # each line's darkest row within +-win of where it should be
+        cand = np.clip(np.round(line_at + o).astype(int)[:, None] + near[None, :], 1, ds.size - 2)  # (5, 2win+1)
+        p = cand[k5, np.argmax(prof[cand], axis=1)]
+        y0, y1, y2 = prof[p - 1], prof[p], prof[p + 1]
+        if (y1 <= 0).any():
+            continue
+        curve = y0 - 2 * y1 + y2
+        peaks = p + np.where(curve < 0, 0.5 * (y0 - y2) / np.where(curve < 0, curve, -1), 0.0)
+        slope, icept = np.polyfit(k5, peaks, 1)
+        residual = np.abs(peaks - (icept + slope * k5)).max()
+        if abs(slope / sp - 1) > 0.08 or residual > max(1.0, 0.12 * sp):
+            continue
+        x_mid = (lo + hi) // 2
+        centres.append(a + x_mid)
+        tops.append(base[x_mid] + ds[0] + icept)
+        spaces.append(slope)
+    if len(centres) < 2:
+        return
+    tops = np.asarray(tops)
+    if tops.size >= 3:  # a block fooled by a beam along the staff: its neighbours outvote it
+        padded = np.concatenate([[tops[0]], tops, [tops[-1]]])
+        tops = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+    staff.xs = np.asarray(centres, np.float64)
+    staff.tops = tops.astype(np.float64)
+    staff.space = float(np.median(spaces))
 
 
 def paper_darkness(gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -299,13 +379,14 @@ def line_evidence(staff: Staff, dark: np.ndarray, noise: float, quantile: float 
     `dark`: paper level minus the background-flattened page (0 = paper, uint8); `noise`: the
     paper's pixel noise (robust sigma) in the same units.
 
-    The staff is cut into blocks a few spaces wide, and each block is shifted (within half a
-    space) so its ink falls on the five line rows; then, row by row, the darkness that at
-    least 60% of the staff's columns reach (its 40th percentile). A staff line runs through
-    every column (symbols crossing it only add ink), so it stands out in that profile, however
-    faint, while the rows just off it (0.2-0.4 spaces away) stay at the paper level: note
-    heads, stems and beams cover far less than 60% of any row. A line of text is broken into
-    letters, none of its rows is dark in 60% of the columns, and it vanishes.
+    The staff is cut into blocks a few spaces wide; in each block every line's own darkest row
+    is found (within a quarter space of where the comb put it). Then, per line and for each row
+    around it, the darkness that 75% of the staff's columns reach (the `quantile`). A staff line
+    runs through every column (symbols crossing it only add ink), so it stands out in that
+    profile however faint or noisy, while the rows 0.2-0.4 spaces off it stay at the paper
+    level: note heads, stems and beams cover far less of any row. A line of text is broken
+    into letters, none of its rows is dark in 75% of the columns, and it vanishes: the
+    contrast of text is ~0, that of a staff line is its darkness.
 
     Returns {"contrast": per line, darkness of its row over the darker of its two sides
     (units of `dark`), "lines": how many lines stand out (over the noise and 6 levels)}.
@@ -331,16 +412,18 @@ def line_evidence(staff: Staff, dark: np.ndarray, noise: float, quantile: float 
     bounds = np.linspace(0, b - a, n_blocks + 1).astype(int)
     around = np.empty((5, 2 * s1 + 1, b - a), stack.dtype)  # rows -s1..s1 about each line, per column
     offsets = np.arange(-s1, s1 + 1)
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        prof = stack[:, lo:hi].mean(axis=1)
-        sums = [float(prof[np.clip(line_at + o, 0, ds.size - 1)].sum()) for o in range(-shift, shift + 1)]
-        o = int(np.argmax(sums)) - shift
-        for k in range(5):
-            # each line's own darkest row in this block (the spacing is only known to a pixel or so)
-            c = int(line_at[k]) + o
-            lo_i, hi_i = max(0, c - win), min(ds.size, c + win + 1)
-            peak = lo_i + int(np.argmax(prof[lo_i:hi_i]))
-            around[k, :, lo:hi] = stack[np.clip(peak + offsets, 0, ds.size - 1), lo:hi]
+    shifts = np.arange(-shift, shift + 1)
+    at = np.clip(line_at[None, :] + shifts[:, None], 0, ds.size - 1)  # (shifts, 5)
+    near = np.arange(-win, win + 1)
+    block_means = np.add.reduceat(stack.astype(np.float32), bounds[:-1], axis=1) / np.diff(bounds)[None, :]
+    for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        prof = block_means[:, j]
+        o = int(shifts[np.argmax(prof[at].sum(axis=1))])
+        # each line's own darkest row in this block (the spacing is only known to a pixel or so)
+        cand = np.clip((line_at + o)[:, None] + near[None, :], 0, ds.size - 1)
+        peaks = cand[np.arange(5), np.argmax(prof[cand], axis=1)]
+        rows = np.clip(peaks[:, None] + offsets[None, :], 0, ds.size - 1)  # (5, 2*s1+1)
+        around[:, :, lo:hi] = stack[rows, lo:hi]
     kq = int(quantile * (b - a))
     contrast = []
     for k in range(5):

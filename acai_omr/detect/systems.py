@@ -17,7 +17,7 @@ import cv2
 
 from ..config import DetectConfig
 from . import normalize
-from .staves import Staff, find_staves
+from .staves import Staff, find_staves, paper_darkness
 
 
 @dataclass
@@ -82,13 +82,28 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         work = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)),
                                                     interpolation=cv2.INTER_AREA)
         quad = normalize.find_page_quad(work) if cfg.perspective else None
+        sheet = None
         if quad is not None:
             P, size = normalize.perspective_matrix(quad)
             work = cv2.warpPerspective(work, P, size, flags=cv2.INTER_LINEAR, borderValue=255)
             M = P @ M
+        elif cfg.perspective:
+            sheet = normalize.sheet_mask(work)
         flat = normalize.flatten_background(work)
+        # what is not paper goes white (after flattening, whose background estimate would
+        # otherwise draw a dark rim along the edge): the table around a sheet not straightened,
+        # and the slivers of it that can line a straightened one (its outline is traced on a
+        # small thumbnail)
+        if sheet is not None:
+            flat[sheet == 0] = 255
+        elif quad is not None:
+            rim = max(2, int(0.015 * max(flat.shape)))
+            flat[:rim], flat[-rim:], flat[:, :rim], flat[:, -rim:] = 255, 255, 255, 255
         ink, line_ink, bar_ink = _binarize_all(flat)
-        spacing = normalize.estimate_spacing(line_ink)
+        # staff space and line thickness from thin horizontal strokes; a generic top-hat (lines
+        # up to ~4 px) keeps faint lines the smoothed threshold loses to noise, and the runs of
+        # note heads and beams out of the count
+        spacing = normalize.estimate_spacing(line_ink | normalize.thin_lines(flat, 10.0, 2.0))
         if spacing is None or scale == 1.0 or spacing[0] >= cfg.min_work_space:
             break
         scale = min(1.0, scale * (cfg.min_work_space + 2) / spacing[0])
@@ -97,10 +112,15 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         return result
     space, thickness = spacing
     if thickness > cfg.max_line_thickness * space:
-        # evenly spaced thick bands: lines of text, not staff lines
-        result.messages.append(f"no staff lines found: the most common horizontal strokes are {thickness:.0f}px "
-                               f"thick every {space:.0f}px, like lines of text")
-        return result
+        # thick bands: blurred staff lines (the smoothed mask widens them), or lines of text; the
+        # pixel-wise mask, cut nearer the lines' core, has the last word (text is then left to
+        # the staff check, which wants lines unbroken by the gaps between letters)
+        plain = normalize.estimate_spacing(ink)
+        if plain is None or plain[1] > cfg.max_line_thickness * space:
+            result.messages.append(f"no staff lines found: the most common horizontal strokes are {thickness:.0f}px "
+                                   f"thick every {space:.0f}px, like lines of text")
+            return result
+        thickness = plain[1]
 
     line_ink |= normalize.thin_lines(flat, space, thickness)
     angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
@@ -116,7 +136,7 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
     if not staves:
         result.messages.append("no five-line staves found on the page (text or blank page?)")
         return result
-    groups = _group_staves(staves, bar_ink)
+    groups = _group_staves(staves, bar_ink, flat)
     rects = _system_rects(groups, _despeckle(ink, space), cfg)
     inverse = np.linalg.inv(M)
     for group, rect in zip(groups, rects):
@@ -144,10 +164,12 @@ class _Group:
     confidence: float
 
 
-def _connectors(upper: Staff, lower: Staff, ink: np.ndarray) -> tuple[bool, int]:
+def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | None = None) -> tuple[bool, int]:
     """(a stroke joins the staves at their left end, how many vertical strokes join them in all).
 
-    A stroke joins them when it runs all the way from `upper`'s bottom line to `lower`'s top line.
+    A stroke joins them when it runs all the way from `upper`'s bottom line to `lower`'s top line,
+    is thin, and (with `dark`, the page's darkness) is printed about as dark as their lines:
+    the ghost of the other side of the sheet, showing through, draws faint barlines anywhere.
     """
     h, w = ink.shape
     space = (upper.space + lower.space) / 2
@@ -166,14 +188,27 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray) -> tuple[bool, int]
     filled = band.mean(axis=0) >= 0.85
     if not filled.any():
         return False, 0
-    starts = np.flatnonzero(np.diff(np.concatenate([[0], filled.astype(np.int8)])) == 1)
-    left_end = max(upper.x0, lower.x0) + 1.5 * space
+    edges = np.diff(np.concatenate([[0], filled.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    # barlines, the system start line and a brace are thin; a wider solid band is something else
+    # (the dark edge of the sheet or the table beyond it, a shadow's rim)
+    thin = ends - starts <= 1.5 * space + 2
+    starts, ends = starts[thin], ends[thin]
+    if dark is not None and min(upper.contrast, lower.contrast) > 0:
+        need = 0.35 * min(upper.contrast, lower.contrast)
+        gap = dark[y_from:y_to, a:b]
+        strong = [float(np.median(gap[:, s0:e0], axis=0).max()) >= need for s0, e0 in zip(starts, ends)]
+        starts = starts[np.asarray(strong, bool)]
+    if starts.size == 0:
+        return False, 0
+    left_end = max(upper.x0, lower.x0) + 3 * space  # x0 may reach a little left of the start line
     return bool(a + starts[0] <= left_end), int(starts.size)
 
 
-def _group_staves(staves: list[Staff], ink: np.ndarray) -> list[_Group]:
+def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None = None) -> list[_Group]:
     """Join vertically adjacent staves that a vertical line connects; label the piano's two staves."""
-    joins = [_connectors(staves[i], staves[i + 1], ink) for i in range(len(staves) - 1)]
+    dark = paper_darkness(flat)[0] if flat is not None else None
+    joins = [_connectors(staves[i], staves[i + 1], ink, dark) for i in range(len(staves) - 1)]
     links = [n for _, n in joins]
     groups: list[list[int]] = [[0]]
     for i, (at_left, n) in enumerate(joins):
@@ -214,7 +249,7 @@ def _group_staves(staves: list[Staff], ink: np.ndarray) -> list[_Group]:
 
 def _despeckle(ink: np.ndarray, space: float) -> np.ndarray:
     """The ink mask without isolated specks (dust, sensor noise): blobs far smaller than a dot."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     small = max(2.0, 0.04 * space * space)
     side = max(2, int(0.35 * space))
     specks = ((stats[:, cv2.CC_STAT_AREA] < small) & (stats[:, cv2.CC_STAT_WIDTH] <= side)
