@@ -208,6 +208,7 @@ class SupervisedTrainConfig(TrainConfig):
 
     out: str = "runs/supervised"
     init_mae: str = ""  # MAE checkpoint (last.pt/best.pt) whose encoder initialises ours
+    init_weights: str = ""  # weights folder (e.g. weights/) to continue from; wins over --init-mae
     layer_decay: float = 0.75  # encoder block i of L gets lr * layer_decay ** (L - i)
     label_smoothing: float = 0.1
     ss_start: float = 0.3  # scheduled sampling starts at this fraction of `steps`

@@ -287,3 +287,23 @@ def test_log_records_loss_lr_throughput_and_schedule_values(tiny_data, tmp_path)
         assert math.isfinite(r["loss"]) and r["lr"] > 0 and r["samples_per_s"] > 0
         assert {"p_tf", "tau", "token_acc", "grad_norm", "epoch"} <= r.keys()
     assert records[0]["p_tf"] > records[-1]["p_tf"]
+
+
+def test_init_weights_continues_from_shipped_weights_and_refuses_another_shape(tmp_path):
+    """A new supervised run can start from a weights folder (training continues across sessions)."""
+    from acai_omr.model import OMRModel
+    from acai_omr.model.weights import save_weights
+    from acai_omr.train.supervised import load_weights_into
+
+    cfg = tiny_model_config()
+    torch.manual_seed(1)
+    trained = OMRModel(cfg)
+    folder = save_weights(trained, cfg, tmp_path / "weights")
+    torch.manual_seed(2)
+    fresh = OMRModel(cfg)
+    load_weights_into(fresh, str(folder), cfg)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value.half().float()), name
+    other = tiny_model_config(dropout=0.0)  # any field that differs from the saved config
+    with pytest.raises(ValueError, match="different model shape"):
+        load_weights_into(OMRModel(other), str(folder), other)

@@ -133,6 +133,16 @@ def load_mae_encoder(model: nn.Module, path: str | Path, model_cfg: ModelConfig)
     return len(encoder_state)
 
 
+def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
+    """Start from shipped weights (fp16 safetensors + config.json), e.g. to continue training across sessions."""
+    from acai_omr.model.weights import load_model
+
+    trained, trained_cfg = load_model(weights_dir, "cpu")
+    if trained_cfg != model_cfg:
+        raise ValueError(f"{weights_dir} holds a different model shape than --model: {trained_cfg} vs {model_cfg}")
+    model.load_state_dict({k: v.float() for k, v in trained.state_dict().items()})
+
+
 def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool):
     """Training dataset, a per-epoch batch-sampler factory (sharded by rank, resumable), and the collate function."""
     from functools import partial
@@ -177,7 +187,12 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
         model_cfg = model_cfg or model_config_named(cfg.model)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = OMRModel(model_cfg)
-        if cfg.init_mae and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
+        fresh = not (cfg.resume and (Path(cfg.out) / "last.pt").exists())
+        if cfg.init_weights and fresh:
+            load_weights_into(model, cfg.init_weights, model_cfg)
+            if runtime.is_main:
+                print(f"model initialised from the weights in {cfg.init_weights}", flush=True)
+        elif cfg.init_mae and fresh:
             count = load_mae_encoder(model, cfg.init_mae, model_cfg)
             if runtime.is_main:
                 print(f"encoder initialised from {cfg.init_mae} ({count} tensors)", flush=True)
