@@ -108,6 +108,27 @@ def _start(model: OMRModel, images, widths, max_len, rows_per_image: int):
     return cache
 
 
+def _decode_steps(rows: int, device, max_len: int, grammar, pick):
+    """The step loop greedy decoding and sampling share: ``pick(last, finished, states, remaining)``
+    chooses each row's next token and its log-probability; finished rows get <pad> (log-prob 0)."""
+    last = torch.full((rows,), BOS_ID, dtype=torch.long, device=device)
+    states = grammar.initial(rows, device) if grammar else None
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    steps_ids, steps_logp = [], []
+    for step in range(max_len):
+        token, token_logp = pick(last, finished, states, max_len - step)
+        token = torch.where(finished, PAD_ID, token)
+        steps_ids.append(token)
+        steps_logp.append(torch.where(finished, 0.0, token_logp))
+        finished = finished | (token == EOS_ID)
+        if grammar is not None:
+            states = grammar.advance(states, token)
+        if bool(finished.all()):
+            break
+        last = token
+    return torch.stack(steps_ids, 1), torch.stack(steps_logp, 1), finished
+
+
 def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, max_len: int | None = None,
                   constrained: bool = False) -> list[DecodeResult]:
     """Most probable token at each step, for each image of the batch."""
@@ -116,23 +137,14 @@ def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, m
     B, device = images.shape[0], images.device
     with eval_mode(model):
         cache = _start(model, images, widths, max_len, 1)
-        last = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
-        states = grammar.initial(B, device) if grammar else None
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        steps_ids, steps_logp = [], []
-        for step in range(max_len):
-            logp = next_token_logprobs(model, cache, last, finished, states, grammar, max_len - step)
+
+        def pick(last, finished, states, remaining):
+            logp = next_token_logprobs(model, cache, last, finished, states, grammar, remaining)
             token_logp, token = logp.max(dim=-1)
-            token = torch.where(finished, PAD_ID, token)
-            steps_ids.append(token)
-            steps_logp.append(torch.where(finished, 0.0, token_logp))
-            finished = finished | (token == EOS_ID)
-            if grammar is not None:
-                states = grammar.advance(states, token)
-            if bool(finished.all()):
-                break
-            last = token
-    return _collect(torch.stack(steps_ids, 1), torch.stack(steps_logp, 1))
+            return token, token_logp
+
+        ids, logps, _ = _decode_steps(B, device, max_len, grammar, pick)
+    return _collect(ids, logps)
 
 
 def _collect(ids: torch.Tensor, logps: torch.Tensor) -> list[DecodeResult]:
@@ -216,32 +228,21 @@ def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_sample
     R = B * n_samples
     with eval_mode(model):
         cache = _start(model, images, widths, max_len, n_samples)
-        last = torch.full((R,), BOS_ID, dtype=torch.long, device=device)
-        states = grammar.initial(R, device) if grammar else None
-        finished = torch.zeros(R, dtype=torch.bool, device=device)
-        steps_ids, steps_logp = [], []
-        for step in range(max_len):
+
+        def pick(last, finished, states, remaining):
             logits = model.decoder(last[:, None], None, None, cache=cache)[:, -1].float() / temperature
-            logits = mask_logits(logits, finished, states, grammar, max_len - step)
+            logits = mask_logits(logits, finished, states, grammar, remaining)
             if top_k is not None and top_k < logits.shape[1]:
                 kth = logits.topk(top_k, dim=1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             logp = F.log_softmax(logits, dim=-1)
             token = torch.multinomial(logp.exp(), 1).squeeze(1)
-            token_logp = logp.gather(1, token[:, None]).squeeze(1)
-            token = torch.where(finished, PAD_ID, token)
-            steps_ids.append(token)
-            steps_logp.append(torch.where(finished, 0.0, token_logp))
-            finished = finished | (token == EOS_ID)
-            if grammar is not None:
-                states = grammar.advance(states, token)
-            if bool(finished.all()):
-                break
-            last = token
-    ids = torch.stack(steps_ids, 1)
+            return token, logp.gather(1, token[:, None]).squeeze(1)
+
+        ids, logps, finished = _decode_steps(R, device, max_len, grammar, pick)
     return SampleResult(
         token_ids=ids,
-        logprobs=torch.stack(steps_logp, 1),
+        logprobs=logps,
         lengths=(ids != PAD_ID).sum(dim=1),
         finished=finished,
         image_index=torch.arange(B, device=device).repeat_interleave(n_samples),
