@@ -12,6 +12,7 @@ APT_PACKAGES=(
   imagemagick                    # flatten MuseScore's transparent PNGs
   fonts-dejavu-core              # a text font for labels on contact sheets / overlays
   chromium                       # headless browser for the end-to-end web tests (Playwright)
+  redis-server                   # job queue for scale-out (RQ); its tests start one on loopback
 )
 
 SUDO=""

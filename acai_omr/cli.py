@@ -25,7 +25,7 @@ COMMAND_GROUPS: dict[str, tuple[str, list[str]]] = {
 
 
 # modules whose register(subparsers) adds commands directly at the top level (no group)
-TOP_LEVEL_COMMANDS: list[str] = ["acai_omr.inference.cli", "acai_omr.detect.cli"]
+TOP_LEVEL_COMMANDS: list[str] = ["acai_omr.inference.cli", "acai_omr.detect.cli", "acai_omr.inference.worker_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -310,6 +310,12 @@ class WebConfig:
     max_tokens: int = 0  # LMX tokens generated per system; 0 = the model's limit
     constrained: bool = True  # decode following the LMX grammar (always-parseable output)
     torch_threads: int = 0  # CPU threads torch may use in the web process; 0 = torch's default
+    batch_size: int = 8  # systems of a job decoded together
+    int8: bool = True  # dynamic int8 quantization of the model's linear layers on CPU (faster, same tokens)
+    redis_url: str = ""  # "" = jobs run in the web process; redis://host:port/db = through RQ to `acai-omr worker`s
+    queue_name: str = "acai-omr"  # RQ queue the web app enqueues to and workers listen on
+    job_timeout: int = 600  # seconds a queued job may run on a worker
+    job_retries: int = 1  # re-runs of a job whose worker died or failed
 
 
 @dataclass

@@ -124,10 +124,12 @@ def test_transcribe_bad_image_fails_alone(saved, tmp_path, capsys):
     out = tmp_path / "out"
     code = cli_main(["transcribe", str(bad), str(tmp_path / "missing.png"), str(good), "--system",
                      "--weights", str(directory), "-o", str(out), "--max-len", "20"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 1
     assert "broken.png: not a readable image" in err and "missing.png: no such file" in err
-    assert "2 of 3 image(s) failed" in err
+    assert "2 failed:" in err
+    assert "1 of 3 input(s) transcribed (1 systems)" in captured.out
     assert (out / f"{good.stem}.musicxml").is_file()
 
 
@@ -156,3 +158,20 @@ def test_prepare_image_keeps_aspect_and_pads_white():
     tensor, width = prepare_image(very_wide, cfg)  # 640 px at height 32 > max 256: shrink, pad above/below
     assert width == 256 and tensor.shape == (1, 32, 256)
     assert float(tensor[0, 0].min()) == 1.0 and float(tensor[0, 16].max()) == 0.0
+
+
+def test_int8_loading_quantizes_linear_layers_and_keeps_the_logits_close(saved):
+    model, cfg, directory = saved
+    fp32, _ = load_model(directory)
+    int8, int8_cfg = load_model(directory, int8=True)
+    assert int8_cfg == cfg and int8.cfg == cfg
+    kinds = {type(m).__module__ for m in int8.modules() if "Linear" in type(m).__name__}
+    assert kinds and all("quantized" in kind for kind in kinds)  # every Linear became a dynamic int8 one
+    torch.manual_seed(1)
+    images = torch.rand(2, 1, cfg.image_height, 4 * cfg.patch_width)
+    widths = torch.tensor([4 * cfg.patch_width, 3 * cfg.patch_width])
+    tokens = torch.randint(3, cfg.vocab_size, (2, 6))
+    with torch.no_grad():
+        reference, quantized = fp32(images, widths, tokens), int8(images, widths, tokens)
+    scale = reference.abs().max()
+    assert (reference - quantized).abs().max() < 0.1 * scale

@@ -307,3 +307,18 @@ def test_init_weights_continues_from_shipped_weights_and_refuses_another_shape(t
     other = tiny_model_config(dropout=0.0)  # any field that differs from the saved config
     with pytest.raises(ValueError, match="different model shape"):
         load_weights_into(OMRModel(other), str(folder), other)
+
+
+def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(tiny_data, tmp_path):
+    """A schedule fitted to --time-limit-min caps warm-up at a tenth of the fitted horizon."""
+    from acai_omr.train.common import read_log
+    from acai_omr.train.supervised import train_supervised
+
+    cfg = tiny_supervised_config(tiny_data, tmp_path / "run", steps=100_000, warmup_steps=100_000, ss_start=2.0,
+                                 time_limit_min=0.15, lr=1e-3)
+    train_supervised(cfg, tiny_model_config())
+    records = read_log(tmp_path / "run" / "log.jsonl")
+    plan = [r for r in records if r["kind"] == "plan"]
+    assert plan, "the run never fitted its schedule to the time limit"
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    assert max(lrs) > 0.9e-3

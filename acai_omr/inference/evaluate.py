@@ -11,7 +11,6 @@ periodic dev evaluation during training calls `evaluate_model` too.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,37 +96,18 @@ def load_eval_samples(split: str, data_root: str | Path = "data", height: int = 
 
 
 def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
-               batch_size: int = 8) -> tuple[list[list[str]], float]:
+               batch_size: int = 8, constrained: bool = True) -> tuple[list[list[str]], float]:
     """Predicted LMX tokens per sample (in order) and the total decoding seconds.
 
-    Samples are batched by similar width so padding stays small.
+    The same batched decoding as the product (`batch.decode_prepared`); grammar-
+    constrained by default, as the web app and `acai-omr transcribe` decode.
     """
-    import torch
+    from acai_omr.inference.batch import decode_prepared
 
-    from acai_omr.inference.decode import beam_search, greedy_decode
-    from acai_omr.lmx.vocab import decode as ids_to_tokens
-
-    patch_width = model.cfg.patch_width
-    order = sorted(range(len(samples)), key=lambda i: samples[i].image.shape[-1])
-    predictions: list[list[str] | None] = [None] * len(samples)
     started = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            widths = torch.tensor([samples[i].image.shape[-1] for i in chunk])
-            padded = int(math.ceil(int(widths.max()) / patch_width) * patch_width)
-            images = torch.ones(len(chunk), 1, samples[chunk[0]].image.shape[-2], padded)
-            for row, i in enumerate(chunk):
-                images[row, :, :, : samples[i].image.shape[-1]] = samples[i].image
-            images, widths = images.to(device), widths.to(device)
-            if beam > 1:
-                results = beam_search(model, images, widths, beam_size=beam, max_len=max_len)
-            else:
-                results = greedy_decode(model, images, widths, max_len=max_len)
-            for i, result in zip(chunk, results):
-                predictions[i] = ids_to_tokens(result.token_ids)
-    return predictions, time.perf_counter() - started  # type: ignore[return-value]
+    results = decode_prepared(model, [(s.image, s.image.shape[-1]) for s in samples], batch_size=batch_size,
+                              beam=beam, max_len=max_len, constrained=constrained)
+    return [r.tokens for r in results], time.perf_counter() - started
 
 
 def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str = "lmx") -> dict:
@@ -155,11 +135,13 @@ def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str =
 
 
 def evaluate_model(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
-                   batch_size: int = 8, flavor: str = "lmx") -> dict:
-    predictions, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size)
+                   batch_size: int = 8, flavor: str = "lmx", constrained: bool = True) -> dict:
+    predictions, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size,
+                                      constrained=constrained)
     report = score(samples, predictions, flavor)
     report["summary"]["seconds_per_system"] = seconds / max(1, len(samples))
     report["summary"]["beam"] = beam
+    report["summary"]["constrained"] = constrained
     return report
 
 
@@ -251,6 +233,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-len", type=int, default=None, help="decoding length cap (tokens)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N systems")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--int8", action="store_true", help="evaluate the int8-quantized model the product runs on CPU")
+    p.add_argument("--no-grammar", dest="constrained", action="store_false",
+                   help="decode without the LMX grammar constraint (the product always uses it)")
     p.add_argument("--flavor", default="lmx", choices=["lmx", "full"], help="TEDn flavour")
     p.add_argument("--seed", type=int, default=0, help="degradation seed")
     p.add_argument("--json", dest="json_out", default=None, help="write the full report (per system) here")
@@ -272,16 +257,17 @@ def run_eval_model(args) -> int:
         return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        model, cfg = load_model(args.weights, device) if args.weights else load_model(None, device)
+        model, cfg = load_model(args.weights, device, int8=args.int8)
         samples = load_eval_samples(args.split, args.data, cfg.image_height, cfg.max_image_width, args.limit,
                                     args.degraded, args.seed)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     report = evaluate_model(model, samples, device, beam=args.beam, max_len=args.max_len,
-                            batch_size=args.batch_size, flavor=args.flavor)
+                            batch_size=args.batch_size, flavor=args.flavor, constrained=args.constrained)
     summary = report["summary"]
-    summary.update({"split": args.split, "degraded": args.degraded, "weights": str(args.weights or "default")})
+    summary.update({"split": args.split, "degraded": args.degraded, "weights": str(args.weights or "default"),
+                    "int8": args.int8})
     print(f"{args.split}{' (degraded)' if args.degraded else ''}: {summary['systems']} systems, beam {args.beam}")
     print(f"  TEDn-{args.flavor}: {summary['tedn']:.2f}%   SER: {summary['ser']:.2f}%   "
           f"unparseable: {100 * summary['unparseable_rate']:.1f}%   {summary['seconds_per_system']:.3f} s/system")

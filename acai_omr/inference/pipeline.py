@@ -25,7 +25,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +44,11 @@ class ModelHolder:
     A failed load is not cached, so weights installed later are picked up by the next job.
     """
 
-    def __init__(self, weights_dir: str | None, device: str = "cpu", torch_threads: int = 0):
+    def __init__(self, weights_dir: str | None, device: str = "cpu", torch_threads: int = 0, int8: bool = False):
         self.weights_dir = weights_dir or None
         self.device = device
         self.torch_threads = torch_threads
+        self.int8 = int8
         self._lock = threading.Lock()
         self._loaded = None
 
@@ -62,7 +62,7 @@ class ModelHolder:
 
                 if self.torch_threads > 0:
                     torch.set_num_threads(self.torch_threads)
-                model, cfg = load_model(self.weights_dir, device=self.device)
+                model, cfg = load_model(self.weights_dir, device=self.device, int8=self.int8)
                 model.eval()
                 for parameter in model.parameters():
                     parameter.requires_grad_(False)
@@ -152,6 +152,7 @@ class PipelineSettings:
     render_timeout: float = 120
     max_tokens: int = 0
     constrained: bool = True
+    batch_size: int = 8  # systems decoded together (sorted by width, KV-cached)
 
 
 class JobRunner:
@@ -188,6 +189,9 @@ class JobRunner:
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
+
+    def refresh(self, job: Job) -> None:
+        """Bring `job` up to date (in-process jobs always are; the queue runner pulls from Redis)."""
 
     def snapshot(self, job: Job) -> dict:
         with self.changed:
@@ -247,94 +251,122 @@ def _check_cancel(job: Job) -> None:
         raise JobCancelled()
 
 
-def run_job(job: Job, pages: dict[int, Path], runner: JobRunner) -> None:
-    """Transcribe every system of the job, join them, write and render the outputs."""
-    from acai_omr.inference.decode import greedy_decode
-    from acai_omr.lmx.delinearize import delinearize
-    from acai_omr.lmx.vocab import VOCAB
+class LocalProgress:
+    """Progress reports of an in-process job: straight into its `Job`, under the runner's condition."""
 
-    _check_cancel(job)
-    runner.update(job, status="running", message="Loading the model…")
-    model, cfg = runner.model.get()
-    settings = runner.settings
-    max_len = settings.max_tokens or None
-    if max_len is not None:
-        max_len = min(max_len, model.cfg.max_tokens - 1)
-    runner.update(job, message="Transcribing…")
+    def __init__(self, job: Job, runner: JobRunner):
+        self.job, self.runner = job, runner
+        self.by_index = {s.index: s for s in job.systems}
 
-    directory = job.directory
-    token_lines: list[str] = []
-    parts = []
-    breaks = []
-    open_pages: dict[int, Image.Image] = {}
-    previous_page = None
-    for system in job.systems:
-        _check_cancel(job)
-        runner.update_system(job, system, state="encoding")
+    def update(self, **fields) -> None:
+        if "outputs" in fields:
+            fields["outputs"] = dict(self.job.outputs, **fields["outputs"])
+        self.runner.update(self.job, **fields)
+
+    def update_system(self, index: int, **fields) -> None:
+        self.runner.update_system(self.job, self.by_index[index], **fields)
+
+    def check_cancel(self) -> None:
+        _check_cancel(self.job)
+
+
+def crop_systems(systems: list[SystemProgress], pages: dict[int, Path], directory: Path) -> list[Image.Image]:
+    """Grayscale crops of the job's systems (also saved as crop-<index>.png); one page open at a time."""
+    crops, open_pages = [], {}
+    for system in systems:
         if system.page not in open_pages:
-            open_pages.clear()  # keep at most one decoded page in memory
+            open_pages.clear()
             with Image.open(pages[system.page]) as page:
                 open_pages[system.page] = page.copy()
         crop = crop_box(open_pages[system.page], system.box, system.quad)
         crop.save(directory / f"crop-{system.index}.png")
-        images, widths = system_tensor(crop, cfg)
-        images, widths = images.to(runner.model.device), widths.to(runner.model.device)
-        runner.update_system(job, system, state="decoding")
-        result = greedy_decode(model, images, widths, max_len=max_len, constrained=settings.constrained)[0]
-        tokens = VOCAB.decode(result.token_ids)
-        part = delinearize(tokens)
-        (directory / f"system-{system.index}.musicxml").write_text(part.to_musicxml(), encoding="utf-8")
-        token_lines.append(" ".join(tokens))
-        parts.append(part.part)
-        breaks.append(BREAK_PAGE if previous_page is not None and system.page != previous_page else BREAK_SYSTEM)
-        previous_page = system.page
-        message = "" if part.part is not None else "the model's output could not be read as music"
-        runner.update_system(job, system, state="done", tokens=len(tokens), confidence=round(result.confidence, 4),
-                             finished=result.finished, errors=len(part.errors), message=message)
+        crops.append(crop)
+    return crops
 
+
+def run_job(job: Job, pages: dict[int, Path], runner: JobRunner) -> None:
+    """Transcribe every system of an in-process job, join them, write and render the outputs."""
     _check_cancel(job)
+    runner.update(job, status="running", message="Loading the model…")
+    model, _ = runner.model.get()
+    crops = crop_systems(job.systems, pages, job.directory)
+    transcribe_job(model, crops, [(s.index, s.page, s.box) for s in job.systems], job.directory,
+                   runner.settings, LocalProgress(job, runner))
+
+
+def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int, tuple]], directory: Path,
+                   settings: PipelineSettings, progress) -> None:
+    """Crops -> batched decoding -> per-system and whole-score files in `directory`, then rendering.
+
+    `systems` holds (index, page, box) per crop. `progress` (LocalProgress, or the
+    queue worker's) receives job and per-system updates and may raise to cancel.
+    Shared by in-process jobs and queue workers, so both write the same files.
+    """
+    from acai_omr.inference.batch import assemble, decode_crops, system_results
     from acai_omr.render.outputs import write_mxl
 
-    musicxml = assemble_score(parts, breaks)
+    max_len = settings.max_tokens or None
+    if max_len is not None:
+        max_len = min(max_len, model.cfg.max_tokens - 1)
+    progress.update(status="running", message="Transcribing…")
+    for index, _, _ in systems:
+        progress.update_system(index, state="decoding")
+
+    def on_batch(rows, decoded):
+        results = system_results(decoded, [systems[r][1] for r in rows], [systems[r][2] for r in rows])
+        for row, result in zip(rows, results):
+            index = systems[row][0]
+            (directory / f"system-{index}.musicxml").write_text(result.musicxml(), encoding="utf-8")
+            message = "" if result.part is not None else "the model's output could not be read as music"
+            progress.update_system(index, state="done", tokens=len(result.tokens),
+                                   confidence=round(result.confidence, 4), finished=result.finished,
+                                   errors=len(result.errors), message=message)
+        progress.check_cancel()
+
+    progress.check_cancel()
+    decoded = decode_crops(model, crops, batch_size=settings.batch_size, max_len=max_len,
+                           constrained=settings.constrained, on_batch=on_batch)
+    results = system_results(decoded, [p for _, p, _ in systems], [b for _, _, b in systems])
+
+    progress.check_cancel()
+    musicxml = assemble(results)
     (directory / "score.musicxml").write_text(musicxml, encoding="utf-8")
-    (directory / "score.lmx").write_text("\n".join(token_lines) + "\n", encoding="utf-8")
+    (directory / "score.lmx").write_text("\n".join(" ".join(r.tokens) for r in results) + "\n", encoding="utf-8")
     write_mxl(musicxml, directory / "score.mxl")
-    runner.update(job, outputs={"musicxml": "score.musicxml", "lmx": "score.lmx", "mxl": "score.mxl"})
+    progress.update(outputs={"musicxml": "score.musicxml", "lmx": "score.lmx", "mxl": "score.mxl"})
 
     if settings.render:
-        runner.update(job, status="rendering", message="Rendering the score with MuseScore…")
-        render_outputs(job, runner, [part is not None for part in parts])
-    runner.update(job, status="done", message="Done.", finished_at=time.time())
+        progress.update(status="rendering", message="Rendering the score with MuseScore…")
+        render_outputs(directory, [index for (index, _, _), r in zip(systems, results) if r.part is not None],
+                       settings.render_timeout, progress)
+    progress.update(status="done", message="Done.", finished_at=time.time())
 
 
-def render_outputs(job: Job, runner: JobRunner, readable: list[bool]) -> None:
+def render_outputs(directory: Path, readable: list[int], timeout: float, progress) -> None:
     """The score as PNG pages, PDF and MIDI, then each readable system alone (trimmed PNG).
 
     Two MuseScore calls, so that a system MuseScore cannot draw costs only its own
-    picture; a failure of the score itself is reported in `job.render_error`.
+    picture; a failure of the score itself is reported as the job's render_error.
     """
     from acai_omr.render.outputs import RenderError, render_batch
 
-    directory = job.directory
-    timeout = runner.settings.render_timeout
     try:
         score = render_batch([(directory / "score.musicxml", directory / "score", ("png", "pdf", "mid"))],
                              timeout=timeout)[0]
     except RenderError as error:
-        runner.update(job, render_error=f"Rendering failed: {error}. The MusicXML is still available.")
+        progress.update(render_error=f"Rendering failed: {error}. The MusicXML is still available.")
         return
-    runner.update(job, outputs=dict(job.outputs, pdf="score.pdf", mid="score.mid", png="score-1.png"),
-                  score_pages=len(score.pngs))
+    progress.update(outputs={"pdf": "score.pdf", "mid": "score.mid", "png": "score-1.png"},
+                    score_pages=len(score.pngs))
 
-    systems = [s for s, ok in zip(job.systems, readable) if ok]
-    batch = [(directory / f"system-{s.index}.musicxml", directory / f"render-{s.index}", ("png",)) for s in systems]
+    batch = [(directory / f"system-{index}.musicxml", directory / f"render-{index}", ("png",)) for index in readable]
     try:
         rendered = render_batch(batch, timeout=timeout, trim_from=0)
     except RenderError as error:
-        log.warning("job %s: system renderings failed: %s", job.id, error)
+        log.warning("system renderings failed in %s: %s", directory, error)
         return
-    for system, result in zip(systems, rendered):
-        result.pngs[0].rename(directory / f"render-{system.index}.png")
+    for index, result in zip(readable, rendered):
+        result.pngs[0].rename(directory / f"render-{index}.png")
         for extra in result.pngs[1:]:
             extra.unlink(missing_ok=True)
-        runner.update_system(job, system, rendered=True)
+        progress.update_system(index, rendered=True)

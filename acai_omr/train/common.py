@@ -418,9 +418,14 @@ class Trainer:
     # -- training
 
     def _set_horizon(self, steps: int) -> None:
-        """Shorten the run (LR and any cfg.steps-based schedule) to `steps`."""
+        """Shorten the run (LR and any cfg.steps-based schedule) to `steps`.
+
+        Warm-up is capped at a tenth of the new horizon: a 300-step warm-up in a
+        112-step run would never reach the peak learning rate.
+        """
         self.cfg.steps = steps
         self.schedule.total = max(1, steps)
+        self.schedule.warmup = min(self.cfg.warmup_steps, max(1, steps // 10))
         self.state.horizon = steps
 
     def _fit_to_time_limit(self, session_start: float, timed_from: float, timed_steps: int) -> None:

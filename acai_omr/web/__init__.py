@@ -29,6 +29,8 @@ def resolve_web_config(overrides: WebConfig | dict | None = None) -> WebConfig:
         cfg.weights_dir = os.environ["ACAI_WEIGHTS_DIR"]
     if os.environ.get("ACAI_WEB_WORK_DIR"):
         cfg.work_dir = os.environ["ACAI_WEB_WORK_DIR"]
+    if os.environ.get("ACAI_REDIS_URL"):
+        cfg.redis_url = os.environ["ACAI_REDIS_URL"]
     if isinstance(overrides, WebConfig):
         cfg = dataclasses.replace(overrides)
     elif overrides:
@@ -50,10 +52,16 @@ class AppState:
         self.work_dir = Path(cfg.work_dir or Path(tempfile.gettempdir()) / "acai-omr-web")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         remove_expired(self.work_dir, ttl_seconds=0)  # leftovers of a previous run
-        self.model = ModelHolder(cfg.weights_dir or None, cfg.device, cfg.torch_threads)
+        self.model = ModelHolder(cfg.weights_dir or None, cfg.device, cfg.torch_threads, cfg.int8)
         settings = PipelineSettings(render=cfg.render, render_timeout=cfg.render_timeout,
-                                    max_tokens=cfg.max_tokens, constrained=cfg.constrained)
-        self.runner = JobRunner(self.model, settings, cfg.pool_size)
+                                    max_tokens=cfg.max_tokens, constrained=cfg.constrained, batch_size=cfg.batch_size)
+        if cfg.redis_url:
+            from acai_omr.inference.queue import QueueJobRunner
+
+            self.runner = QueueJobRunner(cfg.redis_url, settings, cfg.queue_name, cfg.job_timeout, cfg.job_retries,
+                                         result_ttl=cfg.ttl_seconds)
+        else:
+            self.runner = JobRunner(self.model, settings, cfg.pool_size)
         self._last_clean = time.time()
         self._clean_lock = threading.Lock()
 

@@ -67,6 +67,18 @@ def _upload_error(error: UploadError):
 # ---------------------------------------------------------------- status
 
 
+def _queue_status(s) -> dict:
+    """Where jobs run: in this process, or through Redis to workers (with how many are listening)."""
+    if not s.cfg.redis_url:
+        return {"mode": "in-process", "ok": True}
+    from rq import Worker
+
+    runner = s.runner
+    if not runner.ping():
+        return {"mode": "redis", "ok": False, "message": "Redis does not answer; jobs cannot be queued."}
+    return {"mode": "redis", "ok": True, "workers": Worker.count(queue=runner.queue)}
+
+
 @bp.get("/status")
 def status():
     """Whether the model can be loaded, and the limits the page should tell the user about."""
@@ -74,6 +86,7 @@ def status():
     cfg = s.cfg
     return jsonify(
         weights=s.model.status(),
+        queue=_queue_status(s),
         limits={"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels, "max_side": cfg.max_side,
                 "max_pdf_pages": cfg.max_pdf_pages, "max_systems": cfg.max_systems},
     )
@@ -275,4 +288,5 @@ def delete_job(job_id: str):
     deadline = time.time() + 2.0  # a queued job stops at once; a running one after its current system
     while job.status not in TERMINAL and time.time() < deadline:
         time.sleep(0.05)
+        s.runner.refresh(job)
     return jsonify(id=job.id, status=job.status if job.status in TERMINAL else "cancelling"), 202

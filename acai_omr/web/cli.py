@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--work-dir", default="", help="folder for per-job temp files (default: system temp)")
     serve.add_argument("--pool-size", type=int, default=None, help="inference worker threads")
     serve.add_argument("--no-render", action="store_true", help="skip MuseScore rendering (MusicXML/LMX only)")
+    serve.add_argument("--redis-url", default="", metavar="URL",
+                       help="send jobs through Redis to `acai-omr worker` processes (default: $ACAI_REDIS_URL, "
+                            "else run them in this process)")
     serve.set_defaults(func=run_serve)
 
 
@@ -33,6 +36,8 @@ def run_serve(args: argparse.Namespace) -> int:
         overrides["pool_size"] = args.pool_size
     if args.no_render:
         overrides["render"] = False
+    if args.redis_url:
+        overrides["redis_url"] = args.redis_url
     app = create_app({"WEB": resolve_web_config(overrides)})
     status = app.extensions["acai_omr"].model.status()
     print(("model: " if status["ok"] else "warning: ") + status["message"])

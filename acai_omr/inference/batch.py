@@ -1,0 +1,117 @@
+"""Decode many system crops together, and turn the results into one score.
+
+Batching is where CPU inference gets its speed: the crops of a page (or of a
+whole job) are sorted by width so a batch wastes little padding, each batch is
+encoded once and decoded step by step with the KV cache for all its rows at
+once. The web jobs, the RQ workers and `acai-omr transcribe` all go through
+here, so they produce the same tokens for the same crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from acai_omr.inference.decode import DecodeResult
+
+
+def decode_crops(model, crops, **options) -> list[DecodeResult]:
+    """Grayscale (or RGB/RGBA) PIL crops, one system each -> DecodeResult per crop, in the input order.
+
+    Options are those of `decode_prepared`.
+    """
+    from acai_omr.inference.transcribe import prepare_image
+
+    return decode_prepared(model, [prepare_image(crop, model.cfg) for crop in crops], **options)
+
+
+def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_size: int = 8, beam: int = 1,
+                    max_len: int | None = None, constrained: bool = True,
+                    on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None) -> list[DecodeResult]:
+    """Model-ready images ([1, H, W] tensors with their valid widths) -> DecodeResult each, in the input order.
+
+    Images are sorted by width and decoded `batch_size` at a time (padded with
+    white to the widest of the batch). `on_batch(indices, results)` is called
+    after each batch; it may raise (e.g. to cancel), which stops decoding.
+    """
+    from acai_omr.inference.decode import beam_search, greedy_decode
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    patch_width = model.cfg.patch_width
+    order = sorted(range(len(prepared)), key=lambda i: prepared[i][0].shape[-1])
+    results: list[DecodeResult | None] = [None] * len(prepared)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            width = max(prepared[i][0].shape[-1] for i in indices)
+            width = -(-width // patch_width) * patch_width
+            images = torch.ones((len(indices), 1, prepared[indices[0]][0].shape[-2], width))
+            for row, i in enumerate(indices):
+                image = prepared[i][0]
+                images[row, :, :, : image.shape[-1]] = image
+            widths = torch.tensor([prepared[i][1] for i in indices])
+            images, widths = images.to(device), widths.to(device)
+            if beam > 1:
+                decoded = beam_search(model, images, widths, beam_size=beam, max_len=max_len, constrained=constrained)
+            else:
+                decoded = greedy_decode(model, images, widths, max_len=max_len, constrained=constrained)
+            for i, result in zip(indices, decoded):
+                results[i] = result
+            if on_batch is not None:
+                on_batch(indices, decoded)
+    return results  # type: ignore[return-value]
+
+
+@dataclass
+class SystemResult:
+    """One decoded system, ready for output: its tokens, what they delinearize to, and quality signals."""
+
+    page: int  # 1-based page of the input the system came from
+    box: tuple[float, float, float, float]  # (x0, y0, x1, y1) on that page, pixels
+    tokens: list[str]
+    confidence: float  # mean token probability
+    finished: bool  # the decoder produced <eos> (False: cut at the length limit)
+    delinearized: object = None  # acai_omr.lmx.delinearize.DelinearizeResult
+
+    @property
+    def part(self):
+        """The <part> element (xml.etree), or None if nothing could be read."""
+        return self.delinearized.part
+
+    @property
+    def errors(self) -> list[str]:
+        """The delinearizer's soft errors (tokens it had to skip or repair)."""
+        return list(self.delinearized.errors)
+
+    def musicxml(self) -> str:
+        """This system alone as a MusicXML score."""
+        return self.delinearized.to_musicxml()
+
+    def to_json(self) -> dict:
+        return {"page": self.page, "box": [round(v, 1) for v in self.box], "lmx": " ".join(self.tokens),
+                "tokens": len(self.tokens), "confidence": round(self.confidence, 4), "finished": self.finished,
+                "errors": self.errors, "readable": self.part is not None}
+
+
+def system_results(decoded: list[DecodeResult], pages: list[int], boxes) -> list[SystemResult]:
+    """Delinearize each decoded system; a malformed token sequence yields part=None, never an exception."""
+    from acai_omr.lmx.delinearize import delinearize
+
+    return [SystemResult(page, tuple(float(v) for v in box), result.tokens, float(result.confidence),
+                         bool(result.finished), delinearize(result.tokens))
+            for result, page, box in zip(decoded, pages, boxes)]
+
+
+def assemble(systems: list[SystemResult]) -> str:
+    """One MusicXML score from the systems in reading order: system breaks, page breaks between pages."""
+    from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score
+
+    breaks, previous = [], None
+    for system in systems:
+        breaks.append(BREAK_PAGE if previous is not None and system.page != previous else BREAK_SYSTEM)
+        previous = system.page
+    return assemble_score([s.part for s in systems], breaks)

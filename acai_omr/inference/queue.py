@@ -1,0 +1,280 @@
+"""Scale-out: transcription jobs through Redis Queue (RQ) to `acai-omr worker` processes.
+
+Without a Redis URL the web app runs jobs in its own thread pool
+(`pipeline.JobRunner`). With one, `QueueJobRunner` takes its place: the web
+process crops the systems (cheap) and enqueues the crops; any number of
+`acai-omr worker` processes, on any machine that reaches Redis, load the model
+once, decode, assemble and render, and hand the files back through Redis as
+the job's result. No shared file system is needed.
+
+Progress travels in the RQ job's `meta`; cancelling is a Redis key the worker
+checks between batches. A worker that dies mid-job leaves its job in RQ's
+StartedJobRegistry; `StartedJobRegistry.cleanup` (called by the web process
+every few seconds and by workers' maintenance) retries it on another worker
+while retries are left, else marks it failed. A job is never silently lost.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from acai_omr.inference.pipeline import (
+    TERMINAL, Job, JobCancelled, JobRunner, ModelHolder, PipelineSettings, crop_systems, transcribe_job,
+)
+
+log = logging.getLogger(__name__)
+
+CANCEL_KEY = "acai-omr:cancel:{}"
+REAP_EVERY_SECONDS = 5.0
+
+# ---------------------------------------------------------------- worker side
+
+_MODEL: ModelHolder | None = None  # set by `acai-omr worker` before it starts taking jobs
+
+
+def set_worker_model(holder: ModelHolder) -> None:
+    global _MODEL
+    _MODEL = holder
+
+
+class QueueProgress:
+    """Progress of a job running in a worker: kept in the RQ job's meta, read by the web process."""
+
+    def __init__(self, rq_job, connection):
+        self.rq_job, self.connection = rq_job, connection
+        self.state: dict = {"outputs": {}, "systems": {}}
+        self._cancel_key = CANCEL_KEY.format(rq_job.id)
+
+    def _save(self) -> None:
+        self.rq_job.meta["acai"] = self.state
+        self.rq_job.save_meta()
+
+    def update(self, **fields) -> None:
+        if "outputs" in fields:
+            fields["outputs"] = dict(self.state["outputs"], **fields["outputs"])
+        self.state.update(fields)
+        self._save()
+
+    def update_system(self, index: int, **fields) -> None:
+        self.state["systems"].setdefault(str(index), {}).update(fields)
+        self._save()
+
+    def check_cancel(self) -> None:
+        if self.connection.exists(self._cancel_key):
+            raise JobCancelled()
+
+
+def run_queued_job(payload: dict) -> dict:
+    """The RQ task: crops (PNG bytes) -> the job's files, returned as {name: bytes} with the final progress."""
+    from rq import get_current_job
+
+    rq_job = get_current_job()
+    progress = QueueProgress(rq_job, rq_job.connection)
+    holder = _MODEL or ModelHolder(None)
+    progress.update(status="running", message="Loading the model…")
+    model, _ = holder.get()
+    crops = [Image.open(io.BytesIO(data)).convert("L") for data in payload["crops"]]
+    systems = [(s["index"], s["page"], tuple(s["box"])) for s in payload["systems"]]
+    settings = PipelineSettings(**payload["settings"])
+    with tempfile.TemporaryDirectory(prefix="acai-omr-job-") as tmp:
+        try:
+            transcribe_job(model, crops, systems, Path(tmp), settings, progress)
+        except JobCancelled:
+            return {"cancelled": True, "state": progress.state}
+        files = {path.name: path.read_bytes() for path in Path(tmp).iterdir()
+                 if path.is_file() and not path.name.startswith("crop-")}
+    return {"cancelled": False, "state": progress.state, "files": files}
+
+
+def run_worker(redis_url: str, queue_name: str, weights_dir: str | None, burst: bool = False,
+               device: str = "cpu", torch_threads: int = 0, int8: bool = True) -> None:
+    """Load the model once, then take jobs until stopped (or, with burst, until the queue is empty).
+
+    A SimpleWorker runs jobs in this process: no fork after torch has started
+    its thread pools, and the model stays loaded between jobs.
+    """
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    holder = ModelHolder(weights_dir, device, torch_threads, int8)
+    holder.get()  # fail now, with the weights error, rather than on the first job
+    set_worker_model(holder)
+    connection = Redis.from_url(redis_url)
+    worker = SimpleWorker([Queue(queue_name, connection=connection)], connection=connection)
+    worker.work(burst=burst, with_scheduler=False)
+
+
+# ---------------------------------------------------------------- web side
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class QueueJobRunner(JobRunner):
+    """The web app's job runner when a Redis URL is configured: same interface as JobRunner.
+
+    Jobs are enqueued to RQ; their state is pulled from Redis whenever a handler
+    looks at them (`refresh`), and the result files are written into the job's
+    folder once it finishes.
+    """
+
+    def __init__(self, redis_url: str, settings: PipelineSettings, queue_name: str = "acai-omr",
+                 job_timeout: int = 600, retries: int = 1, result_ttl: int = 3600):
+        from redis import Redis
+        from rq import Queue
+
+        super().__init__(ModelHolder(None), settings, pool_size=1)
+        self.connection = Redis.from_url(redis_url)
+        self.queue = Queue(queue_name, connection=self.connection)
+        self.job_timeout, self.retries, self.result_ttl = job_timeout, retries, result_ttl
+        self._last_reap = 0.0
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.connection.ping())
+        except Exception:
+            return False
+
+    def submit(self, job: Job, pages: dict[int, Path]) -> None:
+        from rq import Retry
+
+        self.jobs[job.id] = job
+        crops = crop_systems(job.systems, pages, job.directory)
+        s = self.settings
+        payload = {
+            "crops": [_png_bytes(crop) for crop in crops],
+            "systems": [{"index": x.index, "page": x.page, "box": list(x.box)} for x in job.systems],
+            "settings": {"render": s.render, "render_timeout": s.render_timeout, "max_tokens": s.max_tokens,
+                         "constrained": s.constrained, "batch_size": s.batch_size},
+        }
+        self.queue.enqueue("acai_omr.inference.queue.run_queued_job", payload, job_id=job.id,
+                           job_timeout=self.job_timeout, result_ttl=self.result_ttl, failure_ttl=self.result_ttl,
+                           retry=Retry(max=self.retries) if self.retries > 0 else None)
+        self.update(job, message="Waiting for a worker…")
+
+    # -- state from Redis ----------------------------------------------
+
+    def reap_abandoned(self, timestamp: float | None = None) -> None:
+        """Retry (or fail) jobs whose worker died: RQ's own clean-up of its started-job registry."""
+        from rq.registry import StartedJobRegistry
+
+        StartedJobRegistry(queue=self.queue).cleanup(timestamp)
+        self._last_reap = time.time()
+
+    def refresh(self, job: Job) -> None:
+        """Pull the job's state from Redis into `job` (a no-op once the job has ended)."""
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job as RqJob
+        from rq.job import JobStatus
+
+        if job.status in TERMINAL:
+            return
+        if time.time() - self._last_reap > REAP_EVERY_SECONDS:
+            self.reap_abandoned()
+        try:
+            rq_job = RqJob.fetch(job.id, connection=self.connection)
+        except NoSuchJobError:
+            self.update(job, status="failed", message="The job was lost from the queue.", finished_at=time.time())
+            return
+        status = rq_job.get_status(refresh=True)
+        state = rq_job.get_meta(refresh=True).get("acai", {})
+        if status == JobStatus.FINISHED:
+            result = rq_job.return_value() or {}
+            state = result.get("state", state)
+            if result.get("cancelled"):
+                self._apply(job, state, status="cancelled", message="Cancelled.", finished_at=time.time())
+                return
+            job.directory.mkdir(parents=True, exist_ok=True)
+            for name, data in result.get("files", {}).items():
+                (job.directory / Path(name).name).write_bytes(data)
+            self._apply(job, state, status="done", message="Done.", finished_at=time.time())
+        elif status == JobStatus.FAILED:
+            self._apply(job, state, status="failed", message=self._failure_message(rq_job), finished_at=time.time())
+        elif status in (JobStatus.CANCELED, JobStatus.STOPPED):
+            self._apply(job, state, status="cancelled", message="Cancelled.", finished_at=time.time())
+        elif status == JobStatus.STARTED:
+            self._apply(job, state)
+        elif job.message != "Waiting for a worker…" or job.status != "queued":  # queued again after a retry
+            self._apply(job, {}, status="queued", message="Waiting for a worker…")
+
+    def _apply(self, job: Job, state: dict, **final) -> None:
+        fields = {k: state[k] for k in ("status", "message", "render_error", "score_pages") if k in state}
+        if "outputs" in state:
+            fields["outputs"] = dict(state["outputs"])
+        fields.update(final)
+        with self.changed:
+            changed = any(getattr(job, k) != v for k, v in fields.items() if k != "finished_at")
+            for system in job.systems:
+                for name, value in state.get("systems", {}).get(str(system.index), {}).items():
+                    if getattr(system, name) != value:
+                        setattr(system, name, value)
+                        changed = True
+            if changed:
+                for name, value in fields.items():
+                    setattr(job, name, value)
+                job.version += 1
+                self.changed.notify_all()
+
+    @staticmethod
+    def _failure_message(rq_job) -> str:
+        result = rq_job.latest_result()
+        text = (result.exc_string or "") if result is not None else ""
+        if "AbandonedJobError" in text:
+            return "The worker transcribing this job stopped unexpectedly; please submit it again."
+        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+        return f"Transcription failed: {last}"
+
+    # -- the JobRunner interface ------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            self.refresh(job)
+        return job
+
+    def snapshot(self, job: Job) -> dict:
+        self.refresh(job)
+        return super().snapshot(job)
+
+    def wait_change(self, job: Job, seen_version: int, timeout: float) -> dict:
+        deadline = time.time() + timeout
+        while True:
+            self.refresh(job)
+            if job.version > seen_version or time.time() >= deadline:
+                return super().snapshot(job)
+            time.sleep(min(0.25, max(0.0, deadline - time.time())))
+
+    def cancel(self, job: Job) -> None:
+        """Queued: removed from the queue at once. Running: the worker stops after its current batch."""
+        from rq.job import Job as RqJob
+        from rq.job import JobStatus
+
+        self.connection.set(CANCEL_KEY.format(job.id), 1, ex=self.result_ttl)
+        try:
+            rq_job = RqJob.fetch(job.id, connection=self.connection)
+            if rq_job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+                rq_job.cancel()
+                self.update(job, status="cancelled", message="Cancelled.", finished_at=time.time())
+        except Exception as error:  # the job may have finished meanwhile; refresh will tell
+            log.info("cancel %s: %s", job.id, error)
+
+    def forget(self, job_id: str) -> None:
+        from rq.job import Job as RqJob
+
+        super().forget(job_id)
+        try:
+            RqJob.fetch(job_id, connection=self.connection).delete()
+        except Exception:
+            pass
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

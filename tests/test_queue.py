@@ -1,0 +1,174 @@
+"""Scale-out through Redis Queue: a real redis-server on loopback, real `acai-omr worker` processes.
+
+The web app (Flask test client) is configured with the Redis URL, so jobs go
+web -> Redis -> worker -> Redis -> web exactly as on a multi-machine site.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_web_api import boxes_of, make_app, page_png, upload, wait_for, weights_dir  # noqa: F401
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    server = shutil.which("redis-server")
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (setup.sh installs the Debian package)")
+        pytest.skip("redis-server is not installed (run setup.sh)")
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                                "no", "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from redis import Redis
+
+    connection = Redis(host="127.0.0.1", port=port)
+    for _ in range(100):
+        try:
+            connection.ping()
+            break
+        except Exception:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture()
+def fresh_redis(redis_url):
+    from redis import Redis
+
+    Redis.from_url(redis_url).flushdb()
+    return redis_url
+
+
+def start_worker(redis_url: str, weights: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "acai_omr.cli", "worker", "--redis-url", redis_url,
+                             "--weights", str(weights), "--threads", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def submit(client, page_png, keep):  # noqa: F811
+    uploaded = upload(client, page_png).get_json()
+    response = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                              "systems": boxes_of(uploaded, keep=keep)})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["job_id"]
+
+
+def wait_status(client, job_id, wanted, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        snapshot = client.get(f"/api/jobs/{job_id}").get_json()
+        if snapshot["status"] in wanted:
+            return snapshot
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {wanted}: {snapshot}")
+
+
+def test_a_queued_job_is_transcribed_by_a_worker_process_with_the_same_result_as_in_process(
+        tmp_path, weights_dir, page_png, fresh_redis):  # noqa: F811
+    local = make_app(tmp_path / "local", weights_dir).test_client()
+    local_job = submit(local, page_png, keep=[0, 1, 2])
+    assert wait_for(local, local_job)["status"] == "done"
+    expected = local.get(f"/api/jobs/{local_job}/result.lmx").get_data(as_text=True)
+
+    app = make_app(tmp_path / "queued", weights_dir, redis_url=fresh_redis)
+    client = app.test_client()
+    assert client.get("/api/status").get_json()["queue"] == {"mode": "redis", "ok": True, "workers": 0}
+    job_id = submit(client, page_png, keep=[0, 1, 2])
+    assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "queued"  # no worker yet
+    worker = start_worker(fresh_redis, weights_dir)
+    try:
+        job = wait_for(client, job_id, timeout=120)
+    finally:
+        stop(worker)
+    assert job["status"] == "done", job
+    assert [s["state"] for s in job["systems"]] == ["done"] * 3
+    assert client.get(f"/api/jobs/{job_id}/result.lmx").get_data(as_text=True) == expected
+    assert client.get(f"/api/jobs/{job_id}/result.musicxml").status_code == 200
+    assert client.get(f"/api/jobs/{job_id}/result.mxl").status_code == 200
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_a_worker_killed_mid_job_has_its_job_retried_or_reported_failed_never_lost(
+        tmp_path, weights_dir, page_png, fresh_redis, retries):  # noqa: F811
+    # rendering with MuseScore keeps the job running for seconds: time to kill its worker
+    app = make_app(tmp_path, weights_dir, redis_url=fresh_redis, render=True, job_retries=retries, job_timeout=120)
+    client = app.test_client()
+    runner = app.extensions["acai_omr"].runner
+    job_id = submit(client, page_png, keep=[0, 1])
+    first = start_worker(fresh_redis, weights_dir)
+    try:
+        wait_status(client, job_id, ("running", "rendering"), timeout=120)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        stop(first)
+    assert client.get(f"/api/jobs/{job_id}").get_json()["status"] in ("running", "rendering")
+    # the dead worker's registry entry expires after job_timeout + 60 s; look from that moment on
+    runner.reap_abandoned(timestamp=time.time() + 120 + 61)
+    if retries:
+        assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "queued"
+        second = start_worker(fresh_redis, weights_dir)
+        try:
+            job = wait_for(client, job_id, timeout=180)
+        finally:
+            stop(second)
+        assert job["status"] == "done", job
+        assert client.get(f"/api/jobs/{job_id}/result.pdf").data.startswith(b"%PDF")
+    else:
+        job = client.get(f"/api/jobs/{job_id}").get_json()
+        assert job["status"] == "failed"
+        assert "worker" in job["message"] and "stopped" in job["message"]
+
+
+def test_cancelling_a_queued_job_removes_it_before_any_worker_takes_it(tmp_path, weights_dir, page_png,
+                                                                        fresh_redis):  # noqa: F811
+    client = make_app(tmp_path, weights_dir, redis_url=fresh_redis).test_client()
+    job_id = submit(client, page_png, keep=[0])
+    assert client.delete(f"/api/jobs/{job_id}").get_json()["status"] == "cancelled"
+    worker = subprocess.run([sys.executable, "-m", "acai_omr.cli", "worker", "--redis-url", fresh_redis,
+                             "--weights", str(weights_dir), "--burst"], capture_output=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "cancelled"
+
+
+def test_worker_without_redis_url_or_weights_says_what_is_missing(tmp_path, fresh_redis):
+    no_url = subprocess.run([sys.executable, "-m", "acai_omr.cli", "worker"], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "ACAI_REDIS_URL"})
+    assert no_url.returncode == 2 and "--redis-url" in no_url.stderr
+    no_weights = subprocess.run([sys.executable, "-m", "acai_omr.cli", "worker", "--redis-url", fresh_redis,
+                                 "--weights", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert no_weights.returncode == 1 and "weights" in no_weights.stderr.lower()
