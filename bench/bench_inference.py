@@ -8,11 +8,13 @@ Variants (all greedy, grammar-constrained as the product decodes):
   naive      one system at a time, no KV cache (the decoder re-reads the whole prefix every step)
   cached     one system at a time, KV cache
   batched    all systems sorted by width, --batch at a time, KV cache (what the product runs)
-  int8       batched, with torch dynamic int8 quantization of every nn.Linear
+  batched-1thread  the same with one torch thread (thread setting by measurement)
+  int8       batched, with torch dynamic int8 quantization of every nn.Linear (what the product ships on CPU)
   compile    batched, decoder step through torch.compile (skipped if it fails)
 Accuracy: TEDn of each variant's output against the gold (decoded to --eval-len tokens
 so the model's own <eos> decides), and whether its tokens equal the fp32 batched ones.
-Then a page: an engraved page with its systems detected, cropped, decoded and joined.
+Then a page: an engraved page with its systems detected, cropped, decoded and joined, and the
+peak memory of an `acai-omr transcribe` process (a worker) on one page.
 
     poetry run python bench/bench_inference.py --threads 2
 """
@@ -31,6 +33,7 @@ import torch
 from acai_omr.inference.batch import decode_prepared
 from acai_omr.inference.decode import mask_logits, resolve_max_len, _grammar
 from acai_omr.lmx.vocab import VOCAB
+from acai_omr.model.weights import quantize_int8
 
 
 def naive_decode(model, image, width, max_len: int) -> list[int]:
@@ -113,8 +116,12 @@ def main(argv=None) -> None:
     batched, batched_s = timed(lambda: decode_prepared(model, prepared, batch_size=args.batch, max_len=max_len))
     record("batched", batched_s, batched, len(prepared))
 
-    int8_model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-    int8_model.cfg = model.cfg
+    torch.set_num_threads(1)
+    one, one_s = timed(lambda: decode_prepared(model, prepared, batch_size=args.batch, max_len=max_len))
+    record("batched-1thread", one_s, one, len(prepared))
+    torch.set_num_threads(args.threads)
+
+    int8_model = quantize_int8(copy.deepcopy(model))
     int8, int8_s = timed(lambda: decode_prepared(int8_model, prepared, batch_size=args.batch, max_len=max_len))
     record("int8", int8_s, int8, len(prepared))
 
@@ -177,8 +184,24 @@ def main(argv=None) -> None:
         print(f"  page {seed}: {n} systems, {seconds:.2f} s (detection + {n} x <= {max_len} tokens + joining)")
     report["pages"] = [{"systems": n, "seconds": s} for n, s in zip(page_systems, page_times)]
     report["page_median_seconds"] = statistics.median(page_times)
-    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  peak RSS of this process: {report['peak_rss_mib']:.0f} MiB")
+    # peak memory of a worker: `acai-omr transcribe` (the batch worker: model + detection + decoding) on a page
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        page_path = f"{tmp}/page.png"
+        render_page(seed=0, page=0, staff_space_px=12)[0].save(page_path)
+        command = [sys.executable, "-m", "acai_omr.cli", "transcribe", page_path, "-o", tmp, "--no-progress",
+                   "--max-len", str(max_len), "--threads", str(args.threads)]
+        if args.weights:
+            command += ["--weights", args.weights]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        report["cli_page_seconds"] = time.perf_counter() - start
+    report["worker_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"  acai-omr transcribe on a page: {report['cli_page_seconds']:.1f} s including start-up and model "
+          f"loading; peak RSS {report['worker_peak_rss_mib']:.0f} MiB")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
