@@ -9,7 +9,7 @@ Variants (all greedy, grammar-constrained as the product decodes):
   cached     one system at a time, KV cache
   batched    all systems sorted by width, --batch at a time, KV cache (what the product runs)
   batched-1thread  the same with one torch thread (thread setting by measurement)
-  int8       batched, with torch dynamic int8 quantization of every nn.Linear (what the product ships on CPU)
+  int8       batched, with torch dynamic int8 quantization of every nn.Linear (opt-in: --int8)
   compile    batched, decoder step through torch.compile (skipped if it fails)
 Accuracy: TEDn of each variant's output against the gold (decoded to --eval-len tokens
 so the model's own <eos> decides), and whether its tokens equal the fp32 batched ones.

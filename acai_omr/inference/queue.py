@@ -93,7 +93,7 @@ def run_queued_job(payload: dict) -> dict:
 
 
 def run_worker(redis_url: str, queue_name: str, weights_dir: str | None, burst: bool = False,
-               device: str = "cpu", torch_threads: int = 0, int8: bool = True) -> None:
+               device: str = "cpu", torch_threads: int = 0, int8: bool = False) -> None:
     """Load the model once, then take jobs until stopped (or, with burst, until the queue is empty).
 
     A SimpleWorker runs jobs in this process: no fork after torch has started

@@ -21,8 +21,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="keep the model in float32 (default: int8 linear layers on CPU)")
+    parser.add_argument("--int8", action="store_true",
+                        help="int8 linear layers on CPU: faster, less accurate (see README, inference speed)")
     parser.set_defaults(func=run)
 
 
