@@ -79,6 +79,15 @@ def stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
+def finish_with_a_worker(client, job_id, redis_url, weights, timeout):
+    """Start a worker, wait until the job ends, stop the worker; the job's final snapshot."""
+    worker = start_worker(redis_url, weights)
+    try:
+        return wait_for(client, job_id, timeout=timeout)
+    finally:
+        stop(worker)
+
+
 def submit(client, page_png, keep):  # noqa: F811
     uploaded = upload(client, page_png).get_json()
     response = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
@@ -109,11 +118,7 @@ def test_a_queued_job_is_transcribed_by_a_worker_process_with_the_same_result_as
     assert client.get("/api/status").get_json()["queue"] == {"mode": "redis", "ok": True, "workers": 0}
     job_id = submit(client, page_png, keep=[0, 1, 2])
     assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "queued"  # no worker yet
-    worker = start_worker(fresh_redis, weights_dir)
-    try:
-        job = wait_for(client, job_id, timeout=120)
-    finally:
-        stop(worker)
+    job = finish_with_a_worker(client, job_id, fresh_redis, weights_dir, timeout=120)
     assert job["status"] == "done", job
     assert [s["state"] for s in job["systems"]] == ["done"] * 3
     assert client.get(f"/api/jobs/{job_id}/result.lmx").get_data(as_text=True) == expected
@@ -141,11 +146,7 @@ def test_a_worker_killed_mid_job_has_its_job_retried_or_reported_failed_never_lo
     runner.reap_abandoned(timestamp=time.time() + 120 + 61)
     if retries:
         assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "queued"
-        second = start_worker(fresh_redis, weights_dir)
-        try:
-            job = wait_for(client, job_id, timeout=180)
-        finally:
-            stop(second)
+        job = finish_with_a_worker(client, job_id, fresh_redis, weights_dir, timeout=180)
         assert job["status"] == "done", job
         assert client.get(f"/api/jobs/{job_id}/result.pdf").data.startswith(b"%PDF")
     else:

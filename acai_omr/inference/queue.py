@@ -203,7 +203,7 @@ class QueueJobRunner(JobRunner):
             self._apply(job, state, status="cancelled", message="Cancelled.", finished_at=time.time())
         elif status == JobStatus.STARTED:
             self._apply(job, state)
-        elif job.message != "Waiting for a worker…" or job.status != "queued":  # queued again after a retry
+        else:  # queued, or queued again after a retry (_apply changes nothing if it already says so)
             self._apply(job, {}, status="queued", message="Waiting for a worker…")
 
     def _apply(self, job: Job, state: dict, **final) -> None:
