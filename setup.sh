@@ -13,6 +13,7 @@ APT_PACKAGES=(
   fonts-dejavu-core              # a text font for labels on contact sheets / overlays
   chromium                       # headless browser for the end-to-end web tests (Playwright)
   redis-server                   # job queue for scale-out (RQ); its tests start one on loopback
+  g++                            # torch.compile builds its CPU kernels with it (acai-omr worker --compile)
 )
 
 SUDO=""

@@ -11,6 +11,8 @@ Variants (all greedy, grammar-constrained as the product decodes):
   batched-1thread  the same with one torch thread (thread setting by measurement)
   int8       batched, with torch dynamic int8 quantization of every nn.Linear (opt-in: --int8)
   compile    batched, decoder step through torch.compile (skipped if it fails)
+  onnx       batched, encoder in torch, every decoder step in ONNX Runtime (bench/onnx_decoder.py;
+             needs `poetry install --with accel`, skipped without onnxruntime)
 Accuracy: TEDn of each variant's output against the gold (decoded to --eval-len tokens
 so the model's own <eos> decides), and whether its tokens equal the fp32 batched ones.
 Then a page: an engraved page with its systems detected, cropped, decoded and joined, and the
@@ -24,7 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
+import os
 import statistics
 import time
 
@@ -84,6 +86,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--naive-systems", type=int, default=3, help="naive decoding is slow: time only this many")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -141,6 +144,25 @@ def main(argv=None) -> None:
             report["variants"]["compile"] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
             print(f"  compile  failed: {type(error).__name__}: {str(error)[:200]}")
 
+    onnx_session = None
+    if not args.no_onnx:
+        try:
+            import tempfile
+
+            from onnx_decoder import decode_prepared_ort, export_step, session
+
+            onnx_path = export_step(model, f"{tempfile.mkdtemp()}/decoder_step.onnx")
+            onnx_session = session(onnx_path, args.threads)
+            # torch keeps one thread here (its idle threads would compete with ONNX Runtime's: measured
+            # 2.22 s against 3.37 s for 8 systems x 300 tokens with both at 2)
+            torch.set_num_threads(1)
+            out, onnx_s = timed(lambda: decode_prepared_ort(onnx_session, model, prepared, args.batch, max_len))
+            torch.set_num_threads(args.threads)
+            record("onnx", onnx_s, out, len(prepared))
+        except ImportError as error:
+            report["variants"]["onnx"] = {"error": f"not installed: {error}"}
+            print(f"  onnx     skipped: {error}")
+
     ratio = {k: report["variants"]["naive"]["seconds_per_system"] / v["seconds_per_system"]
              for k, v in report["variants"].items() if "seconds_per_system" in v}
     report["speedup_vs_naive"] = ratio
@@ -151,8 +173,13 @@ def main(argv=None) -> None:
     eval_prepared = [(s.image, s.image.shape[-1]) for s in eval_samples]
     eval_len = resolve_max_len(model, args.eval_len)
     reference = None
+    if onnx_session is not None:
+        variants["onnx"] = onnx_session
     for name, variant in variants.items():
-        results = decode_prepared(variant, eval_prepared, batch_size=args.batch, max_len=eval_len)
+        if name == "onnx":
+            results = decode_prepared_ort(variant, model, eval_prepared, args.batch, eval_len)
+        else:
+            results = decode_prepared(variant, eval_prepared, batch_size=args.batch, max_len=eval_len)
         predictions = [r.tokens for r in results]
         if reference is None:
             reference = predictions
@@ -197,9 +224,14 @@ def main(argv=None) -> None:
         if args.weights:
             command += ["--weights", args.weights]
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        with open(f"{tmp}/stderr.txt", "wb") as stderr:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+            # this child's own rusage: RUSAGE_CHILDREN would also count torch.compile's helper processes
+            _, status, usage = os.wait4(process.pid, 0)
         report["cli_page_seconds"] = time.perf_counter() - start
-    report["worker_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"acai-omr transcribe failed: {open(f'{tmp}/stderr.txt').read()[-2000:]}")
+    report["worker_peak_rss_mib"] = usage.ru_maxrss / 1024
     print(f"  acai-omr transcribe on a page: {report['cli_page_seconds']:.1f} s including start-up and model "
           f"loading; peak RSS {report['worker_peak_rss_mib']:.0f} MiB")
     if args.json:

@@ -103,6 +103,7 @@ def test_clean_target_has_no_photometric_damage():
 
 def test_every_effect_runs_at_full_probability():
     always = {name: 1.0 for name in DegradeConfig.__dataclass_fields__ if name.startswith("p_")}
+    always["p_clean"] = 0.0
     image = synthetic_system(600, 160)
     names = set()
     for photo in (0.0, 1.0):
@@ -117,6 +118,15 @@ def test_every_effect_runs_at_full_probability():
     expected = {"crop", "neighbours", "warp", "curl", "ink", "bleed", "paper", "lighting", "shadow",
                 "blur", "defocus", "motion", "lowres", "noise", "gamma", "binarize", "jpeg"}
     assert expected <= names, expected - names
+
+
+def test_p_clean_leaves_that_share_of_images_exactly_as_rendered():
+    image = synthetic_system()
+    untouched = [np.array_equal(degrade(image, np.random.default_rng(seed), DegradeConfig(p_clean=0.3)), image)
+                 for seed in range(200)]
+    assert 40 <= sum(untouched) <= 80  # 30% of 200, give or take sampling noise
+    assert not any(np.array_equal(degrade(image, np.random.default_rng(seed), DegradeConfig(p_clean=0.0)), image)
+                   for seed in range(50))
 
 
 def test_binarized_scans_are_black_and_white():

@@ -61,7 +61,7 @@ def test_perturbed_real_sequences(index, edits, fractional):
 def test_dropping_the_type_after_a_backup_is_not_a_crash():
     """The realistic reference crash of §3.5, on every backup of the real sequences."""
     rng = random.Random(0)
-    for tokens in rng.sample(GOLD, 12):
+    for tokens in rng.sample(GOLD, min(12, len(GOLD))):  # the vendored fixtures alone when shared/ is absent
         for i, token in enumerate(tokens[:-1]):
             if token == "backup":
                 check(tokens[:i + 1] + tokens[i + 2:], fractional=True)

@@ -2,6 +2,7 @@
 and the `acai-omr transcribe` command on real lieder-dev system images."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -175,3 +176,22 @@ def test_int8_loading_quantizes_linear_layers_and_keeps_the_logits_close(saved):
         reference, quantized = fp32(images, widths, tokens), int8(images, widths, tokens)
     scale = reference.abs().max()
     assert (reference - quantized).abs().max() < 0.1 * scale
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile (Inductor) needs a C++ compiler")
+def test_compiled_decoder_decodes_the_same_tokens_as_eager(saved):
+    from acai_omr.inference.decode import greedy_decode
+
+    _, cfg, directory = saved
+    eager, _ = load_model(directory)
+    compiled, _ = load_model(directory, compile=True)
+    assert type(compiled.decoder).__name__ == "OptimizedModule", "compiling fell back to eager"
+    torch.manual_seed(2)
+    images = torch.rand(3, 1, cfg.image_height, 5 * cfg.patch_width)  # a batch size the warm-up did not use
+    widths = torch.tensor([5, 4, 2]) * cfg.patch_width
+    with torch.inference_mode():
+        expected = greedy_decode(eager, images, widths, max_len=12)
+        got = greedy_decode(compiled, images, widths, max_len=12)
+    assert [r.token_ids for r in got] == [r.token_ids for r in expected]
+    assert [r.logprob for r in got] == pytest.approx([r.logprob for r in expected], abs=1e-3)

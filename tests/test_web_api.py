@@ -43,7 +43,9 @@ def weights_dir(tmp_path_factory):
 def page_png() -> bytes:
     """An engraved page (Verovio, a Lieder training piece) as PNG bytes."""
     from acai_omr.data.pages import render_page
+    from shared_data import CORPORA, require
 
+    require(CORPORA)
     image, _ = render_page(seed=3, page=0, staff_space_px=10)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")

@@ -47,9 +47,9 @@ def test_restated_clefs_and_key_are_dropped_but_changes_are_kept():
 
 def test_joining_inverts_splitting_into_systems(tmp_path):
     """split_part_into_systems then join_parts gives back the same notes and the same system starts."""
-    from acai_omr.paths import shared_dir
+    from shared_data import LIEDER_DEV, require
 
-    fixture = next((shared_dir() / "conformance" / "lieder-dev").glob("*.musicxml"))
+    fixture = next(require(LIEDER_DEV).glob("*.musicxml"))
     root = parse_score_string(fixture.read_bytes())
     original = root.find("part")
     systems = split_part_into_systems(original)

@@ -94,7 +94,7 @@ def degrade_pair(image: np.ndarray, rng: np.random.Generator,
 
 def sample_plan(rng: np.random.Generator, cfg: DegradeConfig, height: int, width: int) -> Plan:
     """Draw which effects one image gets, and how strongly, for an input of this size."""
-    if not cfg.enabled:
+    if not cfg.enabled or (cfg.p_clean > 0 and rng.random() < cfg.p_clean):
         return Plan("clean")
     s = cfg.strength
     photo = bool(rng.random() < cfg.p_photo)

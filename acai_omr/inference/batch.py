@@ -41,19 +41,9 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
-    patch_width = model.cfg.patch_width
-    order = sorted(range(len(prepared)), key=lambda i: prepared[i][0].shape[-1])
     results: list[DecodeResult | None] = [None] * len(prepared)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
-            width = max(prepared[i][0].shape[-1] for i in indices)
-            width = -(-width // patch_width) * patch_width
-            images = torch.ones((len(indices), 1, prepared[indices[0]][0].shape[-2], width))
-            for row, i in enumerate(indices):
-                image = prepared[i][0]
-                images[row, :, :, : image.shape[-1]] = image
-            widths = torch.tensor([prepared[i][1] for i in indices])
+        for indices, images, widths in padded_batches(prepared, batch_size, model.cfg.patch_width):
             images, widths = images.to(device), widths.to(device)
             if beam > 1:
                 decoded = beam_search(model, images, widths, beam_size=beam, max_len=max_len, constrained=constrained)
@@ -64,6 +54,21 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
             if on_batch is not None:
                 on_batch(indices, decoded)
     return results  # type: ignore[return-value]
+
+
+def padded_batches(prepared: list[tuple[torch.Tensor, int]], batch_size: int, patch_width: int):
+    """Yield (indices, images [b,1,H,W], valid widths [b]): the images sorted by width, `batch_size` at a
+    time, padded with white to the widest of the batch (rounded up to whole patches)."""
+    order = sorted(range(len(prepared)), key=lambda i: prepared[i][0].shape[-1])
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        width = max(prepared[i][0].shape[-1] for i in indices)
+        width = -(-width // patch_width) * patch_width
+        images = torch.ones((len(indices), 1, prepared[indices[0]][0].shape[-2], width))
+        for row, i in enumerate(indices):
+            image = prepared[i][0]
+            images[row, :, :, : image.shape[-1]] = image
+        yield indices, images, torch.tensor([prepared[i][1] for i in indices])
 
 
 @dataclass

@@ -44,11 +44,13 @@ class ModelHolder:
     A failed load is not cached, so weights installed later are picked up by the next job.
     """
 
-    def __init__(self, weights_dir: str | None, device: str = "cpu", torch_threads: int = 0, int8: bool = False):
+    def __init__(self, weights_dir: str | None, device: str = "cpu", torch_threads: int = 0, int8: bool = False,
+                 compile: bool = False):
         self.weights_dir = weights_dir or None
         self.device = device
         self.torch_threads = torch_threads
         self.int8 = int8
+        self.compile = compile
         self._lock = threading.Lock()
         self._loaded = None
 
@@ -62,7 +64,7 @@ class ModelHolder:
 
                 if self.torch_threads > 0:
                     torch.set_num_threads(self.torch_threads)
-                model, cfg = load_model(self.weights_dir, device=self.device, int8=self.int8)
+                model, cfg = load_model(self.weights_dir, device=self.device, int8=self.int8, compile=self.compile)
                 model.eval()
                 for parameter in model.parameters():
                     parameter.requires_grad_(False)

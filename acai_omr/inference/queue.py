@@ -93,7 +93,7 @@ def run_queued_job(payload: dict) -> dict:
 
 
 def run_worker(redis_url: str, queue_name: str, weights_dir: str | None, burst: bool = False,
-               device: str = "cpu", torch_threads: int = 0, int8: bool = False) -> None:
+               device: str = "cpu", torch_threads: int = 0, int8: bool = False, compile: bool = False) -> None:
     """Load the model once, then take jobs until stopped (or, with burst, until the queue is empty).
 
     A SimpleWorker runs jobs in this process: no fork after torch has started
@@ -102,7 +102,7 @@ def run_worker(redis_url: str, queue_name: str, weights_dir: str | None, burst: 
     from redis import Redis
     from rq import Queue, SimpleWorker
 
-    holder = ModelHolder(weights_dir, device, torch_threads, int8)
+    holder = ModelHolder(weights_dir, device, torch_threads, int8, compile)
     holder.get()  # fail now, with the weights error, rather than on the first job
     set_worker_model(holder)
     connection = Redis.from_url(redis_url)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acai_omr.config import ModelConfig, SupervisedTrainConfig
+from acai_omr.config import DegradeConfig, ModelConfig, SupervisedTrainConfig
 from acai_omr.lmx.vocab import VOCAB
 
 PAD_ID = VOCAB.pad_id
@@ -152,7 +152,7 @@ def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool):
 
     dataset = SystemDataset(cfg.data, "train", height=model_cfg.image_height, augment=cfg.augment, seed=cfg.seed,
                             max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
-                            max_width=model_cfg.max_image_width)
+                            max_width=model_cfg.max_image_width, degrade_config=DegradeConfig.for_training(cfg))
     sampler = WidthBucketSampler(dataset.widths, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                                  rank=runtime.rank, world_size=runtime.world_size)
     if len(sampler) == 0:

@@ -52,7 +52,7 @@ class AppState:
         self.work_dir = Path(cfg.work_dir or Path(tempfile.gettempdir()) / "acai-omr-web")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         remove_expired(self.work_dir, ttl_seconds=0)  # leftovers of a previous run
-        self.model = ModelHolder(cfg.weights_dir or None, cfg.device, cfg.torch_threads, cfg.int8)
+        self.model = ModelHolder(cfg.weights_dir or None, cfg.device, cfg.torch_threads, cfg.int8, cfg.compile)
         settings = PipelineSettings(render=cfg.render, render_timeout=cfg.render_timeout,
                                     max_tokens=cfg.max_tokens, constrained=cfg.constrained, batch_size=cfg.batch_size)
         if cfg.redis_url:

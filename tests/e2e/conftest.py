@@ -39,7 +39,10 @@ def e2e_weights(tmp_path_factory):
 def rendered_page(tmp_path_factory):
     """(path of an engraved page PNG, its true system boxes) from the data engineer's page renderer."""
     from acai_omr.data.pages import render_page
+    from acai_omr.paths import shared_dir
 
+    if not (shared_dir() / "corpora").is_dir():
+        pytest.skip(f"{shared_dir() / 'corpora'} not found: the shared data folder is missing (set ACAI_SHARED)")
     image, boxes = render_page(seed=3, page=0, staff_space_px=10)
     path = tmp_path_factory.mktemp("e2e-page") / "page.png"
     image.save(path)
