@@ -322,8 +322,8 @@ class WebConfig:
     constrained: bool = True  # decode following the LMX grammar (always-parseable output)
     torch_threads: int = 0  # CPU threads torch may use in the web process; 0 = torch's default
     batch_size: int = 8  # systems of a job decoded together
-    int8: bool = False  # dynamic int8 quantization on CPU: no faster once batched, lieder-dev TEDn +20 points: off
-    compile: bool = False  # torch.compile the decoder step: ~1.16x faster, same output, ~1 min compiling at start
+    int8: bool = False  # dynamic int8 quantization on CPU: no faster once batched and changes the output: off
+    compile: bool = False  # torch.compile the decoder step: same output; 1.1x faster or 1.2x slower by run, ~1 min to compile
     redis_url: str = ""  # "" = jobs run in the web process; redis://host:port/db = through RQ to `acai-omr worker`s
     queue_name: str = "acai-omr"  # RQ queue the web app enqueues to and workers listen on
     job_timeout: int = 600  # seconds a queued job may run on a worker

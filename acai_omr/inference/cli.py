@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--int8", action="store_true",
-                        help="int8 linear layers on CPU: faster, less accurate (see README, inference speed)")
+                        help="int8 linear layers on CPU: changes the output, no faster once batched (see README, inference speed)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -68,8 +68,9 @@ def quantize_int8(model):
 def compile_decoder(model):
     """The model with its decoder step under torch.compile, compiled now on a blank image.
 
-    For long-lived workers only: decoding gets ~1.16x faster with identical tokens
-    (bench/bench_inference.py), but compiling costs tens of seconds per process.
+    For long-lived workers only: the tokens are identical, the speed-up is not reliable
+    (bench/bench_inference.py: 1.1x faster in two runs, 1.2x slower in a third), and compiling
+    costs tens of seconds per process.
     Compiling needs a C++ compiler; when it fails, the eager model is returned and the
     reason printed, so a worker starts either way.
     """
