@@ -53,8 +53,8 @@ def load_config(directory: str | Path) -> ModelConfig:
 def quantize_int8(model):
     """Dynamic int8 quantization of every nn.Linear (weights int8, activations quantized per batch).
 
-    For CPU inference only and opt-in (`--int8`): faster on 2 cores, but it changes
-    the tokens (bench/bench_inference.py measures both speed and TEDn). Not for training.
+    For CPU inference only and opt-in (`--int8`): it changes the tokens and is no faster than
+    float32 once batched (bench/bench_inference.py measures both speed and TEDn). Not for training.
     """
     import warnings
 
