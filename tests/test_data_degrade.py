@@ -145,3 +145,18 @@ def test_color_input_is_converted_and_bad_input_rejected():
         degrade(image[0], np.random.default_rng(0))
     with pytest.raises(TypeError):
         degrade([[255]], np.random.default_rng(0))
+
+
+def test_a_system_wider_than_opencv_can_warp_is_shrunk_and_degraded_not_an_error():
+    """A 40,000 px wide render (long **kern measures make them) crashed a training run in cv2.remap."""
+    from acai_omr.config import DegradeConfig
+    from acai_omr.data.degrade import MAX_SIDE, degrade_pair
+
+    wide = np.full((120, 40000), 255, np.uint8)
+    wide[30:90:12, :] = 0  # staff lines
+    photo = DegradeConfig(p_photo=1.0, p_curl=1.0, p_perspective=1.0, p_clean=0.0)
+    for seed in range(3):
+        degraded, clean = degrade_pair(wide, np.random.default_rng(seed), photo)
+        assert degraded.shape == clean.shape
+        assert max(degraded.shape) < 32767 and degraded.shape[1] >= MAX_SIDE * 0.8
+        assert degraded.mean() < 250  # still a system with lines, not blank paper

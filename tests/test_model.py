@@ -21,10 +21,10 @@ def tiny_config(**overrides) -> ModelConfig:
     return ModelConfig.from_dict({**ModelConfig.tiny().to_dict(), **overrides})
 
 
-@pytest.fixture
-def model():
+@pytest.fixture(params=["conv", "linear"])
+def model(request):
     torch.manual_seed(0)
-    return OMRModel(tiny_config()).eval()
+    return OMRModel(tiny_config(stem=request.param)).eval()
 
 
 def random_tokens(batch, length, seed=1):
@@ -85,6 +85,28 @@ def test_padding_does_not_change_encoder_or_logits(model):
     torch.testing.assert_close(logits_n, logits_w, rtol=1e-5, atol=1e-5)
 
 
+def test_conv_stem_sees_the_image_and_rejects_odd_patch_sizes():
+    """The conv stem's tokens depend on the ink (a blank image and a drawn one differ) and
+    need power-of-two patches, since each layer halves the grid."""
+    torch.manual_seed(0)
+    model = OMRModel(tiny_config(stem="conv")).eval()
+    blank, drawn = torch.ones(1, 1, 32, 64), torch.ones(1, 1, 32, 64)
+    drawn[..., 10:12, :] = 0.0
+    with torch.no_grad():
+        assert not torch.allclose(model.encode(blank, torch.tensor([64]))[0], model.encode(drawn, torch.tensor([64]))[0])
+    with pytest.raises(ValueError, match="power-of-two"):
+        OMRModel(tiny_config(stem="conv", patch_width=12, max_image_width=252))
+    with pytest.raises(ValueError, match="unknown stem"):
+        OMRModel(tiny_config(stem="resnet"))
+
+
+def test_configs_without_a_stem_field_load_as_linear_patches():
+    """weights/config.json written before the conv stem existed must rebuild the same network."""
+    legacy = {k: v for k, v in ModelConfig.tiny().to_dict().items() if k != "stem"}
+    assert ModelConfig.from_dict(legacy).stem == "linear"
+    assert ModelConfig.tiny().stem == "conv"
+
+
 def test_any_width_up_to_the_maximum_and_no_further(model):
     with torch.no_grad():
         model.encode(torch.rand(1, 1, 32, 256), torch.tensor([256]))
@@ -138,7 +160,8 @@ def test_gradients_reach_encoder_and_embedding():
     logits = model(images, widths, tokens[:, :-1])
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
     loss.backward()
-    assert model.encoder.patch_embed.weight.grad.abs().sum() > 0
+    first_stem_weight = next(model.encoder.patch_embed.parameters())
+    assert first_stem_weight.grad.abs().sum() > 0
     assert model.decoder.token_embedding.weight.grad.abs().sum() > 0
 
 

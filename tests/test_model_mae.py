@@ -16,10 +16,10 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture
-def mae():
+@pytest.fixture(params=["conv", "linear"])
+def mae(request):
     torch.manual_seed(0)
-    cfg = ModelConfig.tiny()
+    cfg = ModelConfig.from_dict({**ModelConfig.tiny().to_dict(), "stem": request.param})
     return MaskedAutoencoder(OMRModel(cfg).encoder, cfg)
 
 
@@ -65,6 +65,24 @@ def test_loss_ignores_padding(mae):
     assert mask_a[1].view(2, 8)[:, 3:].sum() == 0  # columns beyond 21 px (3 columns of 8 px) never masked
 
 
+def test_hidden_patches_cannot_leak_into_the_prediction(mae):
+    """With the same mask, changing the input pixels of hidden patches changes nothing: the conv
+    stem's receptive field crosses patch borders, so hidden patches are blanked before embedding."""
+    torch.manual_seed(4)
+    degraded, clean = torch.rand(1, 1, 32, 64), torch.rand(1, 1, 32, 64)
+    widths = torch.tensor([64])
+    mae.eval()
+    torch.manual_seed(7)
+    _, pred_a, mask = mae(degraded, clean, widths)
+    hidden = unpatchify(mask[:, :, None].expand(-1, -1, 16 * 8), 16, 8, rows=2).bool()
+    altered = torch.where(hidden, torch.rand_like(degraded), degraded)
+    assert not torch.equal(altered, degraded)
+    torch.manual_seed(7)
+    _, pred_b, mask_b = mae(altered, clean, widths)
+    assert torch.equal(mask, mask_b)
+    torch.testing.assert_close(pred_a, pred_b)
+
+
 def test_target_is_the_clean_image(mae):
     """Feed degraded, reconstruct clean: the loss depends on the clean image's hidden patches."""
     torch.manual_seed(2)
@@ -93,7 +111,7 @@ def test_training_reduces_loss_and_updates_shared_encoder(mae):
     clean[:, :, 20:22, :] = 0.0
     degraded = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
     widths = torch.tensor([64, 40])
-    before = mae.encoder.patch_embed.weight.detach().clone()
+    before = next(mae.encoder.patch_embed.parameters()).detach().clone()
     optimizer = torch.optim.AdamW(mae.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
@@ -103,7 +121,7 @@ def test_training_reduces_loss_and_updates_shared_encoder(mae):
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
-    assert not torch.equal(before, mae.encoder.patch_embed.weight)
+    assert not torch.equal(before, next(mae.encoder.patch_embed.parameters()))
 
 
 def test_bad_arguments(mae):

@@ -35,6 +35,9 @@ MAX_PAD_VERTICAL = 0.45  # per side, fraction of the height (keeps the output be
 MAX_PAD_HORIZONTAL = 0.1
 MAX_CLIP_FRACTION = 0.025  # a too-tight box never cuts more than this of a side
 MAX_STRETCH = 0.3
+# OpenCV's remap/warpPerspective refuse sides of 32767 px or more; a long **kern measure can render
+# wider than that, and loose crops and stretch grow an image further. Larger inputs are shrunk first.
+MAX_SIDE = 16384
 MAX_PERSPECTIVE = 0.15
 MAX_CURL = 0.15
 SCAN_SKEW = 0.15  # scans get this share of the photo perspective: a barely visible skew
@@ -170,6 +173,10 @@ def apply_appearance(image: np.ndarray, rng: np.random.Generator, steps: list[St
 
 def _run(image, rng, cfg, plan) -> tuple[np.ndarray, np.ndarray]:
     gray = as_gray(image)
+    if max(gray.shape) > MAX_SIDE:
+        scale = MAX_SIDE / max(gray.shape)
+        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     cfg = DegradeConfig() if cfg is None else cfg
     if plan is None:
         if not cfg.enabled:

@@ -187,6 +187,11 @@ class QueueJobRunner(JobRunner):
             return
         status = rq_job.get_status(refresh=True)
         state = rq_job.get_meta(refresh=True).get("acai", {})
+        if status != JobStatus.FINISHED and state.get("status") in TERMINAL:
+            # The worker writes "done" into the meta a moment before RQ stores its result (the files).
+            # Only RQ's status may end the job: a job ended from the meta would never fetch its files,
+            # since refresh stops at a terminal status (seen in CI as a finished job without a PDF).
+            state = {k: v for k, v in state.items() if k not in ("status", "message", "finished_at")}
         if status == JobStatus.FINISHED:
             result = rq_job.return_value() or {}
             state = result.get("state", state)

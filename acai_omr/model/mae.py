@@ -3,10 +3,12 @@
 Following the MAE recipe (He et al. 2021): hide most patches, encode only the
 visible ones, and let a light decoder reconstruct the hidden ones; the loss is
 on the hidden patches, with each target patch normalised by its own mean and
-variance. Two changes for OMR: the input is a degraded image and the target
+variance. Three changes for OMR: the input is a degraded image and the target
 is the clean rendering of the same system (so pretraining also learns to see
 through scan/photo damage), and images of different widths share a batch, so
-padding patches are never visible, never reconstructed and never in the loss.
+padding patches are never visible, never reconstructed and never in the loss;
+and hidden patches are blanked in pixel space before the patch embedding, so an
+encoder with a convolutional stem cannot peek at them from a neighbour.
 """
 
 from __future__ import annotations
@@ -85,9 +87,17 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         if degraded.shape != clean.shape:
             raise ValueError(f"degraded {list(degraded.shape)} and clean {list(clean.shape)} differ in shape")
-        tokens, valid = self.encoder.embed_patches(degraded, widths)
-        B, N, D = tokens.shape
+        ph, pw = self.cfg.patch_height, self.cfg.patch_width
+        self.encoder.check_input(degraded, widths)
+        valid = self.encoder.valid_patches(widths, degraded.shape[3] // pw)
         keep_index, keep_valid, masked = self.random_masking(valid, mask_ratio)
+        # Hidden patches become blank paper before embedding: a conv stem's receptive field reaches
+        # into neighbouring patches, and must not see the pixels it is asked to reconstruct.
+        hidden_pixels = unpatchify(masked[:, :, None].float().expand(-1, -1, ph * pw), ph, pw, self.encoder.rows)
+        degraded = torch.where(hidden_pixels.bool(), torch.ones((), dtype=degraded.dtype, device=degraded.device),
+                               degraded)
+        tokens, _ = self.encoder.embed_patches(degraded, widths)
+        B, N, D = tokens.shape
         visible = tokens.gather(1, keep_index[:, :, None].expand(-1, -1, D))
         latent = self.encoder.run_blocks(visible, keep_valid)
 
@@ -104,7 +114,6 @@ class MaskedAutoencoder(nn.Module):
         pred = self.head(self.norm(x))
 
         # target: clean patches, each normalised by its own mean/variance (padding region set to white)
-        pw = self.cfg.patch_width
         inside = torch.arange(clean.shape[3], device=clean.device)[None, :] < widths[:, None]
         clean = torch.where(inside[:, None, None, :], clean, torch.ones((), dtype=clean.dtype, device=clean.device))
         target = patchify(clean, self.cfg.patch_height, pw)
