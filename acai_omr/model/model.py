@@ -169,6 +169,18 @@ class ConvStem(nn.Module):
         return _channel_norm(self.out_norm, self.proj(ink))
 
 
+class LinearStem(nn.Conv2d):
+    """One linear projection per patch (the original ViT's patch embedding); a Conv2d subclass so the
+    weights saved before the conv stem existed keep their names. Takes `widths` like ConvStem."""
+
+    def __init__(self, cfg: ModelConfig):
+        patch = (cfg.patch_height, cfg.patch_width)
+        super().__init__(1, cfg.enc_dim, kernel_size=patch, stride=patch)
+
+    def forward(self, ink: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        return super().forward(ink)  # patches never overlap, so padding cannot reach a real patch
+
+
 def _channel_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm over the channels of [B, C, H, W] at each position."""
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -190,13 +202,10 @@ class ViTEncoder(nn.Module):
         self.cfg = cfg
         self.rows = cfg.image_height // cfg.patch_height
         self.max_cols = cfg.max_image_width // cfg.patch_width
-        if cfg.stem == "conv":
-            self.patch_embed = ConvStem(cfg)
-        elif cfg.stem == "linear":
-            self.patch_embed = nn.Conv2d(1, cfg.enc_dim, kernel_size=(cfg.patch_height, cfg.patch_width),
-                                         stride=(cfg.patch_height, cfg.patch_width))
-        else:
+        stems = {"conv": ConvStem, "linear": LinearStem}
+        if cfg.stem not in stems:
             raise ValueError(f"unknown stem {cfg.stem!r}: expected 'conv' or 'linear'")
+        self.patch_embed = stems[cfg.stem](cfg)
         # [rows, max_cols, D]; slicing the first `cols` columns gives the grid of any narrower image
         pos = sincos_2d(self.rows, self.max_cols, cfg.enc_dim).view(self.rows, self.max_cols, cfg.enc_dim)
         self.register_buffer("pos_embed", pos, persistent=False)
@@ -230,9 +239,7 @@ class ViTEncoder(nn.Module):
         images = torch.where(inside[:, None, None, :], images, torch.ones((), dtype=images.dtype,
                                                                           device=images.device))
         # 0 = white paper, 1 = ink: the convolution then sees padding as zero input.
-        ink = 1.0 - images
-        x = self.patch_embed(ink, widths) if isinstance(self.patch_embed, ConvStem) else self.patch_embed(ink)
-        # x: [B, D, rows, cols]
+        x = self.patch_embed(1.0 - images, widths)  # [B, D, rows, cols]
         cols = x.shape[3]
         x = x + self.pos_embed[:, :cols].permute(2, 0, 1)[None]
         x = x.flatten(2).transpose(1, 2)  # [B, rows*cols, D], row-major
