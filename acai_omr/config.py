@@ -236,6 +236,10 @@ class SupervisedTrainConfig(TrainConfig):
     # of the linear-stem model converged to: identical output for every system):
     token_dropout: float = 0.0  # chance a gold input token (after <bos>) is replaced by <pad> (word dropout)
     aux_symbols: float = 0.0  # weight of the encoder's symbol-presence loss (per-patch logits, max over patches)
+    aux_recon: float = 0.0  # weight of the encoder's patch-reconstruction loss (keeps its output from collapsing)
+    # Short labels the prefix cannot give away (acai_omr.data.measures):
+    crop_measures: float = 0.0  # share of training items cut at barlines to a few measures and their LMX
+    crop_max_measures: int = 2  # a crop holds 1..this many consecutive measures
     eval_split: str = "dev"  # dev (rendered, data/dev) or lieder-dev, used to pick the best checkpoint
     eval_max_len: int = 0  # greedy decoding cap during dev evaluation; 0 = the model's default
 

@@ -279,3 +279,20 @@ def test_sampler_rejects_bad_arguments():
         WidthBucketSampler([1, 2], 2, rank=2, world_size=2)
     with pytest.raises(ValueError):
         WidthBucketSampler([], 2)
+
+
+def test_measure_crops_replace_image_and_tokens_together(tmp_path):
+    from test_data_measures import TWO_MEASURES, drawn_system
+
+    write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES)])
+    whole = make(tmp_path, augment=False, height=160)[0]
+    measures = TWO_MEASURES.split(" measure ")
+    seen = set()
+    for epoch in range(12):
+        ds = make(tmp_path, augment=False, height=160, crop_measures=1.0, max_crop_measures=1)
+        item = ds[(0, epoch)]
+        text = " ".join(VOCAB.decode(item["tokens"][1:-1].tolist()))
+        assert item["tokens"][0] == VOCAB.bos_id and item["tokens"][-1] == VOCAB.eos_id
+        seen.add(text)
+        assert item["image"].shape[2] < whole["image"].shape[2]  # narrower than the system
+    assert seen == {measures[0], "measure " + measures[1]}

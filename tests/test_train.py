@@ -383,3 +383,47 @@ def test_symbol_loss_is_added_logged_and_trains_the_encoder(tiny_data, tmp_path)
     assert "symbol_head.proj.weight" in trainer.objective.state_dict()
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert "symbol_head.proj.weight" in checkpoint["objective"]
+
+
+def test_memory_spread_is_zero_for_a_collapsed_encoder_and_ignores_padding():
+    from acai_omr.train.supervised import memory_spread
+
+    valid = torch.tensor([[True, True, True, False]])
+    collapsed = torch.ones(1, 4, 8) * 3.0
+    collapsed[:, 3] = -50.0  # a padding patch, however different, does not count
+    assert memory_spread(collapsed, valid).item() == 0.0
+    varied = collapsed.clone()
+    varied[0, 0, :] = 5.0
+    assert memory_spread(varied, valid).item() > 1.0
+
+
+def test_patch_reconstruction_is_exact_for_the_right_readout_and_ignores_padding():
+    from acai_omr.model.mae import patchify
+    from acai_omr.train.supervised import PatchReconstructionHead
+
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 8, 12)
+    head = PatchReconstructionHead(16, 4, 4)
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.eye(16))
+        head.proj.bias.zero_()
+    ink = patchify(1.0 - images, 4, 4)  # memory that holds each patch's ink exactly
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    assert head(ink, valid, images).item() < 1e-12
+    valid[1, 4:] = False
+    wrong_in_padding = ink.clone()
+    wrong_in_padding[1, 4:] += 7.0
+    assert head(wrong_in_padding, valid, images).item() < 1e-12
+    assert head(torch.zeros_like(ink), valid, images).item() > 0.1  # a collapsed memory cannot redraw the page
+
+
+def test_reconstruction_loss_is_added_logged_and_checkpointed(tiny_data, tmp_path):
+    from acai_omr.train.common import read_log
+    from acai_omr.train.supervised import train_supervised
+
+    trainer = train_supervised(tiny_supervised_config(tiny_data, tmp_path / "run", steps=3, ss_start=2.0,
+                                                      aux_recon=2.0), tiny_model_config())
+    records = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
+    assert records and all(r["recon_loss"] > 0 and r["loss"] > 2.0 * r["recon_loss"] for r in records)
+    assert all(r["memory_spread"] > 0 for r in records)
+    assert "recon_head.proj.weight" in trainer.objective.state_dict()

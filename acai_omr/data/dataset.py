@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from acai_omr.config import DatasetConfig, DegradeConfig
 from acai_omr.data.degrade import degrade, degrade_pair
+from acai_omr.data.measures import crop_measures
 from acai_omr.lmx.vocab import VOCAB
 
 REQUIRED_FIELDS = ("id", "image", "lmx")
@@ -121,7 +122,10 @@ class SystemDataset(Dataset):
 
     An item is `{"id", "image" [1, height, W], "tokens" [bos, ..., eos]}`, plus
     `"clean"` (the same geometry without photometric damage, the MAE target)
-    when `return_clean`. Index with `(index, epoch)` (what WidthBucketSampler
+    when `return_clean`. With `crop_measures` > 0 that share of items is a
+    run of 1..`max_crop_measures` measures of the system and their LMX (the
+    crop is drawn from (seed, epoch, index) like the degradation; systems whose
+    barlines cannot be matched stay whole). Index with `(index, epoch)` (what WidthBucketSampler
     yields) or with an int, which uses the epoch given to `set_epoch`.
     """
 
@@ -136,8 +140,12 @@ class SystemDataset(Dataset):
         return_clean: bool = False,
         max_width: int = DatasetConfig.max_width,
         degrade_config: DegradeConfig | None = None,
+        crop_measures: float = 0.0,
+        max_crop_measures: int = 2,
     ):
         self.split_dir = Path(root) / split
+        # chance an item is cut to 1..max_crop_measures measures (acai_omr.data.measures); else whole
+        self.crop_measures, self.max_crop_measures = crop_measures, max_crop_measures
         self.height, self.max_width = height, max_width
         self.augment, self.seed, self.return_clean = augment, seed, return_clean
         self.degrade_config = degrade_config
@@ -169,6 +177,14 @@ class SystemDataset(Dataset):
         index = range(len(self.records))[index]  # negative indices and bounds, as a list has them
         record = self.records[index]
         gray = load_gray(self.image_path(record))
+        token_ids = self._token_ids[index]
+        if self.crop_measures > 0:
+            crop_rng = np.random.default_rng([self.seed, epoch, index, 1])
+            if crop_rng.random() < self.crop_measures:
+                crop = crop_measures(gray, record["lmx"], crop_rng, self.max_crop_measures)
+                if crop is not None:
+                    gray = crop[0]
+                    token_ids = np.array([VOCAB.bos_id, *VOCAB.encode(crop[1]), VOCAB.eos_id], dtype=np.int16)
         clean = None
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])
@@ -179,7 +195,7 @@ class SystemDataset(Dataset):
         item = {
             "id": str(record["id"]),
             "image": self._shape(gray),
-            "tokens": torch.from_numpy(self._token_ids[index]).long(),
+            "tokens": torch.from_numpy(token_ids).long(),
         }
         if self.return_clean:
             item["clean"] = item["image"] if clean is None else self._shape(clean)
