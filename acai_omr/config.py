@@ -123,6 +123,9 @@ class ModelConfig:
     # "linear": one patch_height x patch_width projection per patch, as in the original ViT.
     stem: str = "conv"
     stem_channels: int = 32  # width of the first convolution; doubles at each stride-2 layer (at most enc_dim)
+    # Subtract each image's mean over its patches from the encoder output (before the final LayerNorm),
+    # so the output cannot collapse to one vector for every patch, as every earlier run's did.
+    center_memory: bool = True
     max_image_width: int = 2048
     enc_dim: int = 256
     enc_depth: int = 4
@@ -171,7 +174,8 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
-        data = {"stem": "linear", **data}  # configs written before the conv stem existed used linear patches
+        # configs written before these fields existed: linear patches, uncentred memory
+        data = {"stem": "linear", "center_memory": False, **data}
         return cls(**data)
 
 
@@ -237,6 +241,7 @@ class SupervisedTrainConfig(TrainConfig):
     token_dropout: float = 0.0  # chance a gold input token (after <bos>) is replaced by <pad> (word dropout)
     aux_symbols: float = 0.0  # weight of the encoder's symbol-presence loss (per-patch logits, max over patches)
     aux_recon: float = 0.0  # weight of the encoder's patch-reconstruction loss (keeps its output from collapsing)
+    detach_memory: bool = False  # the decoder's loss does not reach the encoder (only the auxiliary losses train it)
     # Short labels the prefix cannot give away (acai_omr.data.measures):
     crop_measures: float = 0.0  # share of training items cut at barlines to a few measures and their LMX
     crop_max_measures: int = 2  # a crop holds 1..this many consecutive measures

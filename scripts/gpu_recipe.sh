@@ -24,6 +24,10 @@ RESERVE_MIN=${RESERVE_MIN:-3}       # kept for the final evaluation and copying
 MODEL=${MODEL:-large}
 BATCH=${BATCH:-48}
 LOADER_WORKERS=${LOADER_WORKERS:-12} # DataLoader processes (degradation runs there)
+# Against the collapse every CPU run showed (encoder output one vector for all patches; see the
+# model card): a patch-reconstruction loss on the encoder, and half the items cut to 1-3 measures
+# (short labels a language model cannot guess). Not yet measured on a GPU run.
+SUP_EXTRA=${SUP_EXTRA:---aux-recon 10 --crop-measures 0.5 --crop-max-measures 3}
 if [[ -x .venv/bin/python ]]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
 
 mkdir -p "$OUT" "$RUNS"
@@ -50,7 +54,7 @@ log "supervised training for $SUP_MIN min"
 acai train supervised --model "$MODEL" --data "$DATA" --out "$RUNS/supervised" --init-mae "$RUNS/mae/last.pt" \
     --batch-size "$BATCH" --lr 5e-4 --steps 100000 --warmup-steps 200 --time-limit-min "$SUP_MIN" \
     --num-workers "$LOADER_WORKERS" --eval-every 400 --eval-limit 48 --ckpt-every 1000 --log-every 20 \
-    --ss-start 0.5 --ss-ramp 0.4 --p-tf-min 0.7 2>&1 | tail -n 3 | tee -a "$OUT/recipe.log"
+    --ss-start 0.5 --ss-ramp 0.4 --p-tf-min 0.7 $SUP_EXTRA 2>&1 | tail -n 3 | tee -a "$OUT/recipe.log"
 cp "$RUNS/supervised/log.jsonl" "$OUT/supervised.log.jsonl"
 rm -rf "$OUT/weights" && cp -r "$RUNS/supervised/best_weights" "$OUT/weights"
 log "weights: $(ls -l "$OUT/weights" | tail -n +2 | awk '{printf "%s (%.1f MiB) ", $9, $5 / 1048576}')"

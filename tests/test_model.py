@@ -168,3 +168,28 @@ def test_gradients_reach_encoder_and_embedding():
 def test_too_many_tokens_raise(model):
     with pytest.raises(ValueError, match="max_tokens"):
         model(torch.rand(1, 1, 32, 64), torch.tensor([64]), random_tokens(1, 65))
+
+
+def test_centred_memory_cannot_collapse_to_one_vector():
+    """With center_memory, an encoder whose blocks output the same vector everywhere hands the decoder
+    zeros (LayerNorm of nothing), never a constant that looks like content; without it, that constant
+    passes through. Every earlier CPU run converged to the second case."""
+    cfg = ModelConfig.tiny()
+    cfg.dropout = 0.0
+    images, widths = torch.rand(2, 1, cfg.image_height, 64), torch.tensor([64, 40])
+    for centred in (True, False):
+        cfg.center_memory = centred
+        encoder = OMRModel(cfg).encoder.eval()
+        with torch.no_grad():
+            block = encoder.blocks[-1].mlp.proj
+            block.bias.copy_(1e4 * torch.randn(block.bias.shape))  # a bias that swamps every patch's content
+            memory, valid = encoder(images, widths)
+        spread = memory[0][valid[0]].std(dim=0).mean().item()
+        assert (spread > 0.3) if centred else (spread < 0.01), (centred, spread)
+
+
+def test_configs_saved_before_centring_load_uncentred():
+    legacy = {k: v for k, v in ModelConfig.small().to_dict().items() if k not in ("stem", "center_memory")}
+    loaded = ModelConfig.from_dict(legacy)
+    assert loaded.center_memory is False and loaded.stem == "linear"
+    assert ModelConfig.small().center_memory is True

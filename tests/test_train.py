@@ -23,10 +23,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "olimpic-lmx"
 # ---------------------------------------------------------------- helpers (also used by test_train_ddp.py)
 
 
-def tiny_model_config(dropout: float = 0.1) -> ModelConfig:
-    return ModelConfig(image_height=32, patch_height=16, patch_width=16, max_image_width=256, enc_dim=32,
-                       enc_depth=2, enc_heads=2, dec_dim=32, dec_depth=2, dec_heads=2, dropout=dropout,
-                       max_tokens=128, mae_dec_dim=16, mae_dec_depth=1, mae_dec_heads=2)
+def tiny_model_config(dropout: float = 0.1, **overrides) -> ModelConfig:
+    shape = dict(image_height=32, patch_height=16, patch_width=16, max_image_width=256, enc_dim=32,
+                 enc_depth=2, enc_heads=2, dec_dim=32, dec_depth=2, dec_heads=2, max_tokens=128, mae_dec_dim=16,
+                 mae_dec_depth=1, mae_dec_heads=2)
+    return ModelConfig(dropout=dropout, **{**shape, **overrides})
 
 
 def _fake_system_image(rng: np.random.Generator, width: int, height: int = 80) -> np.ndarray:
@@ -305,9 +306,15 @@ def test_init_weights_continues_from_shipped_weights_and_refuses_another_shape(t
     load_weights_into(fresh, str(folder), cfg)
     for name, value in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[name], value.half().float()), name
-    other = tiny_model_config(dropout=0.0)  # any field that differs from the saved config
+    other = tiny_model_config(dec_depth=cfg.dec_depth + 1)  # one more decoder block: tensors the weights lack
     with pytest.raises(ValueError, match="different model shape"):
         load_weights_into(OMRModel(other), str(folder), other)
+    linear = tiny_model_config(stem="linear")
+    with pytest.raises(ValueError, match="different model shape"):
+        load_weights_into(OMRModel(linear), str(folder), linear)
+    # settings without weights of their own may change between runs (e.g. centring switched on)
+    centred = tiny_model_config(center_memory=not cfg.center_memory, dropout=0.0)
+    load_weights_into(OMRModel(centred), str(folder), centred)
 
 
 def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(tiny_data, tmp_path):
@@ -370,6 +377,9 @@ def test_symbol_presence_targets_and_max_pooling_ignore_padding():
     memory_c = memory.clone()
     memory_c[:, 1] = 100.0
     assert not torch.equal(loss, head(memory_c, valid, tokens))
+    # a fresh head starts near the rarity of symbols, not at 50% (zero memory: the bias alone)
+    start = torch.sigmoid(head.proj(torch.zeros(8)))
+    assert torch.allclose(start, torch.full_like(start, 0.02), atol=1e-4)
 
 
 def test_symbol_loss_is_added_logged_and_trains_the_encoder(tiny_data, tmp_path):
@@ -427,3 +437,35 @@ def test_reconstruction_loss_is_added_logged_and_checkpointed(tiny_data, tmp_pat
     assert records and all(r["recon_loss"] > 0 and r["loss"] > 2.0 * r["recon_loss"] for r in records)
     assert all(r["memory_spread"] > 0 for r in records)
     assert "recon_head.proj.weight" in trainer.objective.state_dict()
+
+
+def test_detach_memory_keeps_the_decoder_loss_out_of_the_encoder():
+    """With detach_memory the decoder still reads the image but only the auxiliary losses train the
+    encoder, so the decoder cannot silence it while the image is still noise to it."""
+    from acai_omr.model import OMRModel
+    from acai_omr.train.supervised import SupervisedObjective
+
+    cfg = tiny_model_config(dropout=0.0)
+    images, widths, tokens = _tiny_batch(cfg)
+    for detach, aux_recon, encoder_learns in ((True, 0.0, False), (True, 1.0, True), (False, 0.0, True)):
+        torch.manual_seed(0)
+        objective = SupervisedObjective(OMRModel(cfg), aux_recon=aux_recon, detach_memory=detach)
+        objective(images, widths, tokens)[0].backward()
+        stem_grad = objective.model.encoder.patch_embed.convs[0].weight.grad
+        cross_grad = objective.model.decoder.blocks[0].cross_attn.kv.weight.grad
+        assert cross_grad is not None and cross_grad.abs().sum() > 0  # the decoder always reads the memory
+        assert (stem_grad is not None and stem_grad.abs().sum() > 0) == encoder_learns, (detach, aux_recon)
+
+
+def test_a_continued_run_keeps_the_weights_shape_and_centres_the_memory(tmp_path):
+    """`--init-weights` trains the model the weights belong to (e.g. the shipped linear-stem weights under
+    a conv-stem default), with memory centring on; without it the --model preset decides."""
+    from acai_omr.model import OMRModel
+    from acai_omr.model.weights import save_weights
+    from acai_omr.train.supervised import run_model_config
+
+    legacy = tiny_model_config(stem="linear", center_memory=False)
+    folder = save_weights(OMRModel(legacy), legacy, tmp_path / "weights")
+    continued = run_model_config(SupervisedTrainConfig(init_weights=str(folder)))
+    assert continued.stem == "linear" and continued.enc_dim == legacy.enc_dim and continued.center_memory
+    assert run_model_config(SupervisedTrainConfig()) == ModelConfig.small()

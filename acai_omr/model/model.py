@@ -11,6 +11,11 @@ T tokens, D model width, V vocabulary size.
   so any width up to ``max_image_width`` works. Images in a batch are padded on
   the right; patch columns beyond each image's width are masked out of
   attention, so padding never changes the outputs on real patches.
+  With ``center_memory`` the output is centred over each image's patches
+  before the final LayerNorm: what the decoder reads is how a patch differs
+  from the rest of its image. Without it, every CPU run collapsed the encoder
+  to one shared vector (a bias in its last block outweighing the content), the
+  cheapest way to silence an image the decoder could not yet use.
 * ``LMXDecoder``: pre-LN transformer decoder (causal self-attention,
   cross-attention to the encoder memory, MLP) whose output projection is tied
   to ``token_embedding``. ``DecoderCache`` holds the key/value cache used for
@@ -115,6 +120,12 @@ class EncoderBlock(nn.Module):
         h = self.ln1(x)
         x = x + self.attn(h, h, mask=key_mask)
         return x + self.mlp(self.ln2(x))
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B,N,D] tokens, [B,N] bool -> [B,1,D] mean over each row's valid tokens."""
+    weight = valid.to(x.dtype)[..., None]
+    return (x * weight).sum(dim=1, keepdim=True) / weight.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
@@ -257,6 +268,8 @@ class ViTEncoder(nn.Module):
         x = self.dropout(x)
         for block in self.blocks:
             x = block(x, mask)
+        if self.cfg.center_memory:
+            x = x - masked_mean(x, valid)
         return self.norm(x)
 
     def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
