@@ -16,11 +16,10 @@ import math
 
 import torch
 
-from acai_omr.data.dataset import SystemDataset, collate_systems
+from acai_omr.data.dataset import collate_systems
 from acai_omr.model.model import key_padding_mask
-from acai_omr.model.weights import load_model
 from acai_omr.train.supervised import memory_spread
-from image_use import load_checkpoint_model
+from dev_model import add_model_args, load_for_bench
 
 
 def cross_attention_entropy(model, memory: torch.Tensor, valid: torch.Tensor, tokens: torch.Tensor) -> list[float]:
@@ -47,19 +46,10 @@ def cross_attention_entropy(model, memory: torch.Tensor, valid: torch.Tensor, to
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default="weights")
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--split", default="dev")
-    parser.add_argument("--systems", type=int, default=8)
-    parser.add_argument("--crop-measures", type=float, default=0.0)
-    parser.add_argument("--threads", type=int, default=1)
+    add_model_args(parser, systems=8, threads=1)
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    model, cfg = load_checkpoint_model(args.weights) if args.weights.endswith(".pt") else load_model(args.weights)
-    model = model.float().eval()
-    dataset = SystemDataset(args.data, args.split, cfg.image_height, augment=False, seed=0, max_tokens=cfg.max_tokens,
-                            max_width=cfg.max_image_width, crop_measures=args.crop_measures)
+    model, cfg, dataset = load_for_bench(args)
     step = max(1, len(dataset) // args.systems)
     batch = collate_systems([dataset[i] for i in range(0, step * args.systems, step)], cfg.patch_width)
     with torch.no_grad():

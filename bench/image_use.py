@@ -21,41 +21,19 @@ import random
 
 import torch
 
-from acai_omr.config import ModelConfig
-from acai_omr.data.dataset import SystemDataset, collate_systems
-from acai_omr.model.model import OMRModel
-from acai_omr.model.weights import load_model
+from acai_omr.data.dataset import collate_systems
 from acai_omr.train.supervised import SupervisedObjective
-
-
-def load_checkpoint_model(path: str):
-    """The model inside a supervised training checkpoint (its objective's `model.*` weights)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = getattr(ModelConfig, checkpoint["config"]["model"])()
-    model = OMRModel(cfg)
-    model.load_state_dict({key[len("model."):]: value for key, value in checkpoint["objective"].items()
-                           if key.startswith("model.")})
-    return model, cfg
+from dev_model import add_model_args, load_for_bench
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default="weights")
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--split", default="dev")
-    parser.add_argument("--systems", type=int, default=48)
+    add_model_args(parser, systems=48, threads=2)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--crop-measures", type=float, default=0.0)
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    model, cfg = load_checkpoint_model(args.weights) if args.weights.endswith(".pt") else load_model(args.weights)
-    model = model.float().eval()
-    dataset = SystemDataset(args.data, args.split, cfg.image_height, augment=False, seed=0,
-                            max_tokens=cfg.max_tokens, max_width=cfg.max_image_width,
-                            crop_measures=args.crop_measures)
+    model, cfg, dataset = load_for_bench(args)
     chosen = random.Random(args.seed).sample(range(len(dataset)), min(args.systems, len(dataset)))
     objective = SupervisedObjective(model).eval()
     totals = {"real": 0.0, "blank": 0.0, "other_system": 0.0}

@@ -184,7 +184,7 @@ class SystemDataset(Dataset):
                 crop = crop_measures(gray, record["lmx"], crop_rng, self.max_crop_measures)
                 if crop is not None:
                     gray = crop[0]
-                    token_ids = np.array([VOCAB.bos_id, *VOCAB.encode(crop[1]), VOCAB.eos_id], dtype=np.int16)
+                    token_ids = label_ids(VOCAB.encode(crop[1]))
         clean = None
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])
@@ -205,6 +205,12 @@ class SystemDataset(Dataset):
         return to_tensor(fit_height(gray, self.height, self.max_width))
 
 
+def label_ids(ids: list[int]) -> np.ndarray:
+    """LMX token ids framed by <bos>/<eos>; int16 holds any vocabulary id and keeps millions of label
+    sequences small in memory."""
+    return np.array([VOCAB.bos_id, *ids, VOCAB.eos_id], dtype=np.int16)
+
+
 def _learnable_records(records: list[dict], max_tokens: int | None) -> tuple[list[dict], list[np.ndarray], dict]:
     """The records to keep, their token ids with <bos>/<eos>, and the count of records dropped per reason."""
     kept, token_ids, skipped = [], [], Counter()
@@ -218,8 +224,7 @@ def _learnable_records(records: list[dict], max_tokens: int | None) -> tuple[lis
             skipped["too_long"] += 1
             continue
         kept.append(record)
-        # int16 holds any vocabulary id and keeps millions of label sequences small in memory
-        token_ids.append(np.array([VOCAB.bos_id, *ids, VOCAB.eos_id], dtype=np.int16))
+        token_ids.append(label_ids(ids))
     return kept, token_ids, dict(skipped)
 
 

@@ -34,7 +34,7 @@ def staff_lines(ink: np.ndarray) -> list[float] | None:
         return None
     breaks = np.flatnonzero(np.diff(rows) > 1)
     centres = [(a + b) / 2 for a, b in zip(rows[np.r_[0, breaks + 1]], rows[np.r_[breaks, rows.size - 1]])]
-    staves = [staff for staff in _five_equal(centres)]
+    staves = _five_equal(centres)
     if len(staves) < 2:
         return None
     upper, lower = staves[0], staves[-1]

@@ -27,6 +27,8 @@ from torch import nn
 
 from acai_omr.config import DegradeConfig, ModelConfig, SupervisedTrainConfig
 from acai_omr.lmx.vocab import VOCAB
+from acai_omr.model.mae import patchify
+from acai_omr.model.model import masked_mean
 
 PAD_ID = VOCAB.pad_id
 
@@ -126,8 +128,6 @@ class PatchReconstructionHead(nn.Module):
         self.proj = nn.Linear(dim, patch_height * patch_width)
 
     def forward(self, memory: torch.Tensor, valid: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        from acai_omr.model.mae import patchify
-
         ink = patchify(1.0 - images.float(), self.patch_height, self.patch_width)  # [B, N, ph*pw], 0 = paper
         per_patch = ((self.proj(memory.float()) - ink) ** 2).mean(dim=-1)
         weight = valid.float()
@@ -136,11 +136,10 @@ class PatchReconstructionHead(nn.Module):
 
 def memory_spread(memory: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean over channels of each image's std of the encoder output across its patches (0 = collapsed)."""
-    weight = valid.float()[..., None]
-    count = weight.sum(dim=1).clamp(min=2.0)
-    mean = (memory.float() * weight).sum(dim=1) / count[:, :1]
-    var = (((memory.float() - mean[:, None]) ** 2) * weight).sum(dim=1) / (count[:, :1] - 1)
-    return var.sqrt().mean()
+    memory = memory.float()
+    count = valid.sum(dim=1).clamp(min=2).float()[:, None, None]
+    squares = masked_mean((memory - masked_mean(memory, valid)) ** 2, valid)
+    return (squares * count / (count - 1)).sqrt().mean()  # unbiased over each image's patches
 
 
 class SupervisedObjective(nn.Module):
@@ -247,9 +246,9 @@ def run_model_config(cfg: SupervisedTrainConfig) -> ModelConfig:
 def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
     """Start from shipped weights (fp16 safetensors + config.json), e.g. to continue training across sessions.
 
-    The run keeps the architecture of `model_cfg` (the --model preset); the weights must have the same
-    tensors and shapes. Settings without weights of their own (e.g. `center_memory`) may differ, so a
-    run can switch them on for weights trained before they existed."""
+    The weights must have the tensors and shapes of `model_cfg` (see `run_model_config`). Settings
+    without weights of their own (e.g. `center_memory`) may differ, so a run can switch them on for
+    weights trained before they existed."""
     from acai_omr.model.weights import load_model
 
     trained, trained_cfg = load_model(weights_dir, "cpu")
@@ -263,8 +262,10 @@ def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
     model.load_state_dict({k: v.float() for k, v in theirs.items()})
 
 
-def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool):
-    """Training dataset, a per-epoch batch-sampler factory (sharded by rank, resumable), and the collate function."""
+def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, crop_measures: float = 0.0,
+                     max_crop_measures: int = 2):
+    """Training dataset, a per-epoch batch-sampler factory (sharded by rank, resumable), and the collate function.
+    `crop_measures`: share of items cut to 1..max_crop_measures measures (labelled phases only)."""
     from functools import partial
 
     from acai_omr.data.dataset import SystemDataset, collate_systems
@@ -273,8 +274,7 @@ def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool):
     dataset = SystemDataset(cfg.data, "train", height=model_cfg.image_height, augment=cfg.augment, seed=cfg.seed,
                             max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
                             max_width=model_cfg.max_image_width, degrade_config=DegradeConfig.for_training(cfg),
-                            crop_measures=getattr(cfg, "crop_measures", 0.0),  # MAE has no labels to cut
-                            max_crop_measures=getattr(cfg, "crop_max_measures", 2))
+                            crop_measures=crop_measures, max_crop_measures=max_crop_measures)
     sampler = WidthBucketSampler(dataset.widths, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                                  rank=runtime.rank, world_size=runtime.world_size)
     if len(sampler) == 0:
@@ -323,7 +323,9 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
                                         cfg.aux_symbols, cfg.aux_recon, cfg.detach_memory)
         groups = param_groups(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay, encoder_prefix="model.encoder.",
                               num_encoder_layers=model_cfg.enc_depth)
-        dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False)
+        dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False,
+                                                                crop_measures=cfg.crop_measures,
+                                                                max_crop_measures=cfg.crop_max_measures)
 
         def loss_fn(obj, batch, step):
             p_tf, tau = sampling_schedule(step, cfg)
