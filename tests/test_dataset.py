@@ -296,3 +296,57 @@ def test_measure_crops_replace_image_and_tokens_together(tmp_path):
         seen.add(text)
         assert item["image"].shape[2] < whole["image"].shape[2]  # narrower than the system
     assert seen == {measures[0], "measure " + measures[1]}
+
+
+def test_epoch_widths_are_the_widths_items_load_with(tmp_path):
+    """The sampler buckets crops by width before loading them: the width it is told must be the one
+    the item has, crop or whole, epoch after epoch."""
+    from test_data_measures import TWO_MEASURES, drawn_system
+
+    blank = np.full((160, 300), 255, np.uint8)  # no staves: never cropped, stays whole
+    write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES), ("blank", blank, TWO_MEASURES)])
+    ds = make(tmp_path, augment=False, height=160, crop_measures=0.5, max_crop_measures=1)
+    assert ds.bounds[1] is None and ds.bounds[0]["bounds"] == [[10, 200], [200, 390]]
+    seen = set()
+    for epoch in range(8):
+        widths = ds.epoch_widths(epoch)
+        assert [ds[(i, epoch)]["image"].shape[2] for i in range(2)] == widths.tolist()
+        seen.add(int(widths[0]))
+    assert len(seen) >= 2  # crops of different measures, or the whole system
+
+
+def test_measure_bounds_are_cached_per_split(tmp_path):
+    from acai_omr.data.measures import BOUNDS_FILE
+    from test_data_measures import TWO_MEASURES, drawn_system
+
+    write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES)])
+    make(tmp_path, augment=False, height=160, crop_measures=1.0)
+    cache = tmp_path / "train" / BOUNDS_FILE
+    assert json.loads(cache.read_text())["bounds"] == [[10, 200], [200, 390]]
+    (tmp_path / "train" / "shards" / "00000" / "two.png").unlink()  # a cached split never decodes again
+    assert make(tmp_path, augment=False, height=160, crop_measures=1.0).bounds[0]["width"] == 400
+
+
+def test_sampler_takes_widths_per_epoch():
+    calls = []
+
+    def widths(epoch):
+        calls.append(epoch)
+        return np.array([1, 100, 2, 101]) if epoch % 2 == 0 else np.array([100, 1, 101, 2])
+
+    sampler = WidthBucketSampler(widths, 2, seed=0, yield_epoch=False)
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        narrow = {0, 2} if epoch % 2 == 0 else {1, 3}
+        assert narrow in [set(batch) for batch in sampler]
+    assert calls[-1] == 3
+
+
+def test_all_crops_drops_systems_that_cannot_be_cropped(tmp_path):
+    from test_data_measures import TWO_MEASURES, drawn_system
+
+    blank = np.full((160, 300), 255, np.uint8)
+    write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES), ("blank", blank, TWO_MEASURES)])
+    ds = make(tmp_path, augment=False, height=160, crop_measures=1.0)
+    assert len(ds) == 1 and ds.skipped == {"uncroppable": 1} and ds.records[0]["id"] == "two"
+    assert ds[(0, 0)]["image"].shape[2] == ds.epoch_widths(0)[0] < 400

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from acai_omr.config import DatasetConfig, DegradeConfig
 from acai_omr.data.degrade import degrade, degrade_pair
-from acai_omr.data.measures import crop_measures
+from acai_omr.data.measures import choose_run, crop_span, load_measure_bounds, split_measures
 from acai_omr.lmx.vocab import VOCAB
 
 REQUIRED_FIELDS = ("id", "image", "lmx")
@@ -125,7 +125,11 @@ class SystemDataset(Dataset):
     when `return_clean`. With `crop_measures` > 0 that share of items is a
     run of 1..`max_crop_measures` measures of the system and their LMX (the
     crop is drawn from (seed, epoch, index) like the degradation; systems whose
-    barlines cannot be matched stay whole). Index with `(index, epoch)` (what WidthBucketSampler
+    barlines cannot be matched stay whole, or with `crop_measures` 1 are
+    dropped, counted as "uncroppable"). The barlines are found once per
+    split and cached (`acai_omr.data.measures.load_measure_bounds`), so
+    `epoch_widths(epoch)` gives every item's width, crops included, before
+    any image is loaded. Index with `(index, epoch)` (what WidthBucketSampler
     yields) or with an int, which uses the epoch given to `set_epoch`.
     """
 
@@ -153,6 +157,16 @@ class SystemDataset(Dataset):
         manifest = read_manifest(self.split_dir / "manifest.jsonl")
         self.records, self._token_ids, self.skipped = _learnable_records(manifest, max_tokens)
         self.widths = np.array([self._fitted_width(record) for record in self.records], dtype=np.int64)
+        self.bounds = load_measure_bounds(self.split_dir, self.records) if crop_measures > 0 else None
+        if self.bounds is not None and crop_measures >= 1.0:
+            # every item a crop: a system whose barlines do not match its LMX cannot be one
+            keep = [i for i, entry in enumerate(self.bounds) if entry is not None]
+            if len(keep) < len(self.records):
+                self.skipped["uncroppable"] = len(self.records) - len(keep)
+            self.records = [self.records[i] for i in keep]
+            self._token_ids = [self._token_ids[i] for i in keep]
+            self.bounds = [self.bounds[i] for i in keep]
+            self.widths = self.widths[keep]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -163,13 +177,38 @@ class SystemDataset(Dataset):
     def image_path(self, record: dict) -> Path:
         return self.split_dir / record["image"]
 
+    def crop_plan(self, index: int, epoch: int) -> tuple[int, int] | None:
+        """(first measure, count) of the item's crop in this epoch, or None when it stays whole."""
+        if not self.bounds:
+            return None
+        rng = np.random.default_rng([self.seed, epoch, index, 1])
+        if rng.random() >= self.crop_measures or self.bounds[index] is None:
+            return None
+        return choose_run(len(self.bounds[index]["bounds"]), rng, self.max_crop_measures)
+
+    def epoch_widths(self, epoch: int) -> np.ndarray:
+        """Every item's width after `fit_height` in this epoch (crops as cut in it): what batches pad to."""
+        if not self.bounds:
+            return self.widths
+        widths = self.widths.copy()
+        for index, entry in enumerate(self.bounds):
+            plan = self.crop_plan(index, epoch) if entry is not None else None
+            if plan is not None:
+                x0, x1 = crop_span(entry["bounds"], *plan, entry["width"])
+                height = int(self.records[index].get("height") or 0) or self._image_size(self.records[index])[1]
+                widths[index] = fitted_size(x1 - x0, height, self.height, self.max_width)[0]
+        return widths
+
+    def _image_size(self, record: dict) -> tuple[int, int]:
+        with Image.open(self.image_path(record)) as image:  # reads the header only
+            return image.size
+
     def _fitted_width(self, record: dict) -> int:
         """Width after fit_height: from the manifest's image size, else from the image file's header."""
         if record.get("width") and record.get("height"):
             width, height = int(record["width"]), int(record["height"])
         else:
-            with Image.open(self.image_path(record)) as image:  # reads the header only
-                width, height = image.size
+            width, height = self._image_size(record)
         return fitted_size(width, height, self.height, self.max_width)[0]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
@@ -178,13 +217,13 @@ class SystemDataset(Dataset):
         record = self.records[index]
         gray = load_gray(self.image_path(record))
         token_ids = self._token_ids[index]
-        if self.crop_measures > 0:
-            crop_rng = np.random.default_rng([self.seed, epoch, index, 1])
-            if crop_rng.random() < self.crop_measures:
-                crop = crop_measures(gray, record["lmx"], crop_rng, self.max_crop_measures)
-                if crop is not None:
-                    gray = crop[0]
-                    token_ids = label_ids(VOCAB.encode(crop[1]))
+        plan = self.crop_plan(index, epoch)
+        if plan is not None:
+            first, count = plan
+            x0, x1 = crop_span(self.bounds[index]["bounds"], first, count, gray.shape[1])
+            measures = split_measures(VOCAB.decode(token_ids[1:-1].tolist()))
+            gray = gray[:, x0:x1]
+            token_ids = label_ids(VOCAB.encode([t for measure in measures[first:first + count] for t in measure]))
         clean = None
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])

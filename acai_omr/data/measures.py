@@ -16,6 +16,8 @@ system is left whole.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 INK_BELOW = 200  # a pixel darker than this (0..255) is ink in a clean render
@@ -128,9 +130,79 @@ def crop_measures(gray: np.ndarray, lmx: str | list[str], rng: np.random.Generat
     bounds = measure_bounds(gray, len(measures)) if measures else None
     if bounds is None:
         return None
-    count = int(rng.integers(1, min(max_measures, len(measures)) + 1))
-    first = int(rng.integers(0, len(measures) - count + 1))
-    x0 = 0 if first == 0 else max(0, bounds[first][0] - 3)
-    x1 = min(gray.shape[1], bounds[first + count - 1][1] + 4)
+    first, count = choose_run(len(bounds), rng, max_measures)
+    x0, x1 = crop_span(bounds, first, count, gray.shape[1])
     tokens = [token for measure in measures[first:first + count] for token in measure]
     return gray[:, x0:x1].copy(), " ".join(tokens)
+
+
+def choose_run(n_measures: int, rng: np.random.Generator, max_measures: int) -> tuple[int, int]:
+    """(first measure, measure count) of a random run of 1..max_measures of a system's n_measures."""
+    count = int(rng.integers(1, min(max_measures, n_measures) + 1))
+    first = int(rng.integers(0, n_measures - count + 1))
+    return first, count
+
+
+def crop_span(bounds: list[tuple[int, int]], first: int, count: int, width: int) -> tuple[int, int]:
+    """Pixel columns [x0, x1) of measures first..first+count-1: from the system's left edge for the
+    first measure (clefs and key), else 3 px before its barline; to 4 px past the last barline."""
+    x0 = 0 if first == 0 else max(0, bounds[first][0] - 3)
+    return x0, min(width, bounds[first + count - 1][1] + 4)
+
+
+# ---------------------------------------------------------------- per-split cache
+
+BOUNDS_FILE = "measure_bounds.jsonl"
+
+
+def _bounds_of(job: tuple[str, str, int]) -> tuple[list[list[int]] | None, int]:
+    """(measure spans or None, image width) of one clean system image whose LMX has n measures."""
+    from acai_omr.data.dataset import load_gray  # dataset imports this module
+
+    path, n_measures = job[1], job[2]
+    gray = load_gray(path)
+    bounds = measure_bounds(gray, n_measures) if n_measures else None
+    return (None if bounds is None else [list(span) for span in bounds]), int(gray.shape[1])
+
+
+def load_measure_bounds(split_dir: Path, records: list[dict], workers: int = 2) -> list[dict | None]:
+    """Measure spans of every record's image, found once per split and kept in `measure_bounds.jsonl`.
+
+    Finding barlines means decoding the whole image, so doing it per item would
+    cost as much as loading it, and the sampler needs crop widths before any
+    image is loaded (a batch is padded to its widest item: one whole system among
+    crops makes every crop cost a whole system). Each entry is
+    `{"bounds": [[x0, x1], ...], "width": W}`, or None when the barlines do not
+    match the LMX's measures (the system is never cropped).
+    """
+    import json
+    from multiprocessing import get_context
+
+    split_dir = Path(split_dir)
+    cache_path = split_dir / BOUNDS_FILE
+    known: dict[str, dict] = {}
+    if cache_path.exists():
+        for line in cache_path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                known[str(entry["id"])] = entry
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut off by a kill: found again below
+    jobs = [(str(r["id"]), str(split_dir / r["image"]), count_measures(r["lmx"]))
+            for r in records if str(r["id"]) not in known]
+    if jobs:
+        if workers > 1 and len(jobs) > 64:
+            with get_context("spawn").Pool(workers) as pool:
+                found = pool.map(_bounds_of, jobs, chunksize=64)
+        else:
+            found = [_bounds_of(job) for job in jobs]
+        with cache_path.open("a", encoding="utf-8") as handle:
+            for (record_id, _, _), (bounds, width) in zip(jobs, found):
+                known[record_id] = {"id": record_id, "bounds": bounds, "width": width}
+                handle.write(json.dumps(known[record_id]) + "\n")
+    entries = [known[str(r["id"])] for r in records]
+    return [entry if entry["bounds"] is not None else None for entry in entries]
+
+
+def count_measures(lmx: str | list[str]) -> int:
+    return sum(token == "measure" for token in (lmx.split() if isinstance(lmx, str) else lmx))

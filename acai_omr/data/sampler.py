@@ -12,7 +12,7 @@ epoch and takes its own disjoint share, and a resumed run replays it exactly.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -30,12 +30,14 @@ class WidthBucketSampler(Sampler):
 
     Batches are lists of indices, or of `(index, epoch)` pairs when
     `yield_epoch` (SystemDataset then augments with that epoch even inside
-    worker processes, which never see `set_epoch`).
+    worker processes, which never see `set_epoch`). `widths` is an array, or
+    a function of the epoch giving one (items whose width changes per epoch,
+    such as measure crops: `SystemDataset.epoch_widths`).
     """
 
     def __init__(
         self,
-        widths: Sequence[int] | np.ndarray,
+        widths: Sequence[int] | np.ndarray | Callable[[int], np.ndarray],
         batch_size: int,
         shuffle: bool = True,
         seed: int = 0,
@@ -45,7 +47,8 @@ class WidthBucketSampler(Sampler):
         chunk_batches: int = 50,
         yield_epoch: bool = True,
     ):
-        self.widths = np.asarray(widths)
+        self.widths_of_epoch = widths if callable(widths) else None
+        self.widths = np.asarray(widths(0) if callable(widths) else widths)
         if self.widths.ndim != 1 or len(self.widths) == 0:
             raise ValueError(f"widths must be a non-empty 1-D sequence, got shape {self.widths.shape}")
         if batch_size < 1 or chunk_batches < 1:
@@ -60,6 +63,8 @@ class WidthBucketSampler(Sampler):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Use `epoch`'s order; skip this rank's first `start_batch` batches (to resume mid-epoch)."""
         self.epoch, self.start_batch = epoch, start_batch
+        if self.widths_of_epoch is not None:
+            self.widths = np.asarray(self.widths_of_epoch(epoch))
 
     def _total_batches(self) -> int:
         """Batches of the whole epoch, over all ranks: a multiple of world_size."""

@@ -275,7 +275,7 @@ def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, c
                             max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
                             max_width=model_cfg.max_image_width, degrade_config=DegradeConfig.for_training(cfg),
                             crop_measures=crop_measures, max_crop_measures=max_crop_measures)
-    sampler = WidthBucketSampler(dataset.widths, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+    sampler = WidthBucketSampler(dataset.epoch_widths, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                                  rank=runtime.rank, world_size=runtime.world_size)
     if len(sampler) == 0:
         raise ValueError(f"{len(dataset)} training systems make no full batch of {cfg.batch_size} "
