@@ -24,11 +24,12 @@ from torch.utils.data import Dataset
 
 from acai_omr.config import DatasetConfig, DegradeConfig
 from acai_omr.data.degrade import degrade, degrade_pair
-from acai_omr.data.measures import choose_run, crop_span, load_measure_bounds, split_measures
+from acai_omr.data.measures import choose_run, crop_span, load_measure_bounds, measure_slice
 from acai_omr.lmx.vocab import VOCAB
 
 REQUIRED_FIELDS = ("id", "image", "lmx")
 PAPER = 255  # uint8 white, the padding of shrunk systems
+MEASURE_ID = VOCAB.encode(["measure"])[0]
 _IMPORTED_IN_PID = os.getpid()  # differs from os.getpid() in a forked process
 
 # ---------------------------------------------------------------- manifest
@@ -192,23 +193,19 @@ class SystemDataset(Dataset):
             return self.widths
         widths = self.widths.copy()
         for index, entry in enumerate(self.bounds):
-            plan = self.crop_plan(index, epoch) if entry is not None else None
+            plan = self.crop_plan(index, epoch)
             if plan is not None:
                 x0, x1 = crop_span(entry["bounds"], *plan, entry["width"])
-                height = int(self.records[index].get("height") or 0) or self._image_size(self.records[index])[1]
-                widths[index] = fitted_size(x1 - x0, height, self.height, self.max_width)[0]
+                widths[index] = fitted_size(x1 - x0, entry["height"], self.height, self.max_width)[0]
         return widths
-
-    def _image_size(self, record: dict) -> tuple[int, int]:
-        with Image.open(self.image_path(record)) as image:  # reads the header only
-            return image.size
 
     def _fitted_width(self, record: dict) -> int:
         """Width after fit_height: from the manifest's image size, else from the image file's header."""
         if record.get("width") and record.get("height"):
             width, height = int(record["width"]), int(record["height"])
         else:
-            width, height = self._image_size(record)
+            with Image.open(self.image_path(record)) as image:  # reads the header only
+                width, height = image.size
         return fitted_size(width, height, self.height, self.max_width)[0]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
@@ -221,9 +218,8 @@ class SystemDataset(Dataset):
         if plan is not None:
             first, count = plan
             x0, x1 = crop_span(self.bounds[index]["bounds"], first, count, gray.shape[1])
-            measures = split_measures(VOCAB.decode(token_ids[1:-1].tolist()))
             gray = gray[:, x0:x1]
-            token_ids = label_ids(VOCAB.encode([t for measure in measures[first:first + count] for t in measure]))
+            token_ids = label_ids(measure_slice(token_ids[1:-1].tolist(), first, count, marker=MEASURE_ID))
         clean = None
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])

@@ -99,15 +99,21 @@ def barlines(gray: np.ndarray) -> list[int] | None:
     return [int(round(group.mean())) for group in groups]
 
 
-def split_measures(tokens: list[str]) -> list[list[str]]:
-    """LMX tokens cut before every `measure` token (anything before the first one is dropped)."""
-    measures: list[list[str]] = []
+def split_measures(tokens: list, marker="measure") -> list[list]:
+    """LMX tokens cut before every `measure` token (anything before the first one is dropped). Works on
+    token strings or on token ids (pass the id of `measure` as `marker`)."""
+    measures: list[list] = []
     for token in tokens:
-        if token == "measure":
+        if token == marker:
             measures.append([])
         if measures:
             measures[-1].append(token)
     return measures
+
+
+def measure_slice(tokens: list, first: int, count: int, marker="measure") -> list:
+    """The tokens of measures first..first+count-1 (strings, or ids with the id of `measure` as `marker`)."""
+    return [token for measure in split_measures(tokens, marker)[first:first + count] for token in measure]
 
 
 def measure_bounds(gray: np.ndarray, n_measures: int) -> list[tuple[int, int]] | None:
@@ -126,14 +132,14 @@ def crop_measures(gray: np.ndarray, lmx: str | list[str], rng: np.random.Generat
     whole systems) and a few pixels past each barline; a run that starts at the
     first measure keeps the clefs and key the system opens with.
     """
-    measures = split_measures(lmx.split() if isinstance(lmx, str) else list(lmx))
-    bounds = measure_bounds(gray, len(measures)) if measures else None
+    tokens = lmx.split() if isinstance(lmx, str) else list(lmx)
+    n_measures = count_measures(tokens)
+    bounds = measure_bounds(gray, n_measures) if n_measures else None
     if bounds is None:
         return None
     first, count = choose_run(len(bounds), rng, max_measures)
     x0, x1 = crop_span(bounds, first, count, gray.shape[1])
-    tokens = [token for measure in measures[first:first + count] for token in measure]
-    return gray[:, x0:x1].copy(), " ".join(tokens)
+    return gray[:, x0:x1].copy(), " ".join(measure_slice(tokens, first, count))
 
 
 def choose_run(n_measures: int, rng: np.random.Generator, max_measures: int) -> tuple[int, int]:
@@ -155,14 +161,16 @@ def crop_span(bounds: list[tuple[int, int]], first: int, count: int, width: int)
 BOUNDS_FILE = "measure_bounds.jsonl"
 
 
-def _bounds_of(job: tuple[str, str, int]) -> tuple[list[list[int]] | None, int]:
-    """(measure spans or None, image width) of one clean system image whose LMX has n measures."""
+def _bounds_of(job: tuple[str, int]) -> dict:
+    """Cache entry (measure spans or None, image width and height) of one clean system image whose LMX
+    has n measures."""
     from acai_omr.data.dataset import load_gray  # dataset imports this module
 
-    path, n_measures = job[1], job[2]
+    path, n_measures = job
     gray = load_gray(path)
     bounds = measure_bounds(gray, n_measures) if n_measures else None
-    return (None if bounds is None else [list(span) for span in bounds]), int(gray.shape[1])
+    return {"bounds": None if bounds is None else [list(span) for span in bounds],
+            "width": int(gray.shape[1]), "height": int(gray.shape[0])}
 
 
 def load_measure_bounds(split_dir: Path, records: list[dict], workers: int = 2) -> list[dict | None]:
@@ -172,7 +180,7 @@ def load_measure_bounds(split_dir: Path, records: list[dict], workers: int = 2) 
     cost as much as loading it, and the sampler needs crop widths before any
     image is loaded (a batch is padded to its widest item: one whole system among
     crops makes every crop cost a whole system). Each entry is
-    `{"bounds": [[x0, x1], ...], "width": W}`, or None when the barlines do not
+    `{"bounds": [[x0, x1], ...], "width": W, "height": H}`, or None when the barlines do not
     match the LMX's measures (the system is never cropped).
     """
     import json
@@ -185,21 +193,22 @@ def load_measure_bounds(split_dir: Path, records: list[dict], workers: int = 2) 
         for line in cache_path.read_text(encoding="utf-8").splitlines():
             try:
                 entry = json.loads(line)
-                known[str(entry["id"])] = entry
+                if "height" in entry:  # entries written before heights were kept are found again
+                    known[str(entry["id"])] = entry
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut off by a kill: found again below
-    jobs = [(str(r["id"]), str(split_dir / r["image"]), count_measures(r["lmx"]))
-            for r in records if str(r["id"]) not in known]
-    if jobs:
+    missing = [r for r in records if str(r["id"]) not in known]
+    if missing:
+        jobs = [(str(split_dir / r["image"]), count_measures(r["lmx"])) for r in missing]
         if workers > 1 and len(jobs) > 64:
             with get_context("spawn").Pool(workers) as pool:
                 found = pool.map(_bounds_of, jobs, chunksize=64)
         else:
             found = [_bounds_of(job) for job in jobs]
         with cache_path.open("a", encoding="utf-8") as handle:
-            for (record_id, _, _), (bounds, width) in zip(jobs, found):
-                known[record_id] = {"id": record_id, "bounds": bounds, "width": width}
-                handle.write(json.dumps(known[record_id]) + "\n")
+            for record, entry in zip(missing, found):
+                known[str(record["id"])] = entry = {"id": str(record["id"]), **entry}
+                handle.write(json.dumps(entry) + "\n")
     entries = [known[str(r["id"])] for r in records]
     return [entry if entry["bounds"] is not None else None for entry in entries]
 
