@@ -126,6 +126,10 @@ class ModelConfig:
     # Subtract each image's mean over its patches from the encoder output (before the final LayerNorm),
     # so the output cannot collapse to one vector for every patch, as every earlier run's did.
     center_memory: bool = True
+    # Measures read per decode: systems are cut at their barlines into runs of this many measures,
+    # each decoded alone and the token sequences joined (a model trained only on measure crops
+    # writes one crop's worth and stops). 0 = whole systems. Decoding only; not part of the network.
+    read_measures: int = 0
     max_image_width: int = 2048
     enc_dim: int = 256
     enc_depth: int = 4
@@ -337,7 +341,7 @@ class WebConfig:
     render_timeout: int = 120  # seconds per MuseScore call
     render: bool = True  # render PNG/PDF/MIDI with MuseScore (off: MusicXML/LMX only)
     device: str = "cpu"
-    max_tokens: int = 0  # LMX tokens generated per system; 0 = the model's limit
+    max_tokens: int = 0  # LMX tokens generated per piece read (a system, or a run of measures); 0 = the model's limit
     constrained: bool = True  # decode following the LMX grammar (always-parseable output)
     torch_threads: int = 0  # CPU threads torch may use in the web process; 0 = torch's default
     batch_size: int = 8  # systems of a job decoded together

@@ -1,6 +1,7 @@
 """Decoding: the KV cache matches full recomputation, beam 1 is greedy, sampling is consistent,
 and grammar-constrained decoding always yields well-formed LMX."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,3 +159,63 @@ def test_max_len_is_respected_and_validated(model, batch):
         assert len(result.token_ids) <= 5
     with pytest.raises(ValueError, match="max_len"):
         greedy_decode(model, images, widths, max_len=64)  # 63 generated + <bos> is the limit
+
+
+def test_a_system_read_in_pieces_is_its_pieces_decoded_alone_and_joined(model, batch):
+    """decode_systems batches every piece of every system together, yet each system's tokens are its
+    pieces' own greedy tokens, left to right; progress reports a system once, when its last piece is done."""
+    from acai_omr.inference.batch import decode_systems
+
+    images, widths = batch
+    pieces = [(images[i], int(widths[i])) for i in range(3)]  # [1, H, W] with its valid width
+    alone = [greedy_decode(model, images[i:i + 1], widths[i:i + 1], max_len=12, constrained=False)[0]
+             for i in range(3)]
+    reported = {}
+    joined = decode_systems(model, [[pieces[2], pieces[0]], [pieces[1]]], batch_size=2, max_len=12,
+                            constrained=False, on_batch=lambda ids, rs: reported.update(zip(ids, rs)))
+    assert joined[0].token_ids == alone[2].token_ids + alone[0].token_ids
+    assert joined[1].token_ids == alone[1].token_ids
+    assert joined[0].logprob == pytest.approx(alone[2].logprob + alone[0].logprob, abs=1e-4)
+    assert joined[0].finished == (alone[2].finished and alone[0].finished)
+    assert sorted(reported) == [0, 1] and reported[0].token_ids == joined[0].token_ids
+
+
+def test_decode_crops_reads_a_measure_reader_s_systems_measure_by_measure(model):
+    """With read_measures set (the weights' default, or the caller's), a crop with two measures is read as
+    two pieces and its tokens are the two pieces' tokens; 0 reads it whole."""
+    from PIL import Image
+
+    from acai_omr.inference.batch import decode_crops, decode_systems, system_pieces
+
+    image = np.full((160, 400), 255, np.uint8)  # two staves, barlines at x = 10, 200, 390
+    for top in (20, 100):
+        for k in range(5):
+            image[top + 10 * k, 10:391] = 0
+    for x in (10, 200, 390):
+        image[20:141, x] = 0
+    crop = Image.fromarray(image)
+    pieces = system_pieces(crop, model.cfg, 1)
+    assert len(pieces) == 2 and len(system_pieces(crop, model.cfg, 0)) == 1
+    by_measure = decode_crops(model, [crop], read_measures=1, max_len=8, constrained=False)[0]
+    assert by_measure.token_ids == decode_systems(model, [pieces], max_len=8, constrained=False)[0].token_ids
+    assert len(by_measure.token_ids) == 16  # random weights never stop: 8 per piece
+    assert len(decode_crops(model, [crop], read_measures=0, max_len=8, constrained=False)[0].token_ids) == 8
+
+
+def test_eval_samples_carry_the_pieces_a_measure_reader_decodes():
+    """`acai-omr eval model` scores what the product would output: with read_measures the dev system is
+    decoded in the same pieces (cut on the image the model sees, degraded or not)."""
+    from acai_omr.inference.evaluate import EvalSample, _prepare
+
+    image = np.full((160, 400), 255, np.uint8)
+    for top in (20, 100):
+        for k in range(5):
+            image[top + 10 * k, 10:391] = 0
+    for x in (10, 200, 390):
+        image[20:141, x] = 0
+    whole, pieces = _prepare(image, 32, 256, False, 0, 0, read_measures=1)
+    assert pieces is not None and len(pieces) == 2 and all(p.shape[-2] == 32 for p in pieces)
+    assert sum(p.shape[-1] for p in pieces) > whole.shape[-1]  # the pieces overlap by their margins
+    sample = EvalSample("x", whole, [], "", None, pieces)
+    assert [w for _, w in sample.model_inputs()] == [p.shape[-1] for p in pieces]
+    assert _prepare(image, 32, 256, False, 0, 0, read_measures=0)[1] is None

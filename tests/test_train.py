@@ -6,6 +6,7 @@ written in the data engine's on-disk format and read by its SystemDataset.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -469,3 +470,19 @@ def test_a_continued_run_keeps_the_weights_shape_and_centres_the_memory(tmp_path
     continued = run_model_config(SupervisedTrainConfig(init_weights=str(folder)))
     assert continued.stem == "linear" and continued.enc_dim == legacy.enc_dim and continued.center_memory
     assert run_model_config(SupervisedTrainConfig()) == ModelConfig.small()
+
+
+def test_a_run_on_measure_crops_only_saves_weights_that_read_measures(tmp_path):
+    """`--crop-measures 1` trains on runs of up to --crop-max-measures measures, so its weights decode
+    systems cut the same way; a run that also sees whole systems (or none cut) reads whole systems."""
+    from acai_omr.model import OMRModel
+    from acai_omr.model.weights import save_weights
+    from acai_omr.train.supervised import run_model_config
+
+    assert run_model_config(SupervisedTrainConfig(crop_measures=1.0, crop_max_measures=3)).read_measures == 3
+    assert run_model_config(SupervisedTrainConfig(crop_measures=0.5, crop_max_measures=3)).read_measures == 0
+    reader = dataclasses.replace(tiny_model_config(), read_measures=2)
+    folder = save_weights(OMRModel(reader), reader, tmp_path / "weights")
+    assert run_model_config(SupervisedTrainConfig(init_weights=str(folder))).read_measures == 0
+    assert run_model_config(SupervisedTrainConfig(init_weights=str(folder), crop_measures=1.0,
+                                                  crop_max_measures=1)).read_measures == 1

@@ -13,18 +13,93 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from PIL import Image
 
 from acai_omr.inference.decode import DecodeResult
 
 
-def decode_crops(model, crops, **options) -> list[DecodeResult]:
+def decode_crops(model, crops, read_measures: int | None = None, **options) -> list[DecodeResult]:
     """Grayscale (or RGB/RGBA) PIL crops, one system each -> DecodeResult per crop, in the input order.
 
-    Options are those of `decode_prepared`.
+    Each crop is cut into the pieces the model reads (`system_pieces`; whole
+    systems unless `read_measures`, default the model's `cfg.read_measures`, is
+    set). Options are those of `decode_prepared`.
     """
+    per_piece = model.cfg.read_measures if read_measures is None else read_measures
+    return decode_systems(model, [system_pieces(crop, model.cfg, per_piece) for crop in crops], **options)
+
+
+def system_pieces(crop, cfg, read_measures: int) -> list[tuple[torch.Tensor, int]]:
+    """One system crop (PIL) -> model-ready pieces, left to right: runs of `read_measures` measures cut at
+    the barlines (`acai_omr.data.measures.reading_spans`), or the whole crop when that is 0."""
+    import numpy as np
+
+    from acai_omr.data.measures import reading_spans
     from acai_omr.inference.transcribe import prepare_image
 
-    return decode_prepared(model, [prepare_image(crop, model.cfg) for crop in crops], **options)
+    if read_measures < 1:
+        return [prepare_image(crop, cfg)]
+    gray = gray_array(crop)
+    return [prepare_image(Image.fromarray(np.ascontiguousarray(gray[:, x0:x1])), cfg)
+            for x0, x1 in reading_spans(gray, read_measures)]
+
+
+def gray_array(crop):
+    """PIL image -> uint8 grayscale array, transparency flattened onto white paper."""
+    import numpy as np
+
+    if crop.mode in ("RGBA", "LA") or (crop.mode == "P" and "transparency" in crop.info):
+        background = Image.new("RGBA", crop.size, (255, 255, 255, 255))
+        crop = Image.alpha_composite(background, crop.convert("RGBA"))
+    return np.asarray(crop.convert("L"))
+
+
+def decode_systems(model, systems: list[list[tuple[torch.Tensor, int]]], *,
+                   on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None,
+                   **options) -> list[DecodeResult]:
+    """Systems given as one or more model-ready pieces each -> one DecodeResult per system, in order.
+
+    All pieces of all systems are batched together (`decode_prepared`); a
+    system's result joins its pieces' results left to right (`join_results`).
+    `on_batch(system indices, results)` is called for the systems whose last
+    piece was in the batch just decoded.
+    """
+    if any(not pieces for pieces in systems):
+        raise ValueError("every system needs at least one piece")
+    flat, owner, slot = [], [], []
+    for index, pieces in enumerate(systems):
+        for position, piece in enumerate(pieces):
+            flat.append(piece)
+            owner.append(index)
+            slot.append(position)
+    parts: list[list[DecodeResult | None]] = [[None] * len(pieces) for pieces in systems]
+    waiting = [len(pieces) for pieces in systems]
+
+    def collect(indices: list[int], decoded: list[DecodeResult]) -> None:
+        completed = []
+        for i, result in zip(indices, decoded):
+            parts[owner[i]][slot[i]] = result
+            waiting[owner[i]] -= 1
+            if waiting[owner[i]] == 0:
+                completed.append(owner[i])
+        if on_batch is not None and completed:
+            on_batch(completed, [join_results(parts[s]) for s in completed])
+
+    decode_prepared(model, flat, on_batch=collect, **options)
+    return [join_results(pieces) for pieces in parts]  # type: ignore[arg-type]
+
+
+def join_results(pieces: list[DecodeResult]) -> DecodeResult:
+    """One system's result from its pieces' results, left to right: tokens concatenated, log-probabilities
+    summed, confidence averaged over every generated token (each piece's <eos> included), finished only
+    if every piece finished."""
+    if len(pieces) == 1:
+        return pieces[0]
+    counts = [len(p.token_ids) + 1 for p in pieces]
+    return DecodeResult(token_ids=[t for p in pieces for t in p.token_ids],
+                        logprob=sum(p.logprob for p in pieces),
+                        confidence=sum(p.confidence * n for p, n in zip(pieces, counts)) / sum(counts),
+                        finished=all(p.finished for p in pieces))
 
 
 def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_size: int = 8, beam: int = 1,

@@ -44,7 +44,10 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="systems decoded together")
     parser.add_argument("--no-grammar", dest="constrained", action="store_false",
                         help="do not constrain decoding to well-formed LMX")
-    parser.add_argument("--max-len", type=int, default=None, help="most tokens per system")
+    parser.add_argument("--max-len", type=int, default=None, help="most tokens per piece read (a system, or a run of measures)")
+    parser.add_argument("--read-measures", type=int, default=None, metavar="N",
+                        help="cut each system at its barlines into runs of N measures, decoded separately and joined "
+                             "(0 = whole systems; default: the weights' read_measures)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--int8", action="store_true",
@@ -203,6 +206,9 @@ def run(args: argparse.Namespace) -> int:
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if args.read_measures is not None and args.read_measures < 0:
+        print("error: --read-measures must be 0 or more", file=sys.stderr)
+        return 2
     if args.max_len is not None and not 1 <= args.max_len < cfg.max_tokens:
         print(f"error: --max-len must be in 1..{cfg.max_tokens - 1}", file=sys.stderr)
         return 2
@@ -213,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
     for path in bar:
         try:
             crops, pages, boxes = systems_of(path, args, reports)
-            decoded = decode_crops(model, crops, batch_size=args.batch_size, beam=args.beam, max_len=args.max_len,
+            decoded = decode_crops(model, crops, read_measures=args.read_measures, batch_size=args.batch_size,
+                                   beam=args.beam, max_len=args.max_len,
                                    constrained=args.constrained)
             systems = system_results(decoded, pages, boxes)
             out = write_outputs(systems, _unique_stem(path, used), args.output, args.format, path)

@@ -27,25 +27,35 @@ class EvalSample:
     gold_tokens: list[str]
     gold_musicxml: str | Path  # path or XML text
     image_path: Path | None = None
+    pieces: list | None = None  # [1, H, w] tensors the model reads one at a time (None: the whole image)
+
+    def model_inputs(self) -> list[tuple["object", int]]:
+        """(tensor, valid width) of each piece the model decodes for this system, left to right."""
+        return [(piece, piece.shape[-1]) for piece in (self.pieces or [self.image])]
 
 
 # ---------------------------------------------------------------- loading
 
 
-def _prepare(gray, height: int, max_width: int, degraded: bool, seed: int, index: int):
-    """uint8 grayscale -> model input [1, height, W], exactly as training prepares images."""
+def _prepare(gray, height: int, max_width: int, degraded: bool, seed: int, index: int, read_measures: int = 0):
+    """uint8 grayscale -> (model input [1, height, W], the pieces the model reads or None), exactly as
+    training prepares images; pieces are cut at barlines when `read_measures` > 0 (`reading_spans`)."""
     import numpy as np
 
     from acai_omr.data.dataset import fit_height, to_tensor
     from acai_omr.data.degrade import degrade
+    from acai_omr.data.measures import reading_spans
 
     if degraded:
         gray = degrade(gray, np.random.default_rng([seed, index]))
-    return to_tensor(fit_height(gray, height, max_width))
+    image = to_tensor(fit_height(gray, height, max_width))
+    if read_measures < 1:
+        return image, None
+    return image, [to_tensor(fit_height(gray[:, x0:x1], height, max_width)) for x0, x1 in reading_spans(gray, read_measures)]
 
 
 def load_lieder_dev(height: int, max_width: int, limit: int | None = None, degraded: bool = False,
-                    seed: int = 0, folder: Path | None = None) -> list[EvalSample]:
+                    seed: int = 0, folder: Path | None = None, read_measures: int = 0) -> list[EvalSample]:
     """The 198 MuseScore-engraved conformance systems (PNG + gold .musicxml + gold .lmx)."""
     from acai_omr.data.dataset import load_gray
     from acai_omr.paths import shared_dir
@@ -56,14 +66,14 @@ def load_lieder_dev(height: int, max_width: int, limit: int | None = None, degra
         raise FileNotFoundError(f"no lieder-dev systems in {folder} (set ACAI_SHARED to the shared folder)")
     samples = []
     for index, png in enumerate(pngs[:limit] if limit else pngs):
-        image = _prepare(load_gray(png), height, max_width, degraded, seed, index)
+        image, pieces = _prepare(load_gray(png), height, max_width, degraded, seed, index, read_measures)
         samples.append(EvalSample(png.stem, image, png.with_suffix(".lmx").read_text().split(),
-                                  png.with_suffix(".musicxml"), png))
+                                  png.with_suffix(".musicxml"), png, pieces))
     return samples
 
 
 def load_rendered_split(root: Path, split: str, height: int, max_width: int, limit: int | None = None,
-                        degraded: bool = False, seed: int = 0) -> list[EvalSample]:
+                        degraded: bool = False, seed: int = 0, read_measures: int = 0) -> list[EvalSample]:
     """Systems of a split built by the data engine (`<root>/<split>/manifest.jsonl`).
 
     The gold MusicXML is the manifest's `musicxml` file when it names one,
@@ -80,16 +90,18 @@ def load_rendered_split(root: Path, split: str, height: int, max_width: int, lim
         tokens = record["lmx"].split() if isinstance(record["lmx"], str) else list(record["lmx"])
         xml_name = record.get("musicxml")
         gold_xml = split_dir / xml_name if xml_name else delinearize(tokens).to_musicxml()
-        image = _prepare(load_gray(image_path), height, max_width, degraded, seed, index)
-        samples.append(EvalSample(str(record["id"]), image, tokens, gold_xml, image_path))
+        image, pieces = _prepare(load_gray(image_path), height, max_width, degraded, seed, index, read_measures)
+        samples.append(EvalSample(str(record["id"]), image, tokens, gold_xml, image_path, pieces))
     return samples
 
 
 def load_eval_samples(split: str, data_root: str | Path = "data", height: int = 128, max_width: int = 2048,
-                      limit: int | None = None, degraded: bool = False, seed: int = 0) -> list[EvalSample]:
+                      limit: int | None = None, degraded: bool = False, seed: int = 0,
+                      read_measures: int = 0) -> list[EvalSample]:
+    """`read_measures` > 0 also cuts each system into the pieces a measure-reading model decodes."""
     if split == LIEDER_DEV:
-        return load_lieder_dev(height, max_width, limit, degraded, seed)
-    return load_rendered_split(Path(data_root), split, height, max_width, limit, degraded, seed)
+        return load_lieder_dev(height, max_width, limit, degraded, seed, read_measures=read_measures)
+    return load_rendered_split(Path(data_root), split, height, max_width, limit, degraded, seed, read_measures)
 
 
 # ---------------------------------------------------------------- transcription and scoring
@@ -99,14 +111,15 @@ def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len:
                batch_size: int = 8, constrained: bool = True) -> tuple[list[list[str]], float]:
     """Predicted LMX tokens per sample (in order) and the total decoding seconds.
 
-    The same batched decoding as the product (`batch.decode_prepared`); grammar-
-    constrained by default, as the web app and `acai-omr transcribe` decode.
+    The same batched decoding as the product (`batch.decode_systems`, pieces
+    included); grammar-constrained by default, as the web app and
+    `acai-omr transcribe` decode.
     """
-    from acai_omr.inference.batch import decode_prepared
+    from acai_omr.inference.batch import decode_systems
 
     started = time.perf_counter()
-    results = decode_prepared(model, [(s.image, s.image.shape[-1]) for s in samples], batch_size=batch_size,
-                              beam=beam, max_len=max_len, constrained=constrained)
+    results = decode_systems(model, [s.model_inputs() for s in samples], batch_size=batch_size,
+                             beam=beam, max_len=max_len, constrained=constrained)
     return [r.tokens for r in results], time.perf_counter() - started
 
 
@@ -230,7 +243,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="data", help="dataset root holding <split>/manifest.jsonl")
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights/)")
     p.add_argument("--beam", type=int, default=1, help="beam size; 1 = greedy")
-    p.add_argument("--max-len", type=int, default=None, help="decoding length cap (tokens)")
+    p.add_argument("--max-len", type=int, default=None, help="decoding length cap (tokens, per piece read)")
+    p.add_argument("--read-measures", type=int, default=None,
+                   help="measures per piece the model reads (0 = whole systems; default: the weights' read_measures)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N systems")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--int8", action="store_true", help="evaluate the int8-quantized model the product runs on CPU")
@@ -255,11 +270,15 @@ def run_eval_model(args) -> int:
     if args.beam < 1 or (args.limit is not None and args.limit < 1):
         print("error: --beam and --limit must be at least 1", file=sys.stderr)
         return 2
+    if args.read_measures is not None and args.read_measures < 0:
+        print("error: --read-measures must be 0 or more", file=sys.stderr)
+        return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         model, cfg = load_model(args.weights, device, int8=args.int8)
+        read_measures = cfg.read_measures if args.read_measures is None else args.read_measures
         samples = load_eval_samples(args.split, args.data, cfg.image_height, cfg.max_image_width, args.limit,
-                                    args.degraded, args.seed)
+                                    args.degraded, args.seed, read_measures)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -267,8 +286,10 @@ def run_eval_model(args) -> int:
                             batch_size=args.batch_size, flavor=args.flavor, constrained=args.constrained)
     summary = report["summary"]
     summary.update({"split": args.split, "degraded": args.degraded, "weights": str(args.weights or "default"),
-                    "int8": args.int8})
-    print(f"{args.split}{' (degraded)' if args.degraded else ''}: {summary['systems']} systems, beam {args.beam}")
+                    "int8": args.int8, "read_measures": read_measures,
+                    "pieces": sum(len(s.model_inputs()) for s in samples)})
+    reading = f", {read_measures} measure(s) per piece, {summary['pieces']} pieces" if read_measures else ""
+    print(f"{args.split}{' (degraded)' if args.degraded else ''}: {summary['systems']} systems, beam {args.beam}{reading}")
     print(f"  TEDn-{args.flavor}: {summary['tedn']:.2f}%   SER: {summary['ser']:.2f}%   "
           f"unparseable: {100 * summary['unparseable_rate']:.1f}%   {summary['seconds_per_system']:.3f} s/system")
     if args.json_out:

@@ -234,13 +234,17 @@ def load_mae_encoder(model: nn.Module, path: str | Path, model_cfg: ModelConfig)
 def run_model_config(cfg: SupervisedTrainConfig) -> ModelConfig:
     """The architecture a run trains: the --model preset, or with --init-weights the weights' own
     shape (a continued run is the same model), with the memory centring of current presets switched
-    on (it has no weights, and without it every earlier run's encoder collapsed)."""
+    on (it has no weights, and without it every earlier run's encoder collapsed). A run that sees
+    only measure crops (`--crop-measures 1`) saves weights that read systems the same way, in runs
+    of up to `--crop-max-measures` measures; any other run's weights read whole systems."""
     preset = model_config_named(cfg.model)
+    read_measures = cfg.crop_max_measures if cfg.crop_measures >= 1.0 else 0
     if not cfg.init_weights:
-        return preset
+        return dataclasses.replace(preset, read_measures=read_measures)
     from acai_omr.model.weights import load_config
 
-    return dataclasses.replace(load_config(cfg.init_weights), center_memory=preset.center_memory)
+    return dataclasses.replace(load_config(cfg.init_weights), center_memory=preset.center_memory,
+                               read_measures=read_measures)
 
 
 def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
@@ -358,7 +362,8 @@ def make_dev_evaluator(cfg: SupervisedTrainConfig, model: nn.Module, model_cfg: 
     from acai_omr.inference.evaluate import evaluate_model, load_eval_samples
 
     samples = load_eval_samples(cfg.eval_split, data_root=cfg.data, height=model_cfg.image_height,
-                                limit=cfg.eval_limit, degraded=False, max_width=model_cfg.max_image_width)
+                                limit=cfg.eval_limit, degraded=False, max_width=model_cfg.max_image_width,
+                                read_measures=model_cfg.read_measures)
     if not samples:
         raise FileNotFoundError(f"no dev systems found for --eval-split {cfg.eval_split} (data root {cfg.data})")
 
