@@ -161,6 +161,24 @@ def test_prepare_image_keeps_aspect_and_pads_white():
     assert float(tensor[0, 0].min()) == 1.0 and float(tensor[0, 16].max()) == 0.0
 
 
+def test_inference_sees_exactly_the_pixels_training_sees():
+    """The product resizes with the training path's own function (cv2 area averaging), not another
+    resampler, so training, evaluation and the product decode the same pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from acai_omr.data.dataset import fit_height, to_tensor
+    from acai_omr.inference.transcribe import prepare_image
+
+    cfg = ModelConfig.tiny()
+    gray = np.random.default_rng(0).integers(0, 256, (90, 170), dtype=np.uint8)
+    tensor, width = prepare_image(Image.fromarray(gray), cfg)
+    training = to_tensor(fit_height(gray, cfg.image_height, cfg.max_image_width))
+    assert width == training.shape[-1]
+    assert torch.equal(tensor[:, :, :width], training)
+    assert float(tensor[:, :, width:].min()) == 1.0  # patch padding is white paper
+
+
 def test_int8_loading_quantizes_linear_layers_and_keeps_the_logits_close(saved):
     model, cfg, directory = saved
     fp32, _ = load_model(directory)
