@@ -6,25 +6,12 @@ import random
 
 import numpy as np
 import pytest
+from drawn import drawn_system
 
 from acai_omr.data.measures import barlines, barlines_degraded, crop_measures, reading_spans, split_measures, staff_lines
 
 TWO_MEASURES = ("measure key:fifths:0 clef:G2 staff:1 clef:F4 staff:2 C4 voice:1 whole staff:1 "
                 "measure D4 voice:1 whole staff:1")
-
-
-def drawn_system(stem_through_both: bool = True) -> np.ndarray:
-    """A white 160x400 system: staves at rows 20-60 and 100-140, system line x=10, barlines x=200 and 390."""
-    image = np.full((160, 400), 255, np.uint8)
-    for top in (20, 100):
-        for k in range(5):
-            image[top + 10 * k, 10:391] = 0
-    for x in (10, 200, 390):
-        image[20:141, x] = 0
-    if stem_through_both:  # chord stems crossing each whole staff at one x, running past it
-        image[12:66, 100] = 0
-        image[96:148, 100] = 0
-    return image
 
 
 def test_staff_lines_are_two_staves_of_five_even_with_extra_long_beams():
@@ -129,11 +116,9 @@ def test_degraded_real_systems_are_cut_into_their_measures_far_more_often_than_b
     from acai_omr.data.dataset import load_gray
     from acai_omr.data.degrade import degrade
     from acai_omr.data.measures import count_measures
-    from acai_omr.paths import shared_dir
+    from shared_data import LIEDER_DEV, require
 
-    pngs = sorted((shared_dir() / "conformance" / "lieder-dev").glob("*.png"))[:30]
-    if not pngs:
-        pytest.skip("shared conformance set missing")
+    pngs = sorted(require(LIEDER_DEV).glob("*.png"))[:30]
     by_fallback = by_clean = 0
     for index, png in enumerate(pngs):
         measures = count_measures(png.with_suffix(".lmx").read_text())

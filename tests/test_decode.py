@@ -1,9 +1,9 @@
 """Decoding: the KV cache matches full recomputation, beam 1 is greedy, sampling is consistent,
 and grammar-constrained decoding always yields well-formed LMX."""
 
-import numpy as np
 import pytest
 import torch
+from drawn import drawn_system
 
 from acai_omr.lmx.delinearize import delinearize
 from acai_omr.lmx.vocab import VOCAB
@@ -187,13 +187,7 @@ def test_decode_crops_reads_a_measure_reader_s_systems_measure_by_measure(model)
 
     from acai_omr.inference.batch import decode_crops, decode_systems, system_pieces
 
-    image = np.full((160, 400), 255, np.uint8)  # two staves, barlines at x = 10, 200, 390
-    for top in (20, 100):
-        for k in range(5):
-            image[top + 10 * k, 10:391] = 0
-    for x in (10, 200, 390):
-        image[20:141, x] = 0
-    crop = Image.fromarray(image)
+    crop = Image.fromarray(drawn_system(stem_through_both=False))  # barlines at x = 10, 200, 390
     pieces = system_pieces(crop, model.cfg, 1)
     assert len(pieces) == 2 and len(system_pieces(crop, model.cfg, 0)) == 1
     by_measure = decode_crops(model, [crop], read_measures=1, max_len=8, constrained=False)[0]
@@ -207,12 +201,7 @@ def test_eval_samples_carry_the_pieces_a_measure_reader_decodes():
     decoded in the same pieces (cut on the image the model sees, degraded or not)."""
     from acai_omr.inference.evaluate import EvalSample, _prepare
 
-    image = np.full((160, 400), 255, np.uint8)
-    for top in (20, 100):
-        for k in range(5):
-            image[top + 10 * k, 10:391] = 0
-    for x in (10, 200, 390):
-        image[20:141, x] = 0
+    image = drawn_system(stem_through_both=False)
     whole, pieces = _prepare(image, 32, 256, False, 0, 0, read_measures=1)
     assert pieces is not None and len(pieces) == 2 and all(p.shape[-2] == 32 for p in pieces)
     assert sum(p.shape[-1] for p in pieces) > whole.shape[-1]  # the pieces overlap by their margins

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from PIL import Image
 
 from acai_omr.inference.decode import DecodeResult
 
@@ -32,26 +31,11 @@ def decode_crops(model, crops, read_measures: int | None = None, **options) -> l
 def system_pieces(crop, cfg, read_measures: int) -> list[tuple[torch.Tensor, int]]:
     """One system crop (PIL) -> model-ready pieces, left to right: runs of `read_measures` measures cut at
     the barlines (`acai_omr.data.measures.reading_spans`), or the whole crop when that is 0."""
-    import numpy as np
-
     from acai_omr.data.measures import reading_spans
-    from acai_omr.inference.transcribe import prepare_image
+    from acai_omr.inference.transcribe import gray_pixels, prepare_gray
 
-    if read_measures < 1:
-        return [prepare_image(crop, cfg)]
-    gray = gray_array(crop)
-    return [prepare_image(Image.fromarray(np.ascontiguousarray(gray[:, x0:x1])), cfg)
-            for x0, x1 in reading_spans(gray, read_measures)]
-
-
-def gray_array(crop):
-    """PIL image -> uint8 grayscale array, transparency flattened onto white paper."""
-    import numpy as np
-
-    if crop.mode in ("RGBA", "LA") or (crop.mode == "P" and "transparency" in crop.info):
-        background = Image.new("RGBA", crop.size, (255, 255, 255, 255))
-        crop = Image.alpha_composite(background, crop.convert("RGBA"))
-    return np.asarray(crop.convert("L"))
+    gray = gray_pixels(crop)
+    return [prepare_gray(gray[:, x0:x1], cfg) for x0, x1 in reading_spans(gray, read_measures)]
 
 
 def decode_systems(model, systems: list[list[tuple[torch.Tensor, int]]], *,

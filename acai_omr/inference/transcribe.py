@@ -24,19 +24,29 @@ def prepare_image(image, cfg: ModelConfig) -> tuple[torch.Tensor, int]:
 
     W is the valid width rounded up to a multiple of the patch width (filled with white).
     """
-    from PIL import Image
+    return prepare_gray(gray_pixels(image), cfg)
 
-    from acai_omr.data.dataset import fit_height
+
+def gray_pixels(image) -> np.ndarray:
+    """PIL image -> uint8 grayscale array, transparent pixels as white paper; ImageError if it has no pixels."""
+    from PIL import Image
 
     if image.width < 1 or image.height < 1:
         raise ImageError(f"image has no pixels ({image.width}x{image.height})")
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))  # transparent -> white paper
         image = Image.alpha_composite(background, image.convert("RGBA"))
+    return np.asarray(image.convert("L"))
+
+
+def prepare_gray(gray: np.ndarray, cfg: ModelConfig) -> tuple[torch.Tensor, int]:
+    """uint8 grayscale array -> (model input, valid width), as `prepare_image`."""
+    from acai_omr.data.dataset import fit_height
+
     # the training resize itself (cv2, area-averaged when shrinking), so `acai-omr eval model` scores
     # what users get: with PIL's LANCZOS (until 2026-12-02) the same weights scored 84.5% on
     # lieder-dev through this path against 84.9% in evaluation
-    fitted = fit_height(np.asarray(image.convert("L")), cfg.image_height, cfg.max_image_width)
+    fitted = fit_height(gray, cfg.image_height, cfg.max_image_width)
     width = fitted.shape[1]
     padded_width = -(-width // cfg.patch_width) * cfg.patch_width
     canvas = np.ones((cfg.image_height, padded_width), dtype=np.float32)
