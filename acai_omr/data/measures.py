@@ -143,10 +143,10 @@ def barlines_degraded(gray: np.ndarray) -> list[int] | None:
     curl do not matter); of several, the neighbouring pair nearest the image's
     middle is the system (a loose crop shows parts of the systems around it).
     A barline column is inked (on a vertically smoothed, Otsu-cut mask, widened
-    by a pixel each way) over 85% of each staff's height between its curving
-    top and bottom lines, the two staves' columns within a small tilt of each
-    other, with clear paper just outside the system. None when no two staves
-    are found.
+    by a pixel each way) over 90% of every space of both staves between their
+    curving top and bottom lines, the two staves' columns within a small tilt
+    of each other, with clear paper half a space to a space outside the system
+    (on the unsmoothed mask). None when no two staves are found.
     """
     import cv2
 
@@ -165,29 +165,37 @@ def barlines_degraded(gray: np.ndarray) -> list[int] | None:
         return None
     upper, lower = min(zip(staves, staves[1:]),
                        key=lambda pair: abs((pair[0].center_y + pair[1].center_y) / 2 - h / 2))
-    bar_ink = binarize(flat, along="y").astype(np.int32)
-    rows_inked = np.vstack([np.zeros((1, w), np.int32), np.cumsum(bar_ink, axis=0)])  # rows_inked[y, x]: ink above y
+    bar_ink = binarize(flat, along="y").astype(np.int32)  # smoothed down columns: faint barlines survive
     xs = np.arange(w)
 
-    def share_inked(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    def inked_above(mask: np.ndarray) -> np.ndarray:
+        """[y, x]: ink pixels of column x above row y."""
+        return np.vstack([np.zeros((1, w), np.int32), np.cumsum(mask.astype(np.int32), axis=0)])
+
+    def share_inked(top: np.ndarray, bottom: np.ndarray, rows_inked: np.ndarray) -> np.ndarray:
         top = np.clip(np.round(top).astype(int), 0, h)
         bottom = np.clip(np.round(bottom).astype(int) + 1, 0, h)
         return (rows_inked[bottom, xs] - rows_inked[top, xs]) / np.maximum(1, bottom - top)
+
+    bar_rows = inked_above(bar_ink)
 
     def through(staff) -> np.ndarray:
         """Columns inked through every space of the staff (each space may sit a pixel off: tilt)."""
         ok = np.ones(w, dtype=bool)
         for k in range(4):
-            share = share_inked(staff.top_at(xs) + k * staff.space, staff.top_at(xs) + (k + 1) * staff.space)
+            share = share_inked(staff.top_at(xs) + k * staff.space, staff.top_at(xs) + (k + 1) * staff.space, bar_rows)
             ok &= cv2.dilate(share[None].astype(np.float32), np.ones((1, 3), np.uint8))[0] >= 0.9
         return ok
 
     through_upper, through_lower = through(upper), through(lower)
     tilt = max(1, int(np.ceil((lower.center_y - upper.center_y) * np.tan(np.radians(2.0)))))
     both = through_upper & (cv2.dilate(through_lower.astype(np.uint8)[None], np.ones((1, 2 * tilt + 1), np.uint8))[0] > 0)
-    # a barline stops at the outer staff lines; a stem through a whole staff runs on past them
-    above = share_inked(upper.top_at(xs) - 0.7 * space, upper.top_at(xs) - 0.3 * space)
-    below = share_inked(lower.bottom_at(xs) + 0.3 * space, lower.bottom_at(xs) + 0.7 * space)
+    # a barline stops at the outer staff lines; a stem through a whole staff runs on past them. Judged on
+    # the unsmoothed mask half a space out and beyond: the vertical smoothing (and the blur of a photo)
+    # spreads the outer staff line and the barline's own end over the first few pixels
+    plain_rows = inked_above(binarize(flat))
+    above = share_inked(upper.top_at(xs) - 1.0 * space, upper.top_at(xs) - 0.5 * space, plain_rows)
+    below = share_inked(lower.bottom_at(xs) + 0.5 * space, lower.bottom_at(xs) + 1.0 * space, plain_rows)
     clear = (above < 0.15) & (below < 0.15)
     both &= clear & np.r_[clear[1:], True] & np.r_[True, clear[:-1]]
     columns = np.flatnonzero(both)
@@ -264,8 +272,9 @@ def reading_spans(gray: np.ndarray, measures_per_piece: int) -> list[tuple[int, 
     like what the model learned from; the last piece runs to the right edge, so
     music after a missed final barline is not lost. Barlines are looked for with
     the clean-render threshold, then as in scans and photos (`barlines_degraded`).
-    Where none are found, or `measures_per_piece` < 1, the
-    whole image is one piece.
+    A missed opening (final) barline is taken to be at the left (right) edge
+    when the first (last) one found is more than a tenth of the width in. Where
+    none are found, or `measures_per_piece` < 1, the whole image is one piece.
     """
     width = gray.shape[1]
     if measures_per_piece < 1:
@@ -273,10 +282,14 @@ def reading_spans(gray: np.ndarray, measures_per_piece: int) -> list[tuple[int, 
     found = barlines(gray, thin=True)
     if found is None or len(found) < 2:
         found = barlines_degraded(gray)
-    if found is None or len(found) < 2:
+    if not found:
         return [(0, width)]
     if found[0] > 0.1 * width:  # the system's opening line was missed: the first measure starts at the left edge
         found = [0, *found]
+    if found[-1] < 0.9 * width:  # the final barline was missed: the last measure ends at the right edge
+        found = [*found, width]
+    if len(found) < 2:
+        return [(0, width)]
     bounds = list(zip(found[:-1], found[1:]))
     spans = [crop_span(bounds, first, min(measures_per_piece, len(bounds) - first), width)
              for first in range(0, len(bounds), measures_per_piece)]
