@@ -325,3 +325,79 @@ def test_cli_config_file_then_flags(tmp_path):
     path.write_text(json.dumps({"group_size": "four"}))
     with pytest.raises(ValueError, match="group_size must be int"):
         config_from_args(build_parser().parse_args(["train", "grpo", "--config", str(path)]))
+
+
+# ---------------------------------------------------------------- measure readers
+
+
+def _two_measure_split(root: Path, copies: int = 4) -> None:
+    from test_data_measures import TWO_MEASURES, drawn_system
+    from test_dataset import write_split
+
+    write_split(root, "train", [(f"two{i}", drawn_system(), TWO_MEASURES) for i in range(copies)])
+
+
+def test_a_crop_is_scored_against_the_lmx_of_its_own_measures(tmp_path):
+    from test_data_measures import TWO_MEASURES
+
+    from acai_omr.lmx.delinearize import delinearize
+    from acai_omr.train.grpo import GoldMusicXml
+
+    _two_measure_split(tmp_path, copies=1)
+    gold = GoldMusicXml(tmp_path, "train")
+    second = TWO_MEASURES[TWO_MEASURES.index("measure D4"):].split()
+    assert gold("two0", (1, 1)) == delinearize(second).to_musicxml()
+    assert gold("two0", (0, 2)) == gold("two0") == delinearize(TWO_MEASURES.split()).to_musicxml()
+    assert gold("two0", (1, 1)) != gold("two0")
+
+
+def test_measure_reader_rollouts_are_rewarded_against_the_crop_each_sample_read(tmp_path):
+    """A rollout over a batch of measure crops: every sample's reward components are those of its
+    prediction scored against its own crop's LMX and MusicXML, not the whole system's."""
+    from acai_omr.data.dataset import SystemDataset, collate_systems
+    from acai_omr.data.measures import measure_slice
+    from acai_omr.lmx.vocab import VOCAB
+    from acai_omr.train.grpo import GoldMusicXml, make_rollout
+    from acai_omr.train.reward import RewardParams, RewardScorer
+
+    _two_measure_split(tmp_path, copies=1)
+    model = tiny_model()
+    dataset = SystemDataset(tmp_path, "train", height=model.cfg.image_height, augment=False, seed=0, max_tokens=96,
+                            max_width=model.cfg.max_image_width, crop_measures=1.0, max_crop_measures=1)
+    by_crop = {}
+    for epoch in range(20):
+        item = dataset[(0, epoch)]
+        by_crop.setdefault(item["crop"], item)
+    assert set(by_crop) == {(0, 1), (1, 1)}
+    batch = collate_systems([by_crop[(0, 1)], by_crop[(1, 1)]], patch_width=model.cfg.patch_width)
+    assert batch["crops"] == [(0, 1), (1, 1)]
+
+    cfg = _smoke_config(tmp_path, tmp_path, tmp_path, group_size=2, max_len_start=12)
+    gold = GoldMusicXml(tmp_path, "train")
+    scorer = RewardScorer(RewardParams.from_config(cfg), 0)
+    torch.manual_seed(0)
+    rollout = make_rollout(model, batch, cfg, schedule_values(0, cfg, model.cfg.max_tokens - 1), scorer, gold)
+
+    whole = gold.records["two0"]["lmx"].split()
+    for row, components in enumerate(rollout.components):
+        crop = batch["crops"][row // cfg.group_size]
+        ids = rollout.sample_ids[row, : int(rollout.lengths[row])].tolist()
+        pred = VOCAB.decode(ids[:-1] if ids and ids[-1] == VOCAB.eos_id else ids)
+        expected = scorer.score([pred], [measure_slice(whole, *crop)], [gold("two0", crop)])[0]
+        assert components == expected
+
+
+def test_grpo_samples_crops_when_the_weights_read_by_measures(tmp_path):
+    from acai_omr.model.weights import save_weights
+    from acai_omr.train.common import read_log
+    from acai_omr.train.grpo import train_grpo
+
+    _two_measure_split(tmp_path / "data")
+    (tmp_path / "data" / "dev").symlink_to(tmp_path / "data" / "train")
+    model = tiny_model()
+    model.cfg = dataclasses.replace(model.cfg, read_measures=1)
+    weights = save_weights(model, model.cfg, tmp_path / "weights")
+    trainer = train_grpo(_smoke_config(tmp_path, weights, tmp_path / "data", steps=1, batch_size=2, eval_limit=1))
+    assert trainer.dataset.crop_measures == 1.0 and trainer.dataset.max_crop_measures == 1
+    train = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
+    assert len(train) == 1 and math.isfinite(train[0]["loss"])

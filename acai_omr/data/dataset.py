@@ -231,6 +231,7 @@ class SystemDataset(Dataset):
             "id": str(record["id"]),
             "image": self._shape(gray),
             "tokens": torch.from_numpy(token_ids).long(),
+            "crop": plan,  # (first measure, count) of the system's measures this item holds; None = whole
         }
         if self.return_clean:
             item["clean"] = item["image"] if clean is None else self._shape(clean)
@@ -284,6 +285,7 @@ def collate_systems(items: list[dict], patch_width: int = DatasetConfig.patch_wi
         "tokens": tokens,
         "token_lengths": lengths,
         "ids": [item["id"] for item in items],
+        "crops": [item.get("crop") for item in items],
     }
     if "clean" in items[0]:
         batch["clean"] = _pad_images([item["clean"] for item in items], padded_width)

@@ -4,7 +4,8 @@ One step:
 
 1. sample G sequences for each of B training images with the KV-cached
    decoder (all B·G rows in one batch), at the curriculum's temperature,
-   top-k and max length;
+   top-k and max length; weights that read by measures (`read_measures` N)
+   sample crops of 1..N measures, scored against those measures' gold;
 2. score every sample (`acai_omr.train.reward`, in a process pool) and turn
    the rewards into advantages within each image's group:
    A = (R − group mean) / (group std + ε);
@@ -173,10 +174,13 @@ class GrpoObjective(nn.Module):
 
 
 class GoldMusicXml:
-    """Gold MusicXML (a file path or XML text) of each system of a split, by id.
+    """Gold MusicXML (a file path or XML text) of each system of a split, or of a run of its measures.
 
     A manifest record naming a `musicxml` file gives that file; otherwise the
-    gold LMX is delinearized (as `inference.evaluate` does for dev), once.
+    gold LMX is delinearized (as `inference.evaluate` does for dev), once. A
+    measure crop (`crop` = (first measure, count), as the dataset cut it) is
+    scored against the delinearized LMX of just those measures: the system's
+    file would charge a sample for every measure the crop does not show.
     """
 
     def __init__(self, root: str | Path, split: str = "train"):
@@ -186,17 +190,21 @@ class GoldMusicXml:
         self.records = {str(r["id"]): r for r in read_manifest(self.split_dir / "manifest.jsonl")}
         self._cache: dict[str, str] = {}
 
-    def __call__(self, system_id: str) -> str:
-        if system_id not in self._cache:
+    def __call__(self, system_id: str, crop: tuple[int, int] | None = None) -> str:
+        key = (system_id, None if crop is None else tuple(crop))
+        if key not in self._cache:
+            from acai_omr.data.measures import measure_slice
             from acai_omr.lmx.delinearize import delinearize
 
             record = self.records[system_id]
-            if record.get("musicxml"):
-                self._cache[system_id] = str(self.split_dir / record["musicxml"])
+            lmx = record["lmx"].split() if isinstance(record["lmx"], str) else list(record["lmx"])
+            if crop is not None:
+                self._cache[key] = delinearize(measure_slice(lmx, *crop)).to_musicxml()
+            elif record.get("musicxml"):
+                self._cache[key] = str(self.split_dir / record["musicxml"])
             else:
-                lmx = record["lmx"].split() if isinstance(record["lmx"], str) else list(record["lmx"])
-                self._cache[system_id] = delinearize(lmx).to_musicxml()
-        return self._cache[system_id]
+                self._cache[key] = delinearize(lmx).to_musicxml()
+        return self._cache[key]
 
 
 @dataclass
@@ -246,7 +254,8 @@ def make_rollout(model: nn.Module, batch: dict, cfg: GrpoConfig, sched: dict, sc
     gold_tokens = [VOCAB.decode(row.tolist()) for row in gold.cpu()]
     image_of = result.image_index.tolist()
     golds = [gold_tokens[i] for i in image_of]
-    xmls = [gold_xml(batch["ids"][i]) for i in image_of]
+    crops = batch.get("crops") or [None] * len(batch["ids"])
+    xmls = [gold_xml(batch["ids"][i], crops[i]) for i in image_of]
     components = scorer.score(preds, golds, xmls)
     weights = reward_weights(cfg, sched["lambda_len"])
     rewards = torch.tensor([combine(c, weights) for c in components], dtype=torch.float32)
@@ -310,7 +319,14 @@ def train_grpo(cfg: GrpoConfig, evaluate=None, stop_at: int | None = None):
         model, model_cfg = load_model(cfg.init, device="cpu")
         objective = GrpoObjective(model)
         groups = param_groups(objective, cfg.lr, cfg.weight_decay)
-        dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False)
+        # a measure reader (weights with read_measures) is rewarded on what it reads: crops of 1..N measures
+        reads = model_cfg.read_measures
+        dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False,
+                                                                crop_measures=1.0 if reads > 0 else 0.0,
+                                                                max_crop_measures=max(1, reads))
+        if reads > 0 and runtime.is_main:
+            print(f"the weights read {reads} measure(s) at a time: rollouts sample crops of 1..{reads} measures",
+                  flush=True)
         gold_xml = GoldMusicXml(cfg.data, "train")
         model_max_len = model_cfg.max_tokens - 1
         cache: dict = {}
