@@ -7,11 +7,9 @@ import argparse
 
 import torch
 
-from acai_omr.config import SupervisedTrainConfig
 from acai_omr.data.dataset import SystemDataset
 from acai_omr.model.model import OMRModel
-from acai_omr.model.weights import load_model
-from acai_omr.train.supervised import run_model_config
+from acai_omr.model.weights import load_model, model_from_checkpoint
 
 
 def add_model_args(parser: argparse.ArgumentParser, systems: int, threads: int) -> None:
@@ -24,21 +22,10 @@ def add_model_args(parser: argparse.ArgumentParser, systems: int, threads: int) 
                         help="share of systems cut to 1-2 measures (acai_omr.data.measures)")
 
 
-def load_checkpoint_model(path: str) -> tuple[OMRModel, object]:
-    """The model inside a supervised training checkpoint (its objective's `model.*` weights), built as the
-    run built it."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = run_model_config(SupervisedTrainConfig(**checkpoint["config"]))
-    model = OMRModel(cfg)
-    model.load_state_dict({key[len("model."):]: value for key, value in checkpoint["objective"].items()
-                           if key.startswith("model.")})
-    return model, cfg
-
-
 def load_for_bench(args: argparse.Namespace) -> tuple[OMRModel, object, SystemDataset]:
     """(float32 model in eval mode, its config, the undegraded dev split) after `torch.set_num_threads`."""
     torch.set_num_threads(args.threads)
-    load = load_checkpoint_model if args.weights.endswith(".pt") else load_model
+    load = model_from_checkpoint if args.weights.endswith(".pt") else load_model
     model, cfg = load(args.weights)
     dataset = SystemDataset(args.data, args.split, cfg.image_height, augment=False, seed=0, max_tokens=cfg.max_tokens,
                             max_width=cfg.max_image_width, crop_measures=args.crop_measures)

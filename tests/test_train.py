@@ -486,3 +486,26 @@ def test_a_run_on_measure_crops_only_saves_weights_that_read_measures(tmp_path):
     assert run_model_config(SupervisedTrainConfig(init_weights=str(folder))).read_measures == 0
     assert run_model_config(SupervisedTrainConfig(init_weights=str(folder), crop_measures=1.0,
                                                   crop_max_measures=1)).read_measures == 1
+
+
+def test_export_turns_a_runs_last_checkpoint_into_weights_that_load(tiny_data, tmp_path, capsys):
+    """A run with no dev evaluation writes no best_weights/; `acai-omr train export` writes its last step
+    as a weights folder, with the run's model config (read_measures included), and refuses other files."""
+    from acai_omr.cli import main
+    from acai_omr.model.weights import load_model
+    from acai_omr.train.supervised import train_supervised
+
+    model_cfg = dataclasses.replace(tiny_model_config(), read_measures=2)
+    trainer = train_supervised(tiny_supervised_config(tiny_data, tmp_path / "run", steps=2), model_cfg)
+    assert not (tmp_path / "run" / "best_weights").exists()
+    assert main(["train", "export", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "w")]) == 0
+    exported, cfg = load_model(tmp_path / "w", "cpu")
+    assert cfg == model_cfg and cfg.read_measures == 2
+    trained = trainer.objective.model.state_dict()
+    for name, value in exported.state_dict().items():
+        assert torch.allclose(value, trained[name].float(), atol=1e-3, rtol=1e-3), name
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", "export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "x")]) == 1
+    assert main(["train", "export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 1
+    assert "cannot read checkpoint" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -39,6 +39,37 @@ def save_weights(model, cfg: ModelConfig, directory: str | Path) -> Path:
     return directory
 
 
+def model_from_checkpoint(path: str | Path):
+    """-> (OMRModel in eval mode, ModelConfig) from a training checkpoint (`last.pt` / `best.pt` of a
+    supervised or GRPO run), built with the config the run saved.
+
+    A run with no dev evaluation (`--eval-every 0`) writes no `best_weights/`; this is how its last
+    step becomes weights (`acai-omr train export`).
+    """
+    from acai_omr.model.model import OMRModel
+    from acai_omr.train.common import load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(Path(path))
+    except (FileNotFoundError, ValueError) as error:
+        raise WeightsError(str(error)) from error
+    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint or "objective" not in checkpoint:
+        raise WeightsError(f"{path} is not a checkpoint of `acai-omr train supervised|grpo` (no model config)")
+    cfg = ModelConfig.from_dict(checkpoint["model_config"])
+    state = {}
+    for key, value in checkpoint["objective"].items():
+        key = key.removeprefix("module.")  # saved from a DistributedDataParallel wrapper
+        if key.startswith("model."):
+            state[key[len("model."):]] = value
+    model = OMRModel(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        phase = checkpoint.get("phase", "unknown")
+        raise WeightsError(f"{path} holds no OMR model (phase {phase}): {str(error)[:300]}") from error
+    return model.eval(), cfg
+
+
 def load_config(directory: str | Path) -> ModelConfig:
     directory = Path(directory)
     path = directory / CONFIG_FILE

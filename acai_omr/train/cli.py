@@ -1,4 +1,5 @@
-"""`acai-omr train mae|supervised`: every field of the phase's config dataclass is a flag.
+"""`acai-omr train mae|supervised`: every field of the phase's config dataclass is a flag;
+`acai-omr train export` turns a run's checkpoint into a weights folder.
 
 Runs on CPU, on one GPU (bf16 autocast), or on several through torchrun:
     torchrun --nproc_per_node 4 -m acai_omr.cli train supervised --model large ...
@@ -41,6 +42,28 @@ def register(subparsers) -> None:
                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         add_config_flags(parser, config_cls)
         parser.set_defaults(func=run_train, _config_cls=config_cls)
+    parser = subparsers.add_parser(
+        "export", help="write a training checkpoint's model as weights (fp16 safetensors + config.json)",
+        description="Write the model of a run's last.pt or best.pt as a weights folder that `--weights`, "
+                    "`acai-omr transcribe` and the web app load. A run without dev evaluation (--eval-every 0) "
+                    "leaves only last.pt.")
+    parser.add_argument("checkpoint", help="runs/<run>/last.pt or best.pt")
+    parser.add_argument("--out", required=True, help="weights folder to write (created if needed)")
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from acai_omr.model.weights import WeightsError, model_from_checkpoint, save_weights
+
+    try:
+        model, cfg = model_from_checkpoint(args.checkpoint)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    folder = save_weights(model, cfg, args.out)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {folder} ({params / 1e6:.2f} M parameters, read_measures {cfg.read_measures})")
+    return 0
 
 
 def run_train(args) -> int:
