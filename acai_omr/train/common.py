@@ -262,6 +262,7 @@ class LoopState:
     best_step: int = -1
     train_seconds: float = 0.0  # wall time spent in earlier sessions of this run
     horizon: int = 0  # schedule length chosen to fit --time-limit-min (0 = cfg.steps)
+    warmup: int = 0  # warm-up length chosen with the horizon (0 = derived from it)
 
 
 class Trainer:
@@ -425,7 +426,7 @@ class Trainer:
         """
         self.cfg.steps = steps
         self.schedule.total = max(1, steps)
-        self.schedule.warmup = min(self.cfg.warmup_steps, max(1, steps // 10))
+        self.schedule.warmup = self.state.warmup or min(self.cfg.warmup_steps, max(1, steps // 10))
         self.state.horizon = steps
 
     def _fit_to_time_limit(self, session_start: float, timed_from: float, timed_steps: int) -> None:
@@ -442,6 +443,9 @@ class Trainer:
             dist.all_reduce(box, op=dist.ReduceOp.MIN)
             fit = int(box.item())
         fit = max(self.state.step + 1, min(self.cfg.steps, fit))
+        # a tenth of the fitted run, but not over before it begins: a short fit on slow steps (31 steps,
+        # warm-up 3, fitted at step 25) would go straight from the long warm-up's tiny rates into the decay
+        self.state.warmup = min(self.cfg.warmup_steps, max(self.state.step + 1, fit // 10))
         self._set_horizon(fit)
         self.log.write({"step": self.state.step, "kind": "plan", "steps": fit, "seconds_per_step": per_step})
         if self.rt.is_main:
