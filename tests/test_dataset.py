@@ -282,7 +282,8 @@ def test_sampler_rejects_bad_arguments():
 
 
 def test_measure_crops_replace_image_and_tokens_together(tmp_path):
-    from test_data_measures import TWO_MEASURES, drawn_system
+    from drawn import drawn_system
+    from test_data_measures import TWO_MEASURES
 
     write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES)])
     whole = make(tmp_path, augment=False, height=160)[0]
@@ -301,7 +302,8 @@ def test_measure_crops_replace_image_and_tokens_together(tmp_path):
 def test_epoch_widths_are_the_widths_items_load_with(tmp_path):
     """The sampler buckets crops by width before loading them: the width it is told must be the one
     the item has, crop or whole, epoch after epoch."""
-    from test_data_measures import TWO_MEASURES, drawn_system
+    from drawn import drawn_system
+    from test_data_measures import TWO_MEASURES
 
     blank = np.full((160, 300), 255, np.uint8)  # no staves: never cropped, stays whole
     write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES), ("blank", blank, TWO_MEASURES)])
@@ -317,7 +319,8 @@ def test_epoch_widths_are_the_widths_items_load_with(tmp_path):
 
 def test_measure_bounds_are_cached_per_split(tmp_path):
     from acai_omr.data.measures import BOUNDS_FILE
-    from test_data_measures import TWO_MEASURES, drawn_system
+    from drawn import drawn_system
+    from test_data_measures import TWO_MEASURES
 
     write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES)])
     make(tmp_path, augment=False, height=160, crop_measures=1.0)
@@ -343,7 +346,8 @@ def test_sampler_takes_widths_per_epoch():
 
 
 def test_all_crops_drops_systems_that_cannot_be_cropped(tmp_path):
-    from test_data_measures import TWO_MEASURES, drawn_system
+    from drawn import drawn_system
+    from test_data_measures import TWO_MEASURES
 
     blank = np.full((160, 300), 255, np.uint8)
     write_split(tmp_path, "train", [("two", drawn_system(), TWO_MEASURES), ("blank", blank, TWO_MEASURES)])

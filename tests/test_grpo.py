@@ -331,7 +331,8 @@ def test_cli_config_file_then_flags(tmp_path):
 
 
 def _two_measure_split(root: Path, copies: int = 4) -> None:
-    from test_data_measures import TWO_MEASURES, drawn_system
+    from drawn import drawn_system
+    from test_data_measures import TWO_MEASURES
     from test_dataset import write_split
 
     write_split(root, "train", [(f"two{i}", drawn_system(), TWO_MEASURES) for i in range(copies)])

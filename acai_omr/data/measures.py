@@ -288,8 +288,6 @@ def reading_spans(gray: np.ndarray, measures_per_piece: int) -> list[tuple[int, 
         found = [0, *found]
     if found[-1] < 0.9 * width:  # the final barline was missed: the last measure ends at the right edge
         found = [*found, width]
-    if len(found) < 2:
-        return [(0, width)]
     bounds = list(zip(found[:-1], found[1:]))
     spans = [crop_span(bounds, first, min(measures_per_piece, len(bounds) - first), width)
              for first in range(0, len(bounds), measures_per_piece)]

@@ -254,8 +254,7 @@ def make_rollout(model: nn.Module, batch: dict, cfg: GrpoConfig, sched: dict, sc
     gold_tokens = [VOCAB.decode(row.tolist()) for row in gold.cpu()]
     image_of = result.image_index.tolist()
     golds = [gold_tokens[i] for i in image_of]
-    crops = batch.get("crops") or [None] * len(batch["ids"])
-    xmls = [gold_xml(batch["ids"][i], crops[i]) for i in image_of]
+    xmls = [gold_xml(batch["ids"][i], batch["crops"][i]) for i in image_of]
     components = scorer.score(preds, golds, xmls)
     weights = reward_weights(cfg, sched["lambda_len"])
     rewards = torch.tensor([combine(c, weights) for c in components], dtype=torch.float32)
