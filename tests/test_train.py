@@ -518,3 +518,50 @@ def test_export_turns_a_runs_last_checkpoint_into_weights_that_load(tiny_data, t
     assert main(["train", "export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "x")]) == 1
     assert main(["train", "export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 1
     assert "cannot read checkpoint" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_reading_order_ctc_is_low_for_a_memory_that_spells_the_notes_and_ignores_padding():
+    """The CTC head reads the patch grid column by column, top to bottom: a memory whose patches
+    hold the notes in that order scores far better than one holding them in LMX's row-major order."""
+    from acai_omr.lmx.vocab import VOCAB
+    from acai_omr.train.supervised import ReadingOrderCTCHead
+
+    vocab = len(VOCAB)
+    head = ReadingOrderCTCHead(vocab, vocab, rows=2)
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.eye(vocab) * 20.0)
+        head.proj.bias.zero_()
+    blank = VOCAB.pad_id
+    c5, c3, d5 = VOCAB.encode(["C5", "C3", "D5"])
+    # grid 2 rows x 3 columns, row-major; column 0 = (C5 top, C3 bottom), column 1 = (D5, blank)
+    grid = [[c5, d5, blank], [c3, blank, blank]]
+    memory = torch.zeros(1, 6, vocab)
+    for row in range(2):
+        for col in range(3):
+            memory[0, row * 3 + col, grid[row][col]] = 1.0
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    right = head(memory, valid, [[c5, c3, d5]]).item()
+    wrong = head(memory, valid, [[c5, d5, c3]]).item()
+    assert right < 0.01 < 1.0 < wrong
+    valid[0, [2, 5]] = False  # the last column is padding: whatever it holds does not count
+    memory[0, [2, 5]] = 0.0
+    memory[0, 2, c3] = 50.0
+    assert abs(head(memory, valid, [[c5, c3, d5]]).item() - right) < 1e-4
+
+
+def test_ctc_loss_is_added_logged_and_trains_a_detached_encoder(tiny_data, tmp_path):
+    from acai_omr.model import OMRModel
+    from acai_omr.train.common import read_log
+    from acai_omr.train.supervised import SupervisedObjective, train_supervised
+
+    trainer = train_supervised(tiny_supervised_config(tiny_data, tmp_path / "run", steps=3, ss_start=2.0,
+                                                      aux_ctc=0.5), tiny_model_config())
+    records = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
+    assert records and all(r["ctc_loss"] > 0 and r["loss"] > 0.5 * r["ctc_loss"] for r in records)
+    assert "ctc_head.proj.weight" in trainer.objective.state_dict()
+    cfg = tiny_model_config(dropout=0.0)
+    images, widths, tokens = _tiny_batch(cfg)
+    objective = SupervisedObjective(OMRModel(cfg), aux_ctc=1.0, detach_memory=True)
+    objective(images, widths, tokens)[0].backward()
+    stem_grad = objective.model.encoder.patch_embed.convs[0].weight.grad
+    assert stem_grad is not None and stem_grad.abs().sum() > 0

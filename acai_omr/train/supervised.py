@@ -134,6 +134,42 @@ class PatchReconstructionHead(nn.Module):
         return (per_patch * weight).sum() / weight.sum().clamp(min=1.0)
 
 
+class ReadingOrderCTCHead(nn.Module):
+    """Auxiliary encoder loss: name the image's notes in reading order (CTC over the patch grid).
+
+    The presence and reconstruction losses left the encoder blind (see the model card): what
+    it must learn is where each notehead is and which pitch that makes, and the decoder's
+    cross-attention only asks for that once the encoder already offers it. Here a linear
+    read-out of the memory, taken column by column and top to bottom, must spell the notes
+    ordered as the page shows them (`acai_omr.lmx.reading_order`), so every patch is told
+    what it holds from the first step, as a CTC text-line recogniser is. LMX ids are the
+    labels; <pad> is the CTC blank.
+    """
+
+    def __init__(self, dim: int, vocab_size: int, rows: int):
+        super().__init__()
+        self.rows = rows
+        self.proj = nn.Linear(dim, vocab_size)
+
+    def forward(self, memory: torch.Tensor, valid: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        B, N, D = memory.shape
+        cols = N // self.rows
+        columns = memory.float().view(B, self.rows, cols, D).transpose(1, 2).reshape(B, cols * self.rows, D)
+        log_probs = F.log_softmax(self.proj(columns), dim=-1).transpose(0, 1)  # [T, B, V]
+        input_lengths = valid.view(B, self.rows, cols)[:, 0].sum(dim=1) * self.rows
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+        return F.ctc_loss(log_probs, flat, input_lengths.cpu(), target_lengths, blank=PAD_ID,
+                          reduction="mean", zero_infinity=True)
+
+
+def reading_order_targets(tokens: torch.Tensor) -> list[list[int]]:
+    """[B, T] LMX ids (with <bos>/<eos>/<pad>) -> each row's visible notes as ids, in reading order."""
+    from acai_omr.lmx.reading_order import reading_order
+
+    return [VOCAB.encode(reading_order(VOCAB.decode(row.tolist()))) for row in tokens]
+
+
 def memory_spread(memory: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean over channels of each image's std of the encoder output across its patches (0 = collapsed)."""
     memory = memory.float()
@@ -147,7 +183,7 @@ class SupervisedObjective(nn.Module):
 
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0, gumbel_hard: bool = False,
                  token_dropout: float = 0.0, aux_symbols: float = 0.0, aux_recon: float = 0.0,
-                 detach_memory: bool = False):
+                 detach_memory: bool = False, aux_ctc: float = 0.0):
         super().__init__()
         self.model = model
         self.label_smoothing = label_smoothing
@@ -160,10 +196,13 @@ class SupervisedObjective(nn.Module):
         self.detach_memory = detach_memory
         self.recon_head = (PatchReconstructionHead(cfg.enc_dim, cfg.patch_height, cfg.patch_width)
                            if aux_recon > 0 else None)
+        self.aux_ctc = aux_ctc
+        self.ctc_head = (ReadingOrderCTCHead(cfg.enc_dim, cfg.vocab_size, cfg.image_height // cfg.patch_height)
+                         if aux_ctc > 0 else None)
 
     def forward(self, images, widths, tokens, p_tf: float = 1.0, tau: float = 1.0, two_pass: bool | None = None):
         """Mean token cross-entropy of tokens[:, 1:] given tokens[:, :-1] (plus the weighted auxiliary
-        symbol and patch-reconstruction losses when enabled); returns (loss, stats). Token dropout applies in training mode only."""
+        symbol, patch-reconstruction and reading-order CTC losses when enabled); returns (loss, stats). Token dropout applies in training mode only."""
         tokens_in, targets = tokens[:, :-1], tokens[:, 1:]
         if self.training:
             tokens_in = drop_tokens(tokens_in, self.token_dropout)
@@ -196,6 +235,10 @@ class SupervisedObjective(nn.Module):
             recon_loss = self.recon_head(encoded, valid, images)
             stats["recon_loss"] = recon_loss.detach()
             loss = loss + self.aux_recon * recon_loss
+        if self.ctc_head is not None:
+            ctc_loss = self.ctc_head(encoded, valid, reading_order_targets(tokens))
+            stats["ctc_loss"] = ctc_loss.detach()
+            loss = loss + self.aux_ctc * ctc_loss
         with torch.no_grad():
             stats["memory_spread"] = memory_spread(encoded, valid)
         return loss, stats
@@ -324,7 +367,7 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
                 print(f"encoder initialised from {cfg.init_mae} ({count} tensors)", flush=True)
         seed_everything(cfg.seed + runtime.rank)
         objective = SupervisedObjective(model, cfg.label_smoothing, cfg.gumbel_hard, cfg.token_dropout,
-                                        cfg.aux_symbols, cfg.aux_recon, cfg.detach_memory)
+                                        cfg.aux_symbols, cfg.aux_recon, cfg.detach_memory, cfg.aux_ctc)
         groups = param_groups(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay, encoder_prefix="model.encoder.",
                               num_encoder_layers=model_cfg.enc_depth)
         dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False,
