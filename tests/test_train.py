@@ -321,7 +321,7 @@ def test_init_weights_continues_from_shipped_weights_and_refuses_another_shape(t
 def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(tiny_data, tmp_path):
     """A schedule fitted to --time-limit-min caps warm-up at a tenth of the fitted horizon, and never ends
     it before the fit (on a slow machine the fitted run is short: its tenth can be behind the fit's step)."""
-    from acai_omr.train.common import read_log
+    from acai_omr.train.common import REFIT_AT, read_log
     from acai_omr.train.supervised import train_supervised
 
     cfg = tiny_supervised_config(tiny_data, tmp_path / "run", steps=100_000, warmup_steps=100_000, ss_start=2.0,
@@ -331,7 +331,8 @@ def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(t
     plan = [r for r in records if r["kind"] == "plan"]
     assert plan, "the run never fitted its schedule to the time limit"
     fitted = plan[0]["steps"]
-    assert fitted < 100_000 and trainer.schedule.total == fitted
+    assert fitted < 100_000 and trainer.schedule.total == plan[-1]["steps"]  # a later refit has the last word
+    assert [r["step"] for r in plan] == [s for s in REFIT_AT if s < records[-1]["step"]][:len(plan)]
     warmup = trainer.schedule.warmup
     assert warmup == max(plan[0]["step"] + 1, fitted // 10)  # not the 100,000 steps asked for
     train = [r for r in records if r["kind"] == "train"]

@@ -253,6 +253,9 @@ LossFn = Callable[[nn.Module, dict, int], tuple[torch.Tensor, dict]]
 EvalFn = Callable[[int], dict]
 
 
+REFIT_AT = (25, 200)  # session steps after which a --time-limit-min run sizes its schedule
+
+
 @dataclass
 class LoopState:
     step: int = 0  # optimizer steps done
@@ -432,8 +435,8 @@ class Trainer:
     def _fit_to_time_limit(self, session_start: float, timed_from: float, timed_steps: int) -> None:
         """With a time limit, size the schedule so warm-up and cosine decay complete before time runs out.
 
-        Measured once, after a few steps of this session; 15% of the remaining
-        time is kept for evaluations and checkpoints.
+        Measured after a few steps of this session and again after more (REFIT_AT); 15% of the
+        remaining time is kept for evaluations and checkpoints.
         """
         per_step = (time.perf_counter() - timed_from) / max(1, timed_steps)
         remaining = self.cfg.time_limit_min * 60 - (time.perf_counter() - session_start)
@@ -445,7 +448,8 @@ class Trainer:
         fit = max(self.state.step + 1, min(self.cfg.steps, fit))
         # a tenth of the fitted run, but not over before it begins: a short fit on slow steps (31 steps,
         # warm-up 3, fitted at step 25) would go straight from the long warm-up's tiny rates into the decay
-        self.state.warmup = min(self.cfg.warmup_steps, max(self.state.step + 1, fit // 10))
+        if not (self.state.warmup and self.state.step >= self.state.warmup):  # a refit after warm-up keeps it
+            self.state.warmup = min(self.cfg.warmup_steps, max(self.state.step + 1, fit // 10))
         self._set_horizon(fit)
         self.log.write({"step": self.state.step, "kind": "plan", "steps": fit, "seconds_per_step": per_step})
         if self.rt.is_main:
@@ -464,7 +468,7 @@ class Trainer:
         window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
         batches = self._batches()
         stop_reason = "steps"
-        session_steps, timed_from = 0, None
+        session_steps, timed_from, fitted_here = 0, None, False
         while self.state.step < (cfg.steps if stop_at is None else min(stop_at, cfg.steps)):
             batch = self._to_device(next(batches))
             with rt.autocast():
@@ -484,11 +488,14 @@ class Trainer:
 
             step = self.state.step
             session_steps += 1
-            if cfg.time_limit_min > 0 and not self.state.horizon:
+            if cfg.time_limit_min > 0 and (not self.state.horizon or fitted_here):
                 if session_steps == 5:  # the first steps pay for allocator/kernel warm-up; time later ones
                     timed_from = time.perf_counter()
-                elif session_steps == 25:
-                    self._fit_to_time_limit(session_start, timed_from, 20)
+                elif session_steps in REFIT_AT:
+                    # batches differ in width, so 20 steps can misjudge the pace by a fifth (a run fitted
+                    # to 1,641 steps stopped near 1,350, before its decay): fit again on more steps
+                    self._fit_to_time_limit(session_start, timed_from, session_steps - 5)
+                    fitted_here = True
             last_step = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 elapsed = time.perf_counter() - window_start
