@@ -246,6 +246,7 @@ class SupervisedTrainConfig(TrainConfig):
     aux_symbols: float = 0.0  # weight of the encoder's symbol-presence loss (per-patch logits, max over patches)
     aux_recon: float = 0.0  # weight of the encoder's patch-reconstruction loss (keeps its output from collapsing)
     aux_ctc: float = 0.0  # weight of the encoder's reading-order CTC loss (names the notes patch column by column)
+    aux_notes: float = 0.0  # weight of the encoder's note-map loss (which pitches' noteheads each patch holds; Verovio renders only)
     detach_memory: bool = False  # the decoder's loss does not reach the encoder (only the auxiliary losses train it)
     # Short labels the prefix cannot give away (acai_omr.data.measures):
     crop_measures: float = 0.0  # share of training items cut at barlines to a few measures and their LMX

@@ -115,6 +115,8 @@ def run_unit(unit: Unit, cache_root: str, config: DataBuildConfig | None = None)
                 "engraver": unit.engraver, "options": system.options, "unit": unit.key,
                 "width": int(system.image.shape[1]), "height": int(system.image.shape[0]),
             })
+            if system.notes is not None:  # noteheads and rests as [x, y, label] (image px)
+                result.records[-1]["notes"] = [list(note) for note in system.notes]
             result.images.append(system.image)
             result.musicxml.append(score_to_string(part_to_score(system.part, part_id="P2")))
     return result

@@ -23,8 +23,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from acai_omr.config import DatasetConfig, DegradeConfig
-from acai_omr.data.degrade import degrade, degrade_pair
+from acai_omr.data.degrade import degrade, degrade_pair, degrade_with_points
 from acai_omr.data.measures import choose_run, crop_span, load_measure_bounds, measure_slice
+from acai_omr.lmx.reading_order import NOTE_LABEL_INDEX
 from acai_omr.lmx.vocab import VOCAB
 
 REQUIRED_FIELDS = ("id", "image", "lmx")
@@ -123,7 +124,10 @@ class SystemDataset(Dataset):
 
     An item is `{"id", "image" [1, height, W], "tokens" [bos, ..., eos]}`, plus
     `"clean"` (the same geometry without photometric damage, the MAE target)
-    when `return_clean`. With `crop_measures` > 0 that share of items is a
+    when `return_clean`, and `"notes"` when `return_notes`: where the item's
+    noteheads and rests are drawn in its final image, ([N, 2] x/y pixels,
+    [N] indices into `NOTE_LABELS`), moved with every crop, distortion and
+    resize; None for images whose engraver did not record them (MuseScore). With `crop_measures` > 0 that share of items is a
     run of 1..`max_crop_measures` measures of the system and their LMX (the
     crop is drawn from (seed, epoch, index) like the degradation; systems whose
     barlines cannot be matched stay whole, or with `crop_measures` 1 are
@@ -147,6 +151,7 @@ class SystemDataset(Dataset):
         degrade_config: DegradeConfig | None = None,
         crop_measures: float = 0.0,
         max_crop_measures: int = 2,
+        return_notes: bool = False,
     ):
         self.split_dir = Path(root) / split
         # chance an item is cut to 1..max_crop_measures measures (acai_omr.data.measures); else whole
@@ -157,6 +162,12 @@ class SystemDataset(Dataset):
         self.epoch = 0
         manifest = read_manifest(self.split_dir / "manifest.jsonl")
         self.records, self._token_ids, self.skipped = _learnable_records(manifest, max_tokens)
+        if return_clean and return_notes:
+            raise ValueError("return_notes moves the notes with the degraded image; the MAE's clean twin has none")
+        # drawn notes as compact arrays (the manifest's JSON lists would cost ~1 kB per note in memory)
+        drawn = [record.pop("notes", None) for record in self.records]
+        self._notes = [_note_arrays(notes) for notes in drawn] if return_notes else None
+        del drawn
         self.widths = np.array([self._fitted_width(record) for record in self.records], dtype=np.int64)
         self.bounds = load_measure_bounds(self.split_dir, self.records) if crop_measures > 0 else None
         if self.bounds is not None and crop_measures >= 1.0:
@@ -166,6 +177,8 @@ class SystemDataset(Dataset):
                 self.skipped["uncroppable"] = len(self.records) - len(keep)
             self.records = [self.records[i] for i in keep]
             self._token_ids = [self._token_ids[i] for i in keep]
+            if self._notes is not None:
+                self._notes = [self._notes[i] for i in keep]
             self.bounds = [self.bounds[i] for i in keep]
             self.widths = self.widths[keep]
 
@@ -214,17 +227,23 @@ class SystemDataset(Dataset):
         record = self.records[index]
         gray = load_gray(self.image_path(record))
         token_ids = self._token_ids[index]
+        notes = self._notes[index] if self._notes is not None else None
+        points = notes[0].astype(np.float64) if notes is not None else None
         plan = self.crop_plan(index, epoch)
         if plan is not None:
             first, count = plan
             x0, x1 = crop_span(self.bounds[index]["bounds"], first, count, gray.shape[1])
             gray = gray[:, x0:x1]
             token_ids = label_ids(measure_slice(token_ids[1:-1].tolist(), first, count, marker=MEASURE_ID))
+            if points is not None:
+                points = points - [x0, 0]
         clean = None
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])
             if self.return_clean:
                 gray, clean = degrade_pair(gray, rng, self.degrade_config)
+            elif points is not None:  # the same pixels as degrade's, and the notes moved with them
+                gray, points = degrade_with_points(gray, points, rng, self.degrade_config)
             else:  # the same degraded pixels as degrade_pair's, without the cost of the clean twin
                 gray = degrade(gray, rng, self.degrade_config)
         item = {
@@ -235,10 +254,32 @@ class SystemDataset(Dataset):
         }
         if self.return_clean:
             item["clean"] = item["image"] if clean is None else self._shape(clean)
+        if self._notes is not None:
+            item["notes"] = None if notes is None else _fit_points(points, notes[1], gray.shape, self.height,
+                                                                   self.max_width)
         return item
 
     def _shape(self, gray: np.ndarray) -> torch.Tensor:
         return to_tensor(fit_height(gray, self.height, self.max_width))
+
+
+def _note_arrays(notes: list | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A manifest's [[x, y, label], ...] -> ([N, 2] float32 x/y, [N] int16 label indices); None stays None."""
+    if notes is None:
+        return None
+    known = [note for note in notes if note[2] in NOTE_LABEL_INDEX]
+    points = np.array([note[:2] for note in known], dtype=np.float32).reshape(-1, 2)
+    return points, np.array([NOTE_LABEL_INDEX[note[2]] for note in known], dtype=np.int16)
+
+
+def _fit_points(points: np.ndarray, labels: np.ndarray, shape: tuple[int, int], height: int,
+                max_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points of an image of `shape` moved as `fit_height` moves its pixels; those outside it dropped."""
+    new_width, new_height = fitted_size(shape[1], shape[0], height, max_width)
+    moved = points * [new_width / shape[1], new_height / shape[0]] + [0, (height - new_height) // 2]
+    inside = (moved[:, 0] >= 0) & (moved[:, 0] < new_width) & (moved[:, 1] >= 0) & (moved[:, 1] < height)
+    return (torch.from_numpy(moved[inside].astype(np.float32)),
+            torch.from_numpy(labels[inside].astype(np.int64)))
 
 
 def label_ids(ids: list[int]) -> np.ndarray:
@@ -289,6 +330,13 @@ def collate_systems(items: list[dict], patch_width: int = DatasetConfig.patch_wi
     }
     if "clean" in items[0]:
         batch["clean"] = _pad_images([item["clean"] for item in items], padded_width)
+    if "notes" in items[0]:
+        # every drawn note of the batch as one [M, 4] tensor: (row in the batch, x, y, label index)
+        rows = [torch.cat([torch.full((len(labels), 1), float(row)), points, labels[:, None].float()], dim=1)
+                for row, item in enumerate(items) if item["notes"] is not None
+                for points, labels in [item["notes"]]]
+        batch["note_points"] = torch.cat(rows) if rows else torch.zeros(0, 4)
+        batch["has_notes"] = torch.tensor([item["notes"] is not None for item in items])
     return batch
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from acai_omr.config import DegradeConfig
 
-__all__ = ["Plan", "sample_plan", "degrade", "degrade_pair", "apply_geometry", "apply_appearance", "as_gray"]
+__all__ = ["Plan", "sample_plan", "degrade", "degrade_pair", "degrade_with_points", "apply_geometry",
+           "apply_appearance", "as_gray"]
 
 Step = tuple[str, dict]
 
@@ -92,7 +93,16 @@ def degrade(image: np.ndarray, rng: np.random.Generator, cfg: DegradeConfig | No
 def degrade_pair(image: np.ndarray, rng: np.random.Generator,
                  cfg: DegradeConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(degraded, clean): the image `degrade` gives for this rng, and the same geometry without damage."""
-    return _run(image, rng, cfg, None)
+    return _run(image, rng, cfg, None)[:2]
+
+
+def degrade_with_points(image: np.ndarray, points: np.ndarray, rng: np.random.Generator,
+                        cfg: DegradeConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(degraded, moved points): the image `degrade` gives for this rng, and where the geometry took
+    each (x, y) of ``points`` [N, 2] (pixel coordinates, 0 at the image's top-left corner). Points
+    may land outside the output when a too-tight box cut them off."""
+    degraded, _, moved = _run(image, rng, cfg, None, np.asarray(points, np.float64).reshape(-1, 2))
+    return degraded, moved
 
 
 def sample_plan(rng: np.random.Generator, cfg: DegradeConfig, height: int, width: int) -> Plan:
@@ -151,11 +161,16 @@ def sample_plan(rng: np.random.Generator, cfg: DegradeConfig, height: int, width
 
 def apply_geometry(image: np.ndarray, steps: list[Step]) -> np.ndarray:
     """Run the geometry steps on a uint8 image (a new array; the input is untouched)."""
+    return _geometry(image, steps, None)[0]
+
+
+def _geometry(image: np.ndarray, steps: list[Step], points: np.ndarray | None):
+    """(image, points) after the geometry steps; points [N, 2] (x, y) move as the pixels under them do."""
     box = (0, 0, image.shape[1], image.shape[0])  # where the system itself lies in the canvas
     out = image.copy()
     for name, params in steps:
-        out, box = GEOMETRY[name](out, box, params)
-    return out
+        out, box, points = GEOMETRY[name](out, box, params, points)
+    return out, points
 
 
 def apply_appearance(image: np.ndarray, rng: np.random.Generator, steps: list[Step]) -> np.ndarray:
@@ -171,19 +186,21 @@ def apply_appearance(image: np.ndarray, rng: np.random.Generator, steps: list[St
     return out.copy() if out is image else out
 
 
-def _run(image, rng, cfg, plan) -> tuple[np.ndarray, np.ndarray]:
+def _run(image, rng, cfg, plan, points=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     gray = as_gray(image)
     if max(gray.shape) > MAX_SIDE:
         scale = MAX_SIDE / max(gray.shape)
         size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+        if points is not None:
+            points = points * [size[0] / gray.shape[1], size[1] / gray.shape[0]]
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     cfg = DegradeConfig() if cfg is None else cfg
     if plan is None:
         if not cfg.enabled:
-            return gray.copy(), gray.copy()
+            return gray.copy(), gray.copy(), points
         plan = sample_plan(rng, cfg, *gray.shape)
-    clean = apply_geometry(gray, plan.geometry)
-    return apply_appearance(clean, rng, plan.appearance), clean
+    clean, points = _geometry(gray, plan.geometry, points)
+    return apply_appearance(clean, rng, plan.appearance), clean, points
 
 
 # ------------------------------------------------------------------------------ sampling helpers
@@ -334,7 +351,7 @@ def _plan_binarize(rng) -> dict:
 # Each takes (uint8 image, box of the system in it, params) and returns (image, box).
 
 
-def _crop(image: np.ndarray, box, p: dict):
+def _crop(image: np.ndarray, box, p: dict, points=None):
     """Engravers space music differently; people draw loose boxes, or cut an edge off."""
     height, width = image.shape
     new_width = max(1, round(width * p["stretch"]))
@@ -346,16 +363,18 @@ def _crop(image: np.ndarray, box, p: dict):
     pads = [max(0, v) for v in (top, bottom, left, right)]
     image = cv2.copyMakeBorder(image, *pads, cv2.BORDER_CONSTANT, value=255)
     box = (pads[2], pads[0], image.shape[1] - pads[3], image.shape[0] - pads[1])
-    return image, box
+    if points is not None:
+        points = points * [new_width / width, 1.0] + [pads[2] - max(0, -left), pads[0] - max(0, -top)]
+    return image, box, points
 
 
-def _neighbours(image: np.ndarray, box, p: dict):
+def _neighbours(image: np.ndarray, box, p: dict, points=None):
     """Fragments of the systems above and below, copied from this one, in the loose margins."""
     x0, y0, x1, y1 = box
     content = image[y0:y1, x0:x1]
     ink_rows = np.flatnonzero((content < 128).any(axis=1))
     if ink_rows.size == 0:
-        return image, box
+        return image, box, points
     ink_top, ink_bottom = int(ink_rows[0]), int(ink_rows[-1]) + 1
     ink_height = ink_bottom - ink_top
     height, width = image.shape
@@ -373,10 +392,10 @@ def _neighbours(image: np.ndarray, box, p: dict):
         if r1 > r0 and c1 > c0:
             fragment = source[r0 - at: r1 - at, c0 - x0 - q["dx"]: c1 - x0 - q["dx"]]
             np.minimum(image[r0:r1, c0:c1], fragment, out=image[r0:r1, c0:c1])
-    return image, box
+    return image, box, points  # the system itself does not move
 
 
-def _warp(image: np.ndarray, box, p: dict):
+def _warp(image: np.ndarray, box, p: dict, points=None):
     """A scanned page lies a little askew; a photo sees it in perspective. The canvas grows if needed."""
     x0, y0, x1, y1 = box
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
@@ -392,10 +411,13 @@ def _warp(image: np.ndarray, box, p: dict):
     size = (max(width, bx1) - ox, max(height, by1) - oy)
     matrix = np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]], np.float64) @ matrix
     image = cv2.warpPerspective(image, matrix, size, flags=cv2.INTER_LINEAR, borderValue=255)
-    return image, (bx0 - ox, by0 - oy, bx1 - ox, by1 - oy)
+    if points is not None and len(points):
+        # warpPerspective maps pixel centres: move (x, y) as the centre (x - 0.5, y - 0.5) moves
+        points = cv2.perspectiveTransform((points - 0.5)[None], matrix)[0] + 0.5
+    return image, (bx0 - ox, by0 - oy, bx1 - ox, by1 - oy), points
 
 
-def _curl(image: np.ndarray, box, p: dict):
+def _curl(image: np.ndarray, box, p: dict, points=None):
     """A book page is not flat: each column of the system is bent up or down by a smooth amount."""
     x0, y0, x1, y1 = box
     height, width = image.shape
@@ -416,7 +438,10 @@ def _curl(image: np.ndarray, box, p: dict):
     map_y = np.arange(height, dtype=np.float32)[:, None] + shift[None, :]
     image = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
     new_y0 = max(0, int(y0 + top - shift.max()))
-    return image, (x0, new_y0, x1, min(height, int(math.ceil(y1 + top - shift.min()))))
+    if points is not None and len(points):  # output row y shows padded input row y + shift[x]
+        column = np.clip(points[:, 0].astype(np.int64), 0, width - 1)
+        points = np.stack([points[:, 0], points[:, 1] + top - shift[column]], axis=1)
+    return image, (x0, new_y0, x1, min(height, int(math.ceil(y1 + top - shift.min())))), points
 
 
 # ------------------------------------------------------------------------------ appearance

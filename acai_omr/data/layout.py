@@ -27,6 +27,9 @@ class RenderedSystem:
     image: np.ndarray  # uint8 (H, W), white paper = 255, with a white margin all round
     options: dict = field(default_factory=dict)  # engraver settings, plus measures_drawn
     time_shown: bool = False
+    # where each notehead and rest is drawn: (x, y) in image pixels and its label ("E4" or "rest");
+    # None when the engraver does not say (MuseScore's PNGs)
+    notes: list[tuple[float, float, str]] | None = None
 
 
 def measures_of(part: ET.Element) -> list[ET.Element]:
@@ -106,9 +109,14 @@ def cut_into_systems(part: ET.Element, counts: list[int], rng: random.Random | N
 
 def crop_to_ink(gray: np.ndarray, margin: int, threshold: int = 200) -> np.ndarray:
     """Crop to the ink's bounding box plus ``margin`` white pixels on every side."""
+    return crop_to_ink_at(gray, margin, threshold)[0]
+
+
+def crop_to_ink_at(gray: np.ndarray, margin: int, threshold: int = 200) -> tuple[np.ndarray, tuple[int, int]]:
+    """`crop_to_ink`, and the (x, y) of the input that the output's (0, 0) shows (to move points along)."""
     ink = gray < threshold
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if not len(rows):
         raise ValueError("the system image holds no ink")
     body = gray[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-    return np.pad(body, margin, constant_values=255)
+    return np.pad(body, margin, constant_values=255), (int(cols[0]) - margin, int(rows[0]) - margin)

@@ -17,6 +17,9 @@ from acai_omr.lmx.delinearize import delinearize
 
 STEP_INDEX = {"C": 0, "D": 1, "E": 2, "F": 3, "G": 4, "A": 5, "B": 6}
 REST = "rest"
+# every label a drawn note can have: the LMX pitch tokens (C0 ... B9) and "rest"
+NOTE_LABELS = tuple(f"{step}{octave}" for octave in range(10) for step in STEP_INDEX) + (REST,)
+NOTE_LABEL_INDEX = {label: index for index, label in enumerate(NOTE_LABELS)}
 # a rest sorts as if it stood on its staff's middle line (B4 in treble, D3 in bass)
 _REST_HEIGHT = {1: 4 * 7 + 6, 2: 3 * 7 + 1}
 

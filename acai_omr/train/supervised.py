@@ -163,6 +163,46 @@ class ReadingOrderCTCHead(nn.Module):
                           reduction="mean", zero_infinity=True)
 
 
+class NoteMapHead(nn.Module):
+    """Auxiliary encoder loss: which pitches' noteheads (and which rests) each patch holds.
+
+    The CTC read-out only says what the notes are, in order, and leaves the encoder to find
+    where; the engraver knows where (`acai_omr.data.verovio_render.drawn_notes`, carried
+    through crops and distortions by the dataset). Each patch's memory vector gets a
+    linear read-out scored by binary cross-entropy against the labels of the notes whose
+    centres fall in it: summed over labels, averaged over the real patches of the images
+    that have notes recorded (MuseScore renders do not). Pitch is then a local property
+    of the memory, which the decoder's cross-attention can look up.
+    """
+
+    def __init__(self, dim: int, rows: int, patch_height: int, patch_width: int):
+        from acai_omr.lmx.reading_order import NOTE_LABELS
+
+        super().__init__()
+        self.rows, self.patch_height, self.patch_width = rows, patch_height, patch_width
+        self.proj = nn.Linear(dim, len(NOTE_LABELS))
+
+    def targets(self, note_points: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """[M, 4] (row, x, y, label) -> [B, patches, labels] of 0/1, patches row-major as the encoder's."""
+        B, N, L = shape
+        cols = N // self.rows
+        target = torch.zeros(B, N, L, device=note_points.device)
+        if len(note_points):
+            row = note_points[:, 0].long()
+            r = (note_points[:, 2] // self.patch_height).long().clamp(0, self.rows - 1)
+            c = (note_points[:, 1] // self.patch_width).long().clamp(0, cols - 1)
+            target[row, r * cols + c, note_points[:, 3].long()] = 1.0
+        return target
+
+    def forward(self, memory: torch.Tensor, valid: torch.Tensor, note_points: torch.Tensor,
+                has_notes: torch.Tensor) -> torch.Tensor:
+        logits = self.proj(memory.float())
+        target = self.targets(note_points, logits.shape)
+        per_patch = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+        counted = valid & has_notes[:, None]
+        return (per_patch * counted).sum() / counted.sum().clamp(min=1)
+
+
 def reading_order_targets(tokens: torch.Tensor) -> list[list[int]]:
     """[B, T] LMX ids (with <bos>/<eos>/<pad>) -> each row's visible notes as ids, in reading order."""
     from acai_omr.lmx.reading_order import reading_order
@@ -183,7 +223,7 @@ class SupervisedObjective(nn.Module):
 
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0, gumbel_hard: bool = False,
                  token_dropout: float = 0.0, aux_symbols: float = 0.0, aux_recon: float = 0.0,
-                 detach_memory: bool = False, aux_ctc: float = 0.0):
+                 detach_memory: bool = False, aux_ctc: float = 0.0, aux_notes: float = 0.0):
         super().__init__()
         self.model = model
         self.label_smoothing = label_smoothing
@@ -199,10 +239,16 @@ class SupervisedObjective(nn.Module):
         self.aux_ctc = aux_ctc
         self.ctc_head = (ReadingOrderCTCHead(cfg.enc_dim, cfg.vocab_size, cfg.image_height // cfg.patch_height)
                          if aux_ctc > 0 else None)
+        self.aux_notes = aux_notes
+        self.note_head = (NoteMapHead(cfg.enc_dim, cfg.image_height // cfg.patch_height, cfg.patch_height,
+                                      cfg.patch_width) if aux_notes > 0 else None)
 
-    def forward(self, images, widths, tokens, p_tf: float = 1.0, tau: float = 1.0, two_pass: bool | None = None):
+    def forward(self, images, widths, tokens, p_tf: float = 1.0, tau: float = 1.0, two_pass: bool | None = None,
+                note_points: torch.Tensor | None = None, has_notes: torch.Tensor | None = None):
         """Mean token cross-entropy of tokens[:, 1:] given tokens[:, :-1] (plus the weighted auxiliary
-        symbol, patch-reconstruction and reading-order CTC losses when enabled); returns (loss, stats). Token dropout applies in training mode only."""
+        symbol, patch-reconstruction, reading-order CTC and note-map losses when enabled); returns
+        (loss, stats). Token dropout applies in training mode only. `note_points`/`has_notes`: the
+        batch's drawn notes (`collate_systems`), needed by the note-map loss."""
         tokens_in, targets = tokens[:, :-1], tokens[:, 1:]
         if self.training:
             tokens_in = drop_tokens(tokens_in, self.token_dropout)
@@ -239,6 +285,12 @@ class SupervisedObjective(nn.Module):
             ctc_loss = self.ctc_head(encoded, valid, reading_order_targets(tokens))
             stats["ctc_loss"] = ctc_loss.detach()
             loss = loss + self.aux_ctc * ctc_loss
+        if self.note_head is not None:
+            if note_points is None or has_notes is None:
+                raise ValueError("the note-map loss needs the batch's note_points and has_notes")
+            note_loss = self.note_head(encoded, valid, note_points, has_notes)
+            stats["note_loss"] = note_loss.detach()
+            loss = loss + self.aux_notes * note_loss
         with torch.no_grad():
             stats["memory_spread"] = memory_spread(encoded, valid)
         return loss, stats
@@ -310,7 +362,7 @@ def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
 
 
 def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, crop_measures: float = 0.0,
-                     max_crop_measures: int = 2):
+                     max_crop_measures: int = 2, return_notes: bool = False):
     """Training dataset, a per-epoch batch-sampler factory (sharded by rank, resumable), and the collate function.
     `crop_measures`: share of items cut to 1..max_crop_measures measures (labelled phases only)."""
     from functools import partial
@@ -321,7 +373,8 @@ def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, c
     dataset = SystemDataset(cfg.data, "train", height=model_cfg.image_height, augment=cfg.augment, seed=cfg.seed,
                             max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
                             max_width=model_cfg.max_image_width, degrade_config=DegradeConfig.for_training(cfg),
-                            crop_measures=crop_measures, max_crop_measures=max_crop_measures)
+                            crop_measures=crop_measures, max_crop_measures=max_crop_measures,
+                            return_notes=return_notes)
     sampler = WidthBucketSampler(dataset.epoch_widths, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                                  rank=runtime.rank, world_size=runtime.world_size)
     if len(sampler) == 0:
@@ -367,16 +420,19 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
                 print(f"encoder initialised from {cfg.init_mae} ({count} tensors)", flush=True)
         seed_everything(cfg.seed + runtime.rank)
         objective = SupervisedObjective(model, cfg.label_smoothing, cfg.gumbel_hard, cfg.token_dropout,
-                                        cfg.aux_symbols, cfg.aux_recon, cfg.detach_memory, cfg.aux_ctc)
+                                        cfg.aux_symbols, cfg.aux_recon, cfg.detach_memory, cfg.aux_ctc,
+                                        cfg.aux_notes)
         groups = param_groups(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay, encoder_prefix="model.encoder.",
                               num_encoder_layers=model_cfg.enc_depth)
         dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False,
                                                                 crop_measures=cfg.crop_measures,
-                                                                max_crop_measures=cfg.crop_max_measures)
+                                                                max_crop_measures=cfg.crop_max_measures,
+                                                                return_notes=cfg.aux_notes > 0)
 
         def loss_fn(obj, batch, step):
             p_tf, tau = sampling_schedule(step, cfg)
-            return obj(batch["images"], batch["widths"], batch["tokens"], p_tf, tau)
+            return obj(batch["images"], batch["widths"], batch["tokens"], p_tf, tau,
+                       note_points=batch.get("note_points"), has_notes=batch.get("has_notes"))
 
         eval_fn = None
         if evaluate is not None:

@@ -1,0 +1,191 @@
+"""Where the notes are drawn: Verovio's noteheads and rests, carried through crops, distortions and
+resizing to the patches the encoder's note-map loss scores."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from acai_omr.config import DegradeConfig
+from acai_omr.data.degrade import degrade, degrade_with_points
+from acai_omr.lmx import linearize_part
+from acai_omr.lmx.reading_order import NOTE_LABELS, reading_order
+from acai_omr.lmx.vocab import VOCAB
+from shared_data import CORPORA
+from test_data_degrade import synthetic_system
+
+needs_corpora = pytest.mark.skipif(not (CORPORA / "lieder" / "dev").exists(), reason="shared corpora missing")
+
+
+def _rendered_systems(seed: int = 0):
+    from acai_omr.data.ingest import piano_only_score
+    from acai_omr.data.verovio_render import VerovioEngraver, sample_options
+    from acai_omr.lmx import read_score
+
+    rng = random.Random(seed)
+    score = piano_only_score(read_score(CORPORA / "lieder" / "dev" / "lc5100073.mxl"))
+    return VerovioEngraver().render_systems(score, sample_options(rng), rng, 10.0)
+
+
+def _on_ink(image: np.ndarray, points: np.ndarray, radius: int = 2, dark: int = 128) -> np.ndarray:
+    """For each (x, y): is there ink within `radius` pixels of it."""
+    hits = []
+    for x, y in points:
+        xi, yi = int(x), int(y)
+        window = image[max(0, yi - radius): yi + radius + 1, max(0, xi - radius): xi + radius + 1]
+        hits.append(window.size > 0 and window.min() < dark)
+    return np.array(hits)
+
+
+@needs_corpora
+@pytest.mark.parametrize("seed", [0, 1])
+def test_verovio_notes_are_the_gold_notes_and_sit_on_their_glyphs(seed):
+    """Each drawn note's label comes from the engraver, not from the LMX: the two must agree as
+    multisets (the labels reading_order gives), and every point must sit on ink."""
+    systems = _rendered_systems(seed)
+    assert systems
+    for system in systems:
+        gold = Counter(reading_order(linearize_part(system.part, fail_on_unknown=False)))
+        assert Counter(label for _, _, label in system.notes) == gold
+        assert _on_ink(system.image, np.array([note[:2] for note in system.notes])).all()
+
+
+def _dotted(width: int = 600, height: int = 160, count: int = 40, seed: int = 0):
+    """A white image with `count` black 5x5 dots and their centres."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width), 255, np.uint8)
+    points = np.stack([rng.uniform(10, width - 10, count), rng.uniform(10, height - 10, count)], axis=1)
+    for x, y in points:
+        image[int(y) - 2: int(y) + 3, int(x) - 2: int(x) + 3] = 0
+    return image, points
+
+
+def test_degradation_moves_points_with_the_pixels():
+    """Loose and tight boxes, stretch, skew, perspective and page curl: after each, a dot's centre
+    is still on the dot. Appearance damage is off so darkness means the dot."""
+    cfg = DegradeConfig(strength=1.4, p_clean=0.0, p_ink=0, p_bleed=0, p_paper=0, p_lighting=0, p_shadow=0,
+                        p_blur=0, p_defocus=0, p_motion=0, p_lowres=0, p_noise=0, p_jpeg=0, p_binarize=0,
+                        p_neighbour=0, p_curl=1.0, p_photo=0.7)
+    moved_any = False
+    for seed in range(12):
+        image, points = _dotted(seed=seed)
+        out, moved = degrade_with_points(image, points, np.random.default_rng(seed), cfg)
+        # the same pixels as degrade() draws from the same generator
+        assert np.array_equal(out, degrade(image, np.random.default_rng(seed), cfg))
+        inside = (moved[:, 0] >= 0) & (moved[:, 0] < out.shape[1]) & (moved[:, 1] >= 0) & (moved[:, 1] < out.shape[0])
+        assert inside.mean() > 0.9
+        assert _on_ink(out, moved[inside], radius=1).all(), seed
+        moved_any |= np.abs(moved - points).max() > 3
+    assert moved_any
+
+
+def test_an_image_shrunk_for_opencv_moves_its_points_too():
+    image, points = _dotted(width=600)
+    wide = cv2.resize(image, (20000, 160), interpolation=cv2.INTER_NEAREST)  # over degrade's MAX_SIDE
+    out, moved = degrade_with_points(wide, points * [20000 / 600, 1.0], np.random.default_rng(0),
+                                     DegradeConfig(strength=0.0))
+    assert out.shape[1] < 20000 and _on_ink(out, moved, radius=1).all()
+
+
+def _write_rendered_split(root: Path, systems) -> None:
+    import json
+
+    shard = root / "train" / "shards" / "00000"
+    shard.mkdir(parents=True)
+    with (root / "train" / "manifest.jsonl").open("w") as handle:
+        for index, system in enumerate(systems):
+            cv2.imwrite(str(shard / f"s{index}.png"), system.image)
+            record = {"id": f"s{index}", "image": f"shards/00000/s{index}.png",
+                      "lmx": " ".join(linearize_part(system.part, fail_on_unknown=False)),
+                      "width": system.image.shape[1], "height": system.image.shape[0],
+                      "notes": [list(note) for note in system.notes]}
+            handle.write(json.dumps(record) + "\n")
+
+
+@needs_corpora
+def test_dataset_items_carry_the_notes_of_their_measure_crop_to_their_final_pixels(tmp_path):
+    """A crop of measures keeps exactly the notes of those measures' LMX, and after resizing to the
+    model's height every point still sits on ink."""
+    from acai_omr.data.dataset import SystemDataset
+
+    _write_rendered_split(tmp_path, _rendered_systems(0))
+    checked = 0
+    for epoch in range(3):
+        ds = SystemDataset(tmp_path, "train", height=128, augment=False, seed=3, max_tokens=None,
+                           crop_measures=1.0, max_crop_measures=2, return_notes=True)
+        assert len(ds) >= 1
+        for index in range(len(ds)):
+            item = ds[(index, epoch)]
+            points, labels = item["notes"]
+            gold = Counter(reading_order(VOCAB.decode(item["tokens"].tolist())))
+            assert Counter(NOTE_LABELS[i] for i in labels.tolist()) == gold
+            image = (item["image"][0].numpy() * 255).astype(np.uint8)
+            assert _on_ink(image, points.numpy(), radius=2, dark=160).all()  # hollow heads: ink within 2 px
+            checked += 1
+    assert checked >= 3
+
+
+@needs_corpora
+def test_degraded_items_keep_their_notes_on_the_page(tmp_path):
+    from acai_omr.data.dataset import SystemDataset, collate_systems
+
+    _write_rendered_split(tmp_path, _rendered_systems(1))
+    ds = SystemDataset(tmp_path, "train", height=128, augment=True, seed=5, max_tokens=None, return_notes=True,
+                       degrade_config=DegradeConfig(strength=1.0, p_clean=0.0))
+    items = [ds[i] for i in range(len(ds))]
+    for item in items:
+        points, labels = item["notes"]
+        assert len(points) == len(labels) > 0
+        assert (points[:, 0] < item["image"].shape[2]).all() and (points[:, 1] < 128).all()
+    batch = collate_systems(items)
+    assert batch["has_notes"].all()
+    assert len(batch["note_points"]) == sum(len(item["notes"][1]) for item in items)
+    assert set(batch["note_points"][:, 0].long().tolist()) == set(range(len(items)))
+
+
+def test_note_map_targets_mark_each_note_in_its_patch_and_the_loss_skips_images_without_notes():
+    from acai_omr.train.supervised import NoteMapHead
+
+    head = NoteMapHead(dim=8, rows=4, patch_height=16, patch_width=16)
+    rest = NOTE_LABELS.index("rest")
+    # image 0: a C4 at (20, 40) -> row 2, column 1; image 1 has no notes recorded
+    points = torch.tensor([[0, 20.0, 40.0, NOTE_LABELS.index("C4")], [0, 20.0, 41.0, rest]])
+    target = head.targets(points, (2, 4 * 5, len(NOTE_LABELS)))
+    assert target.sum() == 2 and target[0, 2 * 5 + 1, NOTE_LABELS.index("C4")] == 1
+    assert target[0, 2 * 5 + 1, rest] == 1
+    memory = torch.randn(2, 20, 8)
+    valid = torch.ones(2, 20, dtype=torch.bool)
+    loss = head(memory, valid, points, torch.tensor([True, False]))
+    # image 1's patches do not count: changing its memory leaves the loss as it is
+    memory2 = memory.clone()
+    memory2[1] = torch.randn(20, 8)
+    assert torch.allclose(loss, head(memory2, valid, points, torch.tensor([True, False])))
+    # a read-out that names the notes scores better than one that names none
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias.fill_(-8.0)
+    silent = head(memory, valid, points, torch.tensor([True, False]))
+    assert silent > 0.5  # two notes missed
+    assert head(memory, valid, torch.zeros(0, 4), torch.tensor([True, False])) < 0.05
+
+
+@needs_corpora
+def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path):
+    from acai_omr.train.common import read_log
+    from acai_omr.train.supervised import train_supervised
+    from test_train import tiny_model_config, tiny_supervised_config
+
+    _write_rendered_split(tmp_path / "data", _rendered_systems(0) + _rendered_systems(1))
+    cfg = tiny_supervised_config(tmp_path / "data", tmp_path / "run", steps=30, batch_size=2, lr=3e-3,
+                                 ss_start=2.0, aux_notes=1.0, augment=False, crop_measures=1.0,
+                                 crop_max_measures=1)
+    train_supervised(cfg, tiny_model_config(image_height=128, max_image_width=1024, max_tokens=512))
+    losses = [r["note_loss"] for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
