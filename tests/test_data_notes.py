@@ -188,4 +188,4 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path):
     train_supervised(cfg, tiny_model_config(image_height=128, max_image_width=1024, max_tokens=512))
     losses = [r["note_loss"] for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
     assert len(losses) == 30
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
