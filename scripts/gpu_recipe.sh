@@ -26,8 +26,10 @@ BATCH=${BATCH:-48}
 LOADER_WORKERS=${LOADER_WORKERS:-12} # DataLoader processes (degradation runs there)
 # Against the collapse every CPU run showed (encoder output one vector for all patches; see the
 # model card): a patch-reconstruction loss on the encoder, and half the items cut to 1-3 measures
-# (short labels a language model cannot guess). Not yet measured on a GPU run.
-SUP_EXTRA=${SUP_EXTRA:---aux-recon 10 --crop-measures 0.5 --crop-max-measures 3}
+# (short labels a language model cannot guess), and the note map (the encoder names the pitches of
+# the noteheads in each patch; on CPU it took lieder-dev from 75.7% to 65.7%, see the model card).
+# Not yet measured on a GPU run.
+SUP_EXTRA=${SUP_EXTRA:---aux-recon 10 --crop-measures 0.5 --crop-max-measures 3 --aux-notes 1.0}
 if [[ -x .venv/bin/python ]]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
 
 mkdir -p "$OUT" "$RUNS"
