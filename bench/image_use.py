@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 from collections import Counter
 
 import torch
 
 from acai_omr.data.dataset import collate_systems
+from acai_omr.lmx.reading_order import NOTE_LABEL_INDEX, REST
 from acai_omr.lmx.vocab import VOCAB
 from acai_omr.train.supervised import SupervisedObjective
 from dev_model import add_model_args, load_for_bench
@@ -41,7 +41,7 @@ DURATIONS = {"maxima", "long", "breve", "whole", "half", "quarter", "eighth", "1
 
 def token_class(token: str) -> str:
     """'pitch', 'duration', 'rest', or the token's name before ':' (key, clef, voice, ...)."""
-    if re.fullmatch(r"[A-G]\d", token):
+    if token in NOTE_LABEL_INDEX and token != REST:
         return "pitch"
     if token in DURATIONS:
         return "duration"

@@ -45,7 +45,7 @@ def batches(dataset: SystemDataset, count: int, batch_size: int, seed: int):
 
 
 def score(encoder, head: NoteMapHead, loader) -> dict:
-    found = notes = predicted = true_positive = single = single_right = 0
+    found = notes = predicted = single = single_right = 0
     with torch.no_grad():
         for batch in loader:
             memory, valid = encoder(batch["images"], batch["widths"])
@@ -54,14 +54,13 @@ def score(encoder, head: NoteMapHead, loader) -> dict:
             mask = (valid & batch["has_notes"][:, None])[..., None]
             positive = (probs > 0.5) & mask
             notes += int((target * mask).sum())
-            found += int((positive & (target > 0)).sum())
+            found += int((positive & (target > 0)).sum())  # true positives: recall's and precision's numerator
             predicted += int(positive.sum())
-            true_positive += int((positive & (target > 0)).sum())
             pitched = target[..., :REST]
             one = (pitched.sum(-1) == 1) & mask[..., 0]
             single += int(one.sum())
             single_right += int(((probs[..., :REST].argmax(-1) == pitched.argmax(-1)) & one).sum())
-    return {"recall": round(found / max(notes, 1), 4), "precision": round(true_positive / max(predicted, 1), 4),
+    return {"recall": round(found / max(notes, 1), 4), "precision": round(found / max(predicted, 1), 4),
             "pitch_accuracy_single": round(single_right / max(single, 1), 4), "note_labels": notes,
             "single_note_patches": single}
 

@@ -167,7 +167,6 @@ class SystemDataset(Dataset):
         # drawn notes as compact arrays (the manifest's JSON lists would cost ~1 kB per note in memory)
         drawn = [record.pop("notes", None) for record in self.records]
         self._notes = [_note_arrays(notes) for notes in drawn] if return_notes else None
-        del drawn
         self.widths = np.array([self._fitted_width(record) for record in self.records], dtype=np.int64)
         self.bounds = load_measure_bounds(self.split_dir, self.records) if crop_measures > 0 else None
         if self.bounds is not None and crop_measures >= 1.0:
@@ -332,9 +331,11 @@ def collate_systems(items: list[dict], patch_width: int = DatasetConfig.patch_wi
         batch["clean"] = _pad_images([item["clean"] for item in items], padded_width)
     if "notes" in items[0]:
         # every drawn note of the batch as one [M, 4] tensor: (row in the batch, x, y, label index)
-        rows = [torch.cat([torch.full((len(labels), 1), float(row)), points, labels[:, None].float()], dim=1)
-                for row, item in enumerate(items) if item["notes"] is not None
-                for points, labels in [item["notes"]]]
+        rows = []
+        for row, item in enumerate(items):
+            if item["notes"] is not None:
+                points, labels = item["notes"]
+                rows.append(torch.cat([torch.full((len(labels), 1), float(row)), points, labels[:, None].float()], dim=1))
         batch["note_points"] = torch.cat(rows) if rows else torch.zeros(0, 4)
         batch["has_notes"] = torch.tensor([item["notes"] is not None for item in items])
     return batch

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from acai_omr.data.layout import (RenderedSystem, crop_to_ink_at, cut_into_systems, measures_of, shows_time,
                                   without_breaks)
 from acai_omr.lmx.musicxml import part_to_score, score_to_string
+from acai_omr.lmx.reading_order import REST
 from acai_omr.render.raster import rasterize_svg
 
 FONTS = ("Leipzig", "Bravura", "Leland", "Petaluma", "Gootville")
@@ -99,7 +100,7 @@ def drawn_notes(svg: str, attributes) -> list[tuple[float, float, str]]:
                 continue
             label = f"{attrs['pname'].upper()}{attrs['oct']}"
         else:
-            label = "rest"
+            label = REST
         place = _TRANSLATE.search(svg, start, end)
         if place is None:
             continue
