@@ -38,7 +38,7 @@ def split(args, cfg, name: str, degraded: bool, seed: int) -> SystemDataset:
 
 
 def batches(dataset: SystemDataset, count: int, batch_size: int, seed: int):
-    with_notes = [i for i in range(len(dataset)) if dataset._notes[i] is not None]
+    with_notes = [i for i in range(len(dataset)) if dataset.has_notes(i)]
     chosen = random.Random(seed).sample(with_notes, min(count, len(with_notes)))
     for start in range(0, len(chosen), batch_size):
         yield collate_systems([dataset[i] for i in chosen[start:start + batch_size]])

@@ -3,6 +3,7 @@ resizing to the patches the encoder's note-map loss scores."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -94,8 +95,6 @@ def test_an_image_shrunk_for_opencv_moves_its_points_too():
 
 
 def _write_rendered_split(root: Path, systems) -> None:
-    import json
-
     shard = root / "train" / "shards" / "00000"
     shard.mkdir(parents=True)
     with (root / "train" / "manifest.jsonl").open("w") as handle:
@@ -129,6 +128,26 @@ def test_dataset_items_carry_the_notes_of_their_measure_crop_to_their_final_pixe
             assert _on_ink(image, points.numpy(), radius=2, dark=160).all()  # hollow heads: ink within 2 px
             checked += 1
     assert checked >= 3
+
+
+@needs_corpora
+def test_has_notes_tells_which_items_carry_positions_and_needs_return_notes(tmp_path):
+    """MuseScore renders record no positions: has_notes says so per item, and asking without
+    return_notes is an error rather than a silent False."""
+    from acai_omr.data.dataset import SystemDataset
+
+    _write_rendered_split(tmp_path, _rendered_systems(0))
+    manifest = tmp_path / "train" / "manifest.jsonl"
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(records) >= 2
+    del records[0]["notes"]
+    manifest.write_text("".join(json.dumps(record) + "\n" for record in records))
+    ds = SystemDataset(tmp_path, "train", height=128, augment=False, seed=3, max_tokens=None, return_notes=True)
+    assert [ds.has_notes(i) for i in range(len(ds))] == [False] + [True] * (len(ds) - 1)
+    assert ds[0]["notes"] is None and ds[1]["notes"] is not None
+    plain = SystemDataset(tmp_path, "train", height=128, augment=False, seed=3, max_tokens=None)
+    with pytest.raises(ValueError, match="return_notes"):
+        plain.has_notes(0)
 
 
 @needs_corpora

@@ -318,6 +318,28 @@ def test_init_weights_continues_from_shipped_weights_and_refuses_another_shape(t
     load_weights_into(OMRModel(centred), str(folder), centred)
 
 
+def test_a_later_time_limit_refit_can_lengthen_the_schedule_up_to_the_steps_asked(tiny_data, tmp_path):
+    """The first fit times the slow first steps; when later steps run faster the refit must give the run
+    the steps its time allows (it was capped at the first fit, ending a 118-minute run after 80), but
+    never more than --steps."""
+    import time
+
+    from acai_omr.train.supervised import train_supervised
+
+    cfg = tiny_supervised_config(tiny_data, tmp_path / "run", steps=5_000, time_limit_min=10.0)
+    trainer = train_supervised(cfg, tiny_model_config(), stop_at=2)
+    now = time.perf_counter()
+    trainer._fit_to_time_limit(session_start=now, timed_from=now - 10.0, timed_steps=1)  # 10 s a step
+    slow = trainer.cfg.steps
+    assert 2 < slow <= 2 + 0.85 * 600 / 10
+    now = time.perf_counter()
+    trainer._fit_to_time_limit(session_start=now, timed_from=now - 1.0, timed_steps=1)  # then 1 s a step
+    assert trainer.cfg.steps == trainer.schedule.total > 5 * slow
+    now = time.perf_counter()
+    trainer._fit_to_time_limit(session_start=now, timed_from=now - 0.001, timed_steps=1)
+    assert trainer.cfg.steps == 5_000  # the cap asked for
+
+
 def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(tiny_data, tmp_path):
     """A schedule fitted to --time-limit-min caps warm-up at a tenth of the fitted horizon, and never ends
     it before the fit (on a slow machine the fitted run is short: its tenth can be behind the fit's step)."""
@@ -519,6 +541,37 @@ def test_export_turns_a_runs_last_checkpoint_into_weights_that_load(tiny_data, t
     assert main(["train", "export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "x")]) == 1
     assert main(["train", "export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 1
     assert "cannot read checkpoint" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_export_of_several_checkpoints_writes_their_mean_and_refuses_other_runs(tiny_data, tmp_path, capsys):
+    """`acai-omr train export A.pt B.pt` writes the parameter mean of one run's checkpoints; a checkpoint
+    of a model with another config is refused and nothing is written."""
+    import shutil
+
+    from acai_omr.cli import main
+    from acai_omr.model.weights import load_model, model_from_checkpoint
+    from acai_omr.train.supervised import train_supervised
+
+    run = tmp_path / "run"
+    train_supervised(tiny_supervised_config(tiny_data, run, steps=2), tiny_model_config())
+    shutil.copy(run / "last.pt", tmp_path / "step2.pt")
+    train_supervised(tiny_supervised_config(tiny_data, run, steps=4), tiny_model_config())  # resumes
+    first, _ = model_from_checkpoint(tmp_path / "step2.pt")
+    second, _ = model_from_checkpoint(run / "last.pt")
+    assert main(["train", "export", str(tmp_path / "step2.pt"), str(run / "last.pt"),
+                 "--out", str(tmp_path / "mean")]) == 0
+    assert "the mean of 2 checkpoints" in capsys.readouterr().out
+    mean, _ = load_model(tmp_path / "mean", "cpu")
+    a, b = first.state_dict(), second.state_dict()
+    assert any(not torch.equal(a[name], b[name]) for name in a)  # the two steps differ
+    for name, value in mean.state_dict().items():
+        assert torch.allclose(value, (a[name] + b[name]) / 2, atol=1e-3, rtol=1e-3), name
+
+    other = tmp_path / "other"
+    train_supervised(tiny_supervised_config(tiny_data, other, steps=1), tiny_model_config(dec_dim=48))
+    assert main(["train", "export", str(run / "last.pt"), str(other / "last.pt"),
+                 "--out", str(tmp_path / "mixed")]) == 1
+    assert "different model config" in capsys.readouterr().err and not (tmp_path / "mixed").exists()
 
 
 def test_reading_order_ctc_is_low_for_a_memory_that_spells_the_notes_and_ignores_padding():

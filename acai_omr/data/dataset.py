@@ -187,6 +187,12 @@ class SystemDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def has_notes(self, index: int) -> bool:
+        """Whether the item's engraver recorded where its notes are drawn (needs `return_notes`)."""
+        if self._notes is None:
+            raise ValueError("note positions are loaded only with return_notes=True")
+        return self._notes[index] is not None
+
     def image_path(self, record: dict) -> Path:
         return self.split_dir / record["image"]
 

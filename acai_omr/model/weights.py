@@ -70,6 +70,29 @@ def model_from_checkpoint(path: str | Path):
     return model.eval(), cfg
 
 
+def average_checkpoints(paths) -> tuple:
+    """-> (OMRModel in eval mode, ModelConfig) whose parameters are the mean of the checkpoints' models.
+
+    Averaging the last checkpoints of one run's low-learning-rate tail (the cosine's end) smooths
+    the noise of the final steps; every checkpoint must hold the same model config.
+    """
+    paths = list(paths)
+    if not paths:
+        raise WeightsError("no checkpoints to average")
+    model, cfg = model_from_checkpoint(paths[0])
+    total = {name: value.detach().double().clone() for name, value in model.state_dict().items()}
+    for path in paths[1:]:
+        other, other_cfg = model_from_checkpoint(path)
+        if other_cfg != cfg:
+            raise WeightsError(f"{path} holds a different model config than {paths[0]}; only one run's "
+                               "checkpoints can be averaged")
+        for name, value in other.state_dict().items():
+            total[name] += value.double()
+    reference = model.state_dict()
+    model.load_state_dict({name: (value / len(paths)).to(reference[name].dtype) for name, value in total.items()})
+    return model.eval(), cfg
+
+
 def load_config(directory: str | Path) -> ModelConfig:
     directory = Path(directory)
     path = directory / CONFIG_FILE

@@ -46,23 +46,26 @@ def register(subparsers) -> None:
         "export", help="write a training checkpoint's model as weights (fp16 safetensors + config.json)",
         description="Write the model of a run's last.pt or best.pt as a weights folder that `--weights`, "
                     "`acai-omr transcribe` and the web app load. A run without dev evaluation (--eval-every 0) "
-                    "leaves only last.pt.")
-    parser.add_argument("checkpoint", help="runs/<run>/last.pt or best.pt")
+                    "leaves only last.pt. Given several checkpoints of one run (copies of last.pt taken along "
+                    "its tail), writes the mean of their parameters.")
+    parser.add_argument("checkpoints", nargs="+", metavar="checkpoint",
+                        help="runs/<run>/last.pt or best.pt; several are averaged")
     parser.add_argument("--out", required=True, help="weights folder to write (created if needed)")
     parser.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
-    from acai_omr.model.weights import WeightsError, model_from_checkpoint, save_weights
+    from acai_omr.model.weights import WeightsError, average_checkpoints, save_weights
 
     try:
-        model, cfg = model_from_checkpoint(args.checkpoint)
+        model, cfg = average_checkpoints(args.checkpoints)
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     folder = save_weights(model, cfg, args.out)
     params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {folder} ({params / 1e6:.2f} M parameters, read_measures {cfg.read_measures})")
+    averaged = f", the mean of {len(args.checkpoints)} checkpoints" if len(args.checkpoints) > 1 else ""
+    print(f"wrote {folder} ({params / 1e6:.2f} M parameters, read_measures {cfg.read_measures}{averaged})")
     return 0
 
 

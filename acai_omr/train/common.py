@@ -295,6 +295,7 @@ class Trainer:
         worker_init_fn: Callable[[int], None] | None = None,
     ):
         self.cfg, self.rt = cfg, runtime
+        self.step_cap = cfg.steps  # --steps as asked: a time-limit fit shortens cfg.steps, a refit may lengthen it again
         self.out = Path(cfg.out)
         self.objective = objective.to(runtime.device)
         self.optimizer = build_optimizer(groups, cfg.lr, cfg.beta2, runtime.device)
@@ -422,7 +423,7 @@ class Trainer:
     # -- training
 
     def _set_horizon(self, steps: int) -> None:
-        """Shorten the run (LR and any cfg.steps-based schedule) to `steps`.
+        """Size the run (LR and any cfg.steps-based schedule) to `steps`.
 
         Warm-up is capped at a tenth of the new horizon: a 300-step warm-up in a
         112-step run would never reach the peak learning rate.
@@ -445,7 +446,7 @@ class Trainer:
             box = torch.tensor([float(fit)], device=self.rt.device)
             dist.all_reduce(box, op=dist.ReduceOp.MIN)
             fit = int(box.item())
-        fit = max(self.state.step + 1, min(self.cfg.steps, fit))
+        fit = max(self.state.step + 1, min(self.step_cap, fit))
         # a tenth of the fitted run, but not over before it begins: a short fit on slow steps (31 steps,
         # warm-up 3, fitted at step 25) would go straight from the long warm-up's tiny rates into the decay
         if not (self.state.warmup and self.state.step >= self.state.warmup):  # a refit after warm-up keeps it
