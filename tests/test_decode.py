@@ -7,7 +7,7 @@ from drawn import drawn_system
 
 from acai_omr.lmx.delinearize import delinearize
 from acai_omr.lmx.vocab import VOCAB
-from acai_omr.inference.decode import beam_search, greedy_decode, sample
+from acai_omr.inference.decode import PITCH_MASK, beam_search, greedy_decode, pitch_grouped_argmax, sample
 from acai_omr.config import ModelConfig
 from acai_omr.model.model import OMRModel
 
@@ -69,6 +69,52 @@ def test_cache_logits_match_full_forward_step_by_step(model, batch):
         steps = [model.decoder(tokens_in[:, t:t + 1], None, None, cache=cache) for t in range(7, 20)]
     cached = torch.cat([prefill] + steps, dim=1)
     torch.testing.assert_close(cached, full_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_argmax_writes_a_note_when_the_pitches_together_outweigh_a_rest():
+    """Three pitches at 0.2 each outweigh a rest at 0.3 (the note's best pitch is chosen); a rest at 0.7
+    outweighs pitches at 0.1 each; without competition it is the plain argmax. The log-prob is the
+    chosen token's own."""
+    ids = VOCAB.token_to_id
+    probs = torch.full((3, len(VOCAB.tokens)), 1e-6)
+    probs[0, [ids["C4"], ids["E4"]]] = 0.2
+    probs[0, ids["G4"]] = 0.21
+    probs[0, ids["rest"]] = 0.3
+    probs[1, [ids["C4"], ids["E4"], ids["G4"]]] = 0.1
+    probs[1, ids["rest"]] = 0.7
+    probs[2, ids["quarter"]] = 0.9
+    logp = (probs / probs.sum(-1, keepdim=True)).log()
+    token, token_logp = pitch_grouped_argmax(logp)
+    assert [VOCAB.tokens[i] for i in token.tolist()] == ["G4", "rest", "quarter"]
+    assert torch.equal(token_logp, logp.gather(1, token[:, None]).squeeze(1))
+    assert logp[0].argmax() == ids["rest"]  # what a plain argmax would have written
+    assert int(PITCH_MASK.sum()) == 70 and not PITCH_MASK[ids["rest"]]
+
+
+def test_grouped_greedy_follows_the_grouped_choice_of_the_uncached_logits(model, batch):
+    """Pitch-grouped greedy decoding through the KV cache picks, at every step, what pitch_grouped_argmax
+    picks from a full recomputation; on random weights it is not the plain argmax's sequence."""
+    images, widths = batch
+    results = greedy_decode(model, images, widths, max_len=30, group_pitches=True)
+    ids = torch.tensor([r.token_ids for r in results])
+    logits, _ = teacher_forced_logprobs(model, images, widths, ids)
+    logits[:, :, [VOCAB.pad_id, VOCAB.bos_id]] = float("-inf")
+    chosen, _ = pitch_grouped_argmax(torch.log_softmax(logits, -1).flatten(0, 1))
+    assert torch.equal(chosen.view_as(ids), ids)
+    plain = greedy_decode(model, images, widths, max_len=30)
+    assert [r.token_ids for r in plain] != [r.token_ids for r in results]
+
+
+def test_product_decoding_groups_pitches_unless_asked_not_to(model, batch):
+    from acai_omr.inference.batch import decode_prepared
+
+    images, widths = batch
+    prepared = [(images[i, :, :, : int(widths[i])], int(widths[i])) for i in range(3)]
+    grouped = greedy_decode(model, images, widths, max_len=20, constrained=True, group_pitches=True)
+    plain = greedy_decode(model, images, widths, max_len=20, constrained=True)
+    assert [r.token_ids for r in decode_prepared(model, prepared, max_len=20)] == [r.token_ids for r in grouped]
+    assert ([r.token_ids for r in decode_prepared(model, prepared, max_len=20, group_pitches=False)]
+            == [r.token_ids for r in plain])
 
 
 def test_beam_size_one_is_greedy(model, batch):
@@ -168,8 +214,8 @@ def test_a_system_read_in_pieces_is_its_pieces_decoded_alone_and_joined(model, b
 
     images, widths = batch
     pieces = [(images[i], int(widths[i])) for i in range(3)]  # [1, H, W] with its valid width
-    alone = [greedy_decode(model, images[i:i + 1], widths[i:i + 1], max_len=12, constrained=False)[0]
-             for i in range(3)]
+    alone = [greedy_decode(model, images[i:i + 1], widths[i:i + 1], max_len=12, constrained=False,
+                           group_pitches=True)[0] for i in range(3)]
     reported = {}
     joined = decode_systems(model, [[pieces[2], pieces[0]], [pieces[1]]], batch_size=2, max_len=12,
                             constrained=False, on_batch=lambda ids, rs: reported.update(zip(ids, rs)))

@@ -87,9 +87,12 @@ def join_results(pieces: list[DecodeResult]) -> DecodeResult:
 
 
 def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_size: int = 8, beam: int = 1,
-                    max_len: int | None = None, constrained: bool = True,
+                    max_len: int | None = None, constrained: bool = True, group_pitches: bool = True,
                     on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None) -> list[DecodeResult]:
     """Model-ready images ([1, H, W] tensors with their valid widths) -> DecodeResult each, in the input order.
+
+    Greedy decoding (beam 1) lets the pitch tokens compete as one unless `group_pitches` is False
+    (`acai_omr.inference.decode.pitch_grouped_argmax`).
 
     Images are sorted by width and decoded `batch_size` at a time (padded with
     white to the widest of the batch). `on_batch(indices, results)` is called
@@ -107,7 +110,8 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
             if beam > 1:
                 decoded = beam_search(model, images, widths, beam_size=beam, max_len=max_len, constrained=constrained)
             else:
-                decoded = greedy_decode(model, images, widths, max_len=max_len, constrained=constrained)
+                decoded = greedy_decode(model, images, widths, max_len=max_len, constrained=constrained,
+                                        group_pitches=group_pitches)
             for i, result in zip(indices, decoded):
                 results[i] = result
             if on_batch is not None:

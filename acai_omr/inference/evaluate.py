@@ -108,18 +108,19 @@ def load_eval_samples(split: str, data_root: str | Path = "data", height: int = 
 
 
 def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
-               batch_size: int = 8, constrained: bool = True) -> tuple[list[list[str]], float]:
+               batch_size: int = 8, constrained: bool = True,
+               group_pitches: bool = True) -> tuple[list[list[str]], float]:
     """Predicted LMX tokens per sample (in order) and the total decoding seconds.
 
     The same batched decoding as the product (`batch.decode_systems`, pieces
-    included); grammar-constrained by default, as the web app and
-    `acai-omr transcribe` decode.
+    included); grammar-constrained and with pitches competing as one in greedy
+    decoding by default, as the web app and `acai-omr transcribe` decode.
     """
     from acai_omr.inference.batch import decode_systems
 
     started = time.perf_counter()
     results = decode_systems(model, [s.model_inputs() for s in samples], batch_size=batch_size,
-                             beam=beam, max_len=max_len, constrained=constrained)
+                             beam=beam, max_len=max_len, constrained=constrained, group_pitches=group_pitches)
     return [r.tokens for r in results], time.perf_counter() - started
 
 
@@ -148,13 +149,15 @@ def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str =
 
 
 def evaluate_model(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
-                   batch_size: int = 8, flavor: str = "lmx", constrained: bool = True) -> dict:
+                   batch_size: int = 8, flavor: str = "lmx", constrained: bool = True,
+                   group_pitches: bool = True) -> dict:
     predictions, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size,
-                                      constrained=constrained)
+                                      constrained=constrained, group_pitches=group_pitches)
     report = score(samples, predictions, flavor)
     report["summary"]["seconds_per_system"] = seconds / max(1, len(samples))
     report["summary"]["beam"] = beam
     report["summary"]["constrained"] = constrained
+    report["summary"]["group_pitches"] = group_pitches and beam == 1
     return report
 
 
@@ -251,6 +254,9 @@ def register(subparsers) -> None:
     p.add_argument("--int8", action="store_true", help="evaluate the int8-quantized model the product runs on CPU")
     p.add_argument("--no-grammar", dest="constrained", action="store_false",
                    help="decode without the LMX grammar constraint (the product always uses it)")
+    p.add_argument("--token-argmax", dest="group_pitches", action="store_false",
+                   help="greedy: take the single likeliest token, without letting the pitch tokens compete as one "
+                        "(the product groups them; this measures the difference)")
     p.add_argument("--flavor", default="lmx", choices=["lmx", "full"], help="TEDn flavour")
     p.add_argument("--seed", type=int, default=0, help="degradation seed")
     p.add_argument("--json", dest="json_out", default=None, help="write the full report (per system) here")
@@ -283,13 +289,15 @@ def run_eval_model(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     report = evaluate_model(model, samples, device, beam=args.beam, max_len=args.max_len,
-                            batch_size=args.batch_size, flavor=args.flavor, constrained=args.constrained)
+                            batch_size=args.batch_size, flavor=args.flavor, constrained=args.constrained,
+                            group_pitches=args.group_pitches)
     summary = report["summary"]
     summary.update({"split": args.split, "degraded": args.degraded, "weights": str(args.weights or "default"),
                     "int8": args.int8, "read_measures": read_measures,
                     "pieces": sum(len(s.model_inputs()) for s in samples)})
     reading = f", {read_measures} measure(s) per piece, {summary['pieces']} pieces" if read_measures else ""
-    print(f"{args.split}{' (degraded)' if args.degraded else ''}: {summary['systems']} systems, beam {args.beam}{reading}")
+    decoding = f"beam {args.beam}" if args.beam > 1 else ("greedy" + ("" if args.group_pitches else ", token argmax"))
+    print(f"{args.split}{' (degraded)' if args.degraded else ''}: {summary['systems']} systems, {decoding}{reading}")
     print(f"  TEDn-{args.flavor}: {summary['tedn']:.2f}%   SER: {summary['ser']:.2f}%   "
           f"unparseable: {100 * summary['unparseable_rate']:.1f}%   {summary['seconds_per_system']:.3f} s/system")
     if args.json_out:

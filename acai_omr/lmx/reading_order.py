@@ -29,11 +29,12 @@ def _duration(element) -> Fraction:
     return Fraction(text) if text else Fraction(0)
 
 
-def reading_order(tokens: str | Sequence[str]) -> list[str]:
-    """LMX tokens -> pitch tokens ("E4") and "rest" of every visible note, in reading order.
+def drawn_events(tokens: str | Sequence[str]) -> list[tuple[int, Fraction, int, int, str]]:
+    """LMX tokens -> (measure index, onset, staff, -height, label) of every visible note, in reading order.
 
-    Unparseable sequences give []; soft errors are ignored (the onsets of what
-    parses are still where the notes are drawn).
+    Height counts diatonic steps from C0 (E4 = 30); a rest stands on its staff's middle line.
+    Unparseable sequences give []; soft errors are ignored (the onsets of what parses are still
+    where the notes are drawn).
     """
     part = delinearize(tokens, fractional_durations=True).part
     if part is None:
@@ -61,4 +62,9 @@ def reading_order(tokens: str | Sequence[str]) -> list[str]:
                 label, height = REST, _REST_HEIGHT.get(staff, _REST_HEIGHT[1])
             events.append((measure_index, onset, staff, -height, label))
     events.sort(key=lambda event: event[:4])
-    return [event[4] for event in events]
+    return events
+
+
+def reading_order(tokens: str | Sequence[str]) -> list[str]:
+    """LMX tokens -> pitch tokens ("E4") and "rest" of every visible note, in reading order."""
+    return [event[4] for event in drawn_events(tokens)]
