@@ -207,6 +207,7 @@ def test_blank_page_offers_manual_boxes_on_a_phone_screen(chromium, server_url, 
         phone.tap("#btn-new")
         box = phone.locator("#overlay").bounding_box()
         phone.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+        phone.wait_for_selector("#overlay .box", timeout=10_000)  # the box is drawn after the tap's events run
         assert phone.locator("#overlay .box").count() == 1
         shoot(phone, "08-phone-no-systems-manual-box")
     finally:
