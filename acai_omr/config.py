@@ -208,6 +208,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
     log_every: int = 10
     ckpt_every: int = 200
+    keep_ckpts: int = 0  # also keep the last N checkpoints as step-NNNNNN.pt (for `train export` to average)
     eval_every: int = 500
     eval_limit: int = 32  # dev systems per periodic evaluation
     time_limit_min: float = 0.0  # stop cleanly (checkpoint + eval) after this many minutes; 0 = none
@@ -287,6 +288,7 @@ class GrpoConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
     log_every: int = 1  # steps between JSONL log records (reward components, schedule values)
     ckpt_every: int = 50  # steps between last.pt checkpoints
+    keep_ckpts: int = 0  # also keep the last N checkpoints as step-NNNNNN.pt (for `train export` to average)
     eval_every: int = 200  # steps between greedy dev evaluations (also run before the first and after the last step); 0 = only those two
     eval_split: str = "dev"  # dev (rendered, data/dev) or lieder-dev
     eval_limit: int = 32  # dev systems per evaluation

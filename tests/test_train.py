@@ -574,6 +574,22 @@ def test_export_of_several_checkpoints_writes_their_mean_and_refuses_other_runs(
     assert "different model config" in capsys.readouterr().err and not (tmp_path / "mixed").exists()
 
 
+def test_keep_ckpts_leaves_the_last_checkpoints_for_export_to_average(tiny_data, tmp_path):
+    """--keep-ckpts N keeps step-NNNNNN.pt copies of the last N checkpoints (older ones removed), and
+    `train export` averages them into weights that load."""
+    from acai_omr.cli import main
+    from acai_omr.model.weights import load_model
+    from acai_omr.train.supervised import train_supervised
+
+    run = tmp_path / "run"
+    train_supervised(tiny_supervised_config(tiny_data, run, steps=6, ckpt_every=2, keep_ckpts=2), tiny_model_config())
+    kept = sorted(path.name for path in run.glob("step-*.pt"))
+    assert kept == ["step-000004.pt", "step-000006.pt"]
+    assert (run / "step-000006.pt").read_bytes() == (run / "last.pt").read_bytes()
+    assert main(["train", "export", *map(str, sorted(run.glob("step-*.pt"))), "--out", str(tmp_path / "w")]) == 0
+    load_model(tmp_path / "w", "cpu")
+
+
 def test_reading_order_ctc_is_low_for_a_memory_that_spells_the_notes_and_ignores_padding():
     """The CTC head reads the patch grid column by column, top to bottom: a memory whose patches
     hold the notes in that order scores far better than one holding them in LMX's row-major order."""

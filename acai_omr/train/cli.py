@@ -21,6 +21,8 @@ def _validate(cfg) -> str | None:
         return "--lr must be positive"
     if cfg.log_every < 1 or cfg.ckpt_every < 1:
         return "--log-every and --ckpt-every must be at least 1"
+    if cfg.keep_ckpts < 0:
+        return "--keep-ckpts must be 0 or more"
     if isinstance(cfg, MaeTrainConfig) and not 0 < cfg.mask_ratio < 1:
         return "--mask-ratio must be between 0 and 1"
     if isinstance(cfg, SupervisedTrainConfig):

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -337,6 +338,15 @@ class Trainer:
         ckpt = self.checkpoint()  # collective when distributed: every rank calls it
         if self.rt.is_main:
             atomic_save(ckpt, self.out / "last.pt")
+            if self.cfg.keep_ckpts > 0:
+                self._keep_copy()
+
+    def _keep_copy(self) -> None:
+        """step-NNNNNN.pt beside last.pt for the last cfg.keep_ckpts checkpoints: the low-LR tail of a
+        run, whose mean `acai-omr train export` writes."""
+        shutil.copyfile(self.out / "last.pt", self.out / f"step-{self.state.step:06d}.pt")
+        for old in sorted(self.out.glob("step-*.pt"))[:-self.cfg.keep_ckpts]:
+            old.unlink()
 
     def try_resume(self) -> bool:
         path = self.out / "last.pt"

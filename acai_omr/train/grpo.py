@@ -276,6 +276,7 @@ def validate_config(cfg: GrpoConfig) -> str | None:
         (cfg.updates_per_rollout >= 1, "--updates-per-rollout must be at least 1"),
         (cfg.lr > 0, "--lr must be positive"),
         (cfg.log_every >= 1 and cfg.ckpt_every >= 1, "--log-every and --ckpt-every must be at least 1"),
+        (cfg.keep_ckpts >= 0, "--keep-ckpts must be 0 or more"),
         (cfg.clip_eps > 0 and cfg.adv_eps > 0, "--clip-eps and --adv-eps must be positive"),
         (cfg.temperature_start > 0 and cfg.temperature_end > 0, "temperatures must be positive"),
         (cfg.top_k_start >= 0 and cfg.top_k_end >= 0, "top-k values must be >= 0 (0 = no truncation)"),
