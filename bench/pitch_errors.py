@@ -19,6 +19,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from acai_omr.inference.evaluate import LIEDER_DEV, lieder_dev_folder
 from acai_omr.lmx.reading_order import REST, drawn_events
 
 
@@ -70,10 +71,9 @@ def summarize(pairs: list[tuple[list[str], list[str]]]) -> dict:
 
 
 def gold_tokens(split: str, data: Path, ids: list[str]) -> dict[str, list[str]]:
-    if split == "lieder-dev":
-        from acai_omr.paths import shared_dir
-
-        folder = shared_dir() / "conformance" / "lieder-dev"
+    """Gold LMX by system id: the .lmx files of lieder-dev, else the split's manifest."""
+    if split == LIEDER_DEV:
+        folder = lieder_dev_folder()
         return {i: (folder / f"{i}.lmx").read_text().split() for i in ids}
     from acai_omr.data.dataset import read_manifest
 
@@ -84,7 +84,7 @@ def gold_tokens(split: str, data: Path, ids: list[str]) -> dict[str, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", help="JSON written by `acai-omr eval model --json`")
-    parser.add_argument("--split", default="lieder-dev")
+    parser.add_argument("--split", default=LIEDER_DEV)
     parser.add_argument("--data", type=Path, default=Path("data"))
     args = parser.parse_args()
     rows = json.loads(Path(args.report).read_text())["systems"]

@@ -54,13 +54,19 @@ def _prepare(gray, height: int, max_width: int, degraded: bool, seed: int, index
     return image, [to_tensor(fit_height(gray[:, x0:x1], height, max_width)) for x0, x1 in reading_spans(gray, read_measures)]
 
 
+def lieder_dev_folder() -> Path:
+    """Where the 198 lieder-dev systems are: `<shared>/conformance/lieder-dev`."""
+    from acai_omr.paths import shared_dir
+
+    return shared_dir() / "conformance" / LIEDER_DEV
+
+
 def load_lieder_dev(height: int, max_width: int, limit: int | None = None, degraded: bool = False,
                     seed: int = 0, folder: Path | None = None, read_measures: int = 0) -> list[EvalSample]:
     """The 198 MuseScore-engraved conformance systems (PNG + gold .musicxml + gold .lmx)."""
     from acai_omr.data.dataset import load_gray
-    from acai_omr.paths import shared_dir
 
-    folder = Path(folder) if folder else shared_dir() / "conformance" / LIEDER_DEV
+    folder = Path(folder) if folder else lieder_dev_folder()
     pngs = sorted(folder.glob("*.png"))
     if not pngs:
         raise FileNotFoundError(f"no lieder-dev systems in {folder} (set ACAI_SHARED to the shared folder)")
