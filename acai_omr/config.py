@@ -130,6 +130,9 @@ class ModelConfig:
     # each decoded alone and the token sequences joined (a model trained only on measure crops
     # writes one crop's worth and stops). 0 = whole systems. Decoding only; not part of the network.
     read_measures: int = 0
+    # A head that reads the key and time signature from the system's left end (`HeaderHead`); greedy
+    # decoding writes what it reads there instead of the decoder's guess. Off in weights saved before it.
+    header_head: bool = False
     max_image_width: int = 2048
     enc_dim: int = 256
     enc_depth: int = 4
@@ -248,10 +251,14 @@ class SupervisedTrainConfig(TrainConfig):
     aux_recon: float = 0.0  # weight of the encoder's patch-reconstruction loss (keeps its output from collapsing)
     aux_ctc: float = 0.0  # weight of the encoder's reading-order CTC loss (names the notes patch column by column)
     aux_notes: float = 0.0  # weight of the encoder's note-map loss (which pitches' noteheads each patch holds; Verovio renders only)
+    aux_header: float = 0.0  # weight of the header head's key/time-signature loss; > 0 adds the head to the model
     detach_memory: bool = False  # the decoder's loss does not reach the encoder (only the auxiliary losses train it)
     # Short labels the prefix cannot give away (acai_omr.data.measures):
     crop_measures: float = 0.0  # share of training items cut at barlines to a few measures and their LMX
     crop_max_measures: int = 2  # a crop holds 1..this many consecutive measures
+    # Few crops hold a system's header (1 in 4 with 4-measure systems) and few systems print a time signature:
+    crop_first_share: float = 0.0  # chance a crop starts at the first measure (clefs, key); then systems printing a time signature always do
+    image_height: int = 0  # systems resized to this height; 0 = the preset's or the --init-weights' (those carry over)
     eval_split: str = "dev"  # dev (rendered, data/dev) or lieder-dev, used to pick the best checkpoint
     eval_max_len: int = 0  # greedy decoding cap during dev evaluation; 0 = the model's default
 

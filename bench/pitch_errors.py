@@ -44,16 +44,29 @@ def first_token(tokens: list[str], prefix: str) -> str | None:
     return next((token for token in tokens if token.startswith(prefix)), None)
 
 
+def opening_time(tokens: list[str]) -> tuple[str, ...] | None:
+    """The time signature the system's first measure prints (`time beats:N beat-type:M`), or None."""
+    first = tokens[:tokens.index("measure", 1)] if "measure" in tokens[1:] else tokens
+    if "time" not in first:
+        return None
+    at = first.index("time")
+    return tuple(first[at:at + 3])
+
+
 def summarize(pairs: list[tuple[list[str], list[str]]]) -> dict:
     gold_n = pred_n = shared_n = 0
     diffs_by_staff = defaultdict(list)
-    keys_right = 0
+    keys_right = times_printed = times_right = times_invented = 0
     for gold, pred in pairs:
         counts = compare(gold, pred)
         gold_n, pred_n, shared_n = gold_n + counts["gold"], pred_n + counts["pred"], shared_n + counts["shared"]
         for staff, diff in counts["diffs"]:
             diffs_by_staff[staff].append(diff)
         keys_right += first_token(gold, "key:") == first_token(pred, "key:")
+        gold_time, pred_time = opening_time(gold), opening_time(pred)
+        times_printed += gold_time is not None
+        times_right += gold_time is not None and gold_time == pred_time
+        times_invented += gold_time is None and pred_time is not None
     every = [d for diffs in diffs_by_staff.values() for d in diffs]
 
     def shares(diffs: list[int]) -> dict:
@@ -66,6 +79,8 @@ def summarize(pairs: list[tuple[list[str], list[str]]]) -> dict:
 
     return {"onset_recall": shared_n / max(1, gold_n), "onset_precision": shared_n / max(1, pred_n),
             "key_right": keys_right / max(1, len(pairs)), "all": shares(every),
+            "time_printed": times_printed, "time_right": times_right / max(1, times_printed),
+            "time_invented": times_invented,
             "by_staff": {staff: shares(diffs) for staff, diffs in sorted(diffs_by_staff.items())},
             "histogram": dict(sorted(Counter(max(-14, min(14, d)) for d in every).items()))}
 
@@ -96,7 +111,9 @@ def main() -> None:
         result = summarize(chosen)
         print(f"== {name} ({len(chosen)} systems)")
         print(f"onsets: recall {result['onset_recall']:.1%}, precision {result['onset_precision']:.1%}; "
-              f"key signature right {result['key_right']:.1%}")
+              f"key signature right {result['key_right']:.1%}; time signature right on {result['time_right']:.1%} "
+              f"of the {result['time_printed']} systems that print one, written where none is printed on "
+              f"{result['time_invented']}")
         for label, stats in [("all", result["all"])] + [(f"staff {s}", v) for s, v in result["by_staff"].items()]:
             if stats["n"]:
                 print(f"  top note, {label}: n={stats['n']} exact {stats['exact']:.1%}, within 1 step "

@@ -18,7 +18,7 @@ from collections import Counter
 
 import numpy as np
 
-from acai_omr.data.dataset import load_gray
+from acai_omr.data.preprocess import load_gray
 from acai_omr.data.degrade import degrade
 from acai_omr.data.measures import barlines, count_measures, reading_spans
 from acai_omr.paths import shared_dir

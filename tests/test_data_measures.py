@@ -128,7 +128,7 @@ def test_barlines_of_a_tilted_noisy_photo_are_found_where_the_clean_threshold_fi
 def test_degraded_real_systems_are_cut_into_their_measures_far_more_often_than_by_the_clean_threshold():
     """Lieder-dev systems (MuseScore) through the training degradation: the fallback finds the gold
     measure count several times as often as the clean threshold alone (measured on all 198: 130 vs 22)."""
-    from acai_omr.data.dataset import load_gray
+    from acai_omr.data.preprocess import load_gray
     from acai_omr.data.degrade import degrade
     from acai_omr.data.measures import count_measures
     from shared_data import LIEDER_DEV, require

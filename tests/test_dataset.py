@@ -354,3 +354,23 @@ def test_all_crops_drops_systems_that_cannot_be_cropped(tmp_path):
     ds = make(tmp_path, augment=False, height=160, crop_measures=1.0)
     assert len(ds) == 1 and ds.skipped == {"uncroppable": 1} and ds.records[0]["id"] == "two"
     assert ds[(0, 0)]["image"].shape[2] == ds.epoch_widths(0)[0] < 400
+
+
+def test_header_share_starts_crops_at_the_first_measure(tmp_path):
+    """--crop-first-share: that share of crops hold the system's header (clefs, key); a system whose first
+    measure prints a time signature is always cropped from its start; share 0 keeps uniform runs."""
+    from drawn import drawn_system
+    from test_data_measures import TWO_MEASURES
+
+    timed = TWO_MEASURES.replace("key:fifths:0", "key:fifths:0 time beats:4 beat-type:4")
+    write_split(tmp_path, "train", [("timed", drawn_system(), timed), ("plain", drawn_system(), TWO_MEASURES)])
+    firsts = {share: [[make(tmp_path, augment=False, height=160, crop_measures=1.0, max_crop_measures=1,
+                            crop_first_share=share).crop_plan(i, epoch)[0] for epoch in range(40)] for i in range(2)]
+              for share in (0.0, 0.5)}
+    assert set(firsts[0.0][0]) == {0, 1} and set(firsts[0.0][1]) == {0, 1}  # uniform: either measure
+    assert set(firsts[0.5][0]) == {0}  # prints a time signature: always its header
+    plain_first = firsts[0.5][1].count(0) / 40
+    assert 0.6 <= plain_first <= 0.95  # 0.5 + 0.5 * 1/2 = 0.75 expected
+    item = make(tmp_path, augment=False, height=160, crop_measures=1.0, max_crop_measures=1,
+                crop_first_share=0.5)[(0, 3)]
+    assert VOCAB.decode(item["tokens"][1:-1].tolist()) == timed.split(" measure ")[0].split()

@@ -178,6 +178,30 @@ def test_exif_orientation_is_applied(tmp_path):
     assert page.size == (200, 300)
 
 
+def phone_mpo(path, size=(300, 200), orientation=6):
+    """An iPhone-style MPO: the photo (with its EXIF orientation), then a smaller second picture."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.new("RGB", size, (255, 255, 255)).save(path, "MPO", save_all=True, exif=exif,
+                                                  append_images=[Image.new("RGB", (160, 120), (0, 0, 0))])
+    return path
+
+
+def test_a_phones_mpo_is_one_page_its_first_picture_upright(tmp_path):
+    path = phone_mpo(tmp_path / "IMG_0001.jpg")
+    assert Image.open(path).format == "MPO" and Image.open(path).n_frames == 2
+    (page,) = load_page_images(path)
+    assert page.size == (200, 300)  # the photo, turned as the phone says; not the preview after it
+    assert page.convert("L").getextrema() == (255, 255)
+
+
+def test_heic_photos_are_read(tmp_path):
+    path = tmp_path / "IMG_0002.heic"
+    Image.new("RGB", (300, 200), (255, 255, 255)).save(path, "HEIF", quality=80)
+    (page,) = load_page_images(path)
+    assert page.size == (300, 200)
+
+
 def test_parse_pages():
     assert parse_pages("1-3,5") == [1, 2, 3, 5]
     assert parse_pages(None) is None and parse_pages(" ") is None

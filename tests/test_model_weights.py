@@ -167,7 +167,7 @@ def test_inference_sees_exactly_the_pixels_training_sees():
     import numpy as np
     from PIL import Image
 
-    from acai_omr.data.dataset import fit_height, to_tensor
+    from acai_omr.data.preprocess import fit_height, to_tensor
     from acai_omr.inference.transcribe import prepare_image
 
     cfg = ModelConfig.tiny()

@@ -520,6 +520,25 @@ def test_a_run_on_measure_crops_only_saves_weights_that_read_measures(tmp_path):
                                                   crop_max_measures=1)).read_measures == 1
 
 
+def test_a_run_may_read_taller_images_with_the_same_weights(tmp_path):
+    """`--image-height` changes only the input geometry: the conv stem and the sin-cos positions have no
+    tensor tied to the height, so weights trained at one height load into the taller model and run."""
+    from acai_omr.model import OMRModel
+    from acai_omr.model.weights import save_weights
+    from acai_omr.train.supervised import load_weights_into, run_model_config
+
+    trained = tiny_model_config()
+    folder = save_weights(OMRModel(trained), trained, tmp_path / "weights")
+    taller = run_model_config(SupervisedTrainConfig(init_weights=str(folder), image_height=2 * trained.image_height))
+    assert taller == dataclasses.replace(trained, image_height=2 * trained.image_height, center_memory=True)
+    model = OMRModel(taller)
+    load_weights_into(model, str(folder), taller)
+    images = torch.rand(1, 1, taller.image_height, 4 * taller.patch_width)
+    logits = model(images, torch.tensor([4 * taller.patch_width]), torch.tensor([[1, 5, 6]]))
+    assert logits.shape == (1, 3, taller.vocab_size) and torch.isfinite(logits).all()
+    assert run_model_config(SupervisedTrainConfig(image_height=192)).image_height == 192
+
+
 def test_export_turns_a_runs_last_checkpoint_into_weights_that_load(tiny_data, tmp_path, capsys):
     """A run with no dev evaluation writes no best_weights/; `acai-omr train export` writes its last step
     as a weights folder, with the run's model config (read_measures included), and refuses other files."""

@@ -157,6 +157,19 @@ def test_other_image_formats_are_accepted(client, fmt):
     assert response.get_json()["pages"][0]["width"] == 300
 
 
+def test_phone_photos_mpo_and_heic_are_accepted_as_one_page(client, tmp_path):
+    from test_detect import phone_mpo
+
+    mpo = phone_mpo(tmp_path / "IMG_0001.jpg").read_bytes()
+    body = upload(client, mpo, name="IMG_0001.jpg").get_json()
+    assert len(body["pages"]) == 1 and (body["pages"][0]["width"], body["pages"][0]["height"]) == (200, 300)
+    heic = io.BytesIO()
+    Image.new("RGB", (300, 200), (255, 255, 255)).save(heic, "HEIF", quality=80)
+    response = upload(client, heic.getvalue(), name="IMG_0002.HEIC")
+    assert response.status_code == 201, response.get_json()
+    assert len(response.get_json()["pages"]) == 1 and response.get_json()["pages"][0]["width"] == 300
+
+
 def test_blank_page_reports_no_systems_and_offers_manual_boxes(client):
     body = upload(client, image_bytes("PNG", (800, 600))).get_json()
     assert body["systems_found"] == 0

@@ -25,12 +25,13 @@ from torch.utils.data import Dataset
 from acai_omr.config import DatasetConfig, DegradeConfig
 from acai_omr.data.degrade import degrade, degrade_pair, degrade_with_points
 from acai_omr.data.measures import choose_run, crop_span, load_measure_bounds, measure_slice
+from acai_omr.data.preprocess import fitted_size, load_gray, system_input
 from acai_omr.lmx.reading_order import NOTE_LABEL_INDEX
 from acai_omr.lmx.vocab import VOCAB
 
 REQUIRED_FIELDS = ("id", "image", "lmx")
-PAPER = 255  # uint8 white, the padding of shrunk systems
 MEASURE_ID = VOCAB.encode(["measure"])[0]
+TIME_ID = VOCAB.encode(["time"])[0]
 _IMPORTED_IN_PID = os.getpid()  # differs from os.getpid() in a forked process
 
 # ---------------------------------------------------------------- manifest
@@ -57,57 +58,6 @@ def read_manifest(path: str | Path) -> list[dict]:
                 raise ValueError(f"{path}:{line_number}: missing field(s) {', '.join(missing)}")
             records.append(record)
     return records
-
-
-# ---------------------------------------------------------------- images
-
-
-def load_gray(path: str | Path) -> np.ndarray:
-    """uint8 grayscale (H, W) of an image file; transparent pixels count as paper."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    # imdecode(fromfile) rather than imread: it also reads paths cv2 cannot open itself (non-ASCII)
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"cannot decode image {path}: not an image file, or a truncated one")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {image.dtype} in {path}; expected 8- or 16-bit")
-    if image.ndim == 3 and image.shape[2] == 4:
-        alpha = image[..., 3:].astype(np.float32) / 255.0
-        image = np.rint(image[..., :3] * alpha + PAPER * (1.0 - alpha)).astype(np.uint8)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return image
-
-
-def fitted_size(width: int, height: int, target_height: int, max_width: int) -> tuple[int, int]:
-    """(width, height) of an image's content after `fit_height`, before any white padding."""
-    scaled_width = max(1, round(width * target_height / height))
-    if scaled_width <= max_width:
-        return scaled_width, target_height
-    return max_width, max(1, min(target_height, round(height * max_width / width)))
-
-
-def fit_height(gray: np.ndarray, height: int = DatasetConfig.height,
-               max_width: int = DatasetConfig.max_width) -> np.ndarray:
-    """Resize to exactly `height` rows, aspect kept; a system that would be wider than `max_width`
-    is shrunk uniformly to that width and padded with white above and below (never distorted)."""
-    new_width, new_height = fitted_size(gray.shape[1], gray.shape[0], height, max_width)
-    interpolation = cv2.INTER_AREA if new_height < gray.shape[0] else cv2.INTER_LINEAR
-    resized = cv2.resize(gray, (new_width, new_height), interpolation=interpolation)
-    top = (height - new_height) // 2
-    bottom = height - new_height - top
-    if top or bottom:
-        resized = cv2.copyMakeBorder(resized, top, bottom, 0, 0, cv2.BORDER_CONSTANT, value=PAPER)
-    return resized
-
-
-def to_tensor(gray: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W) -> float32 [1, H, W] in [0, 1], 1.0 = white paper."""
-    return torch.from_numpy(np.ascontiguousarray(gray)).to(torch.float32).div_(255.0).unsqueeze(0)
 
 
 # ---------------------------------------------------------------- dataset
@@ -152,16 +102,20 @@ class SystemDataset(Dataset):
         crop_measures: float = 0.0,
         max_crop_measures: int = 2,
         return_notes: bool = False,
+        crop_first_share: float = 0.0,
     ):
         self.split_dir = Path(root) / split
         # chance an item is cut to 1..max_crop_measures measures (acai_omr.data.measures); else whole
         self.crop_measures, self.max_crop_measures = crop_measures, max_crop_measures
+        # chance a crop starts at the system's first measure; systems that print a time signature then always do
+        self.crop_first_share = crop_first_share
         self.height, self.max_width = height, max_width
         self.augment, self.seed, self.return_clean = augment, seed, return_clean
         self.degrade_config = degrade_config
         self.epoch = 0
         manifest = read_manifest(self.split_dir / "manifest.jsonl")
         self.records, self._token_ids, self.skipped = _learnable_records(manifest, max_tokens)
+        self._prints_time = np.array([_opens_with_time(ids) for ids in self._token_ids], dtype=bool)
         if return_clean and return_notes:
             raise ValueError("return_notes moves the notes with the degraded image; the MAE's clean twin has none")
         # drawn notes as compact arrays (the manifest's JSON lists would cost ~1 kB per note in memory)
@@ -176,6 +130,7 @@ class SystemDataset(Dataset):
                 self.skipped["uncroppable"] = len(self.records) - len(keep)
             self.records = [self.records[i] for i in keep]
             self._token_ids = [self._token_ids[i] for i in keep]
+            self._prints_time = self._prints_time[keep]
             if self._notes is not None:
                 self._notes = [self._notes[i] for i in keep]
             self.bounds = [self.bounds[i] for i in keep]
@@ -203,7 +158,10 @@ class SystemDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index, 1])
         if rng.random() >= self.crop_measures or self.bounds[index] is None:
             return None
-        return choose_run(len(self.bounds[index]["bounds"]), rng, self.max_crop_measures)
+        first_share = self.crop_first_share
+        if first_share > 0 and self._prints_time[index]:
+            first_share = 1.0
+        return choose_run(len(self.bounds[index]["bounds"]), rng, self.max_crop_measures, first_share)
 
     def epoch_widths(self, epoch: int) -> np.ndarray:
         """Every item's width after `fit_height` in this epoch (crops as cut in it): what batches pad to."""
@@ -265,7 +223,7 @@ class SystemDataset(Dataset):
         return item
 
     def _shape(self, gray: np.ndarray) -> torch.Tensor:
-        return to_tensor(fit_height(gray, self.height, self.max_width))
+        return system_input(gray, self.height, self.max_width)
 
 
 def _note_arrays(notes: list | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -285,6 +243,11 @@ def _fit_points(points: np.ndarray, labels: np.ndarray, shape: tuple[int, int], 
     inside = (moved[:, 0] >= 0) & (moved[:, 0] < new_width) & (moved[:, 1] >= 0) & (moved[:, 1] < height)
     return (torch.from_numpy(moved[inside].astype(np.float32)),
             torch.from_numpy(labels[inside].astype(np.int64)))
+
+
+def _opens_with_time(token_ids: np.ndarray) -> bool:
+    """Whether a system's first measure prints a time signature (its LMX has a `time` token there)."""
+    return TIME_ID in measure_slice(token_ids[1:-1].tolist(), 0, 1, marker=MEASURE_ID)
 
 
 def label_ids(ids: list[int]) -> np.ndarray:

@@ -250,9 +250,13 @@ def crop_measures(gray: np.ndarray, lmx: str | list[str], rng: np.random.Generat
     return gray[:, x0:x1].copy(), " ".join(measure_slice(tokens, first, count))
 
 
-def choose_run(n_measures: int, rng: np.random.Generator, max_measures: int) -> tuple[int, int]:
-    """(first measure, measure count) of a random run of 1..max_measures of a system's n_measures."""
+def choose_run(n_measures: int, rng: np.random.Generator, max_measures: int,
+               first_share: float = 0.0) -> tuple[int, int]:
+    """(first measure, measure count) of a random run of 1..max_measures of a system's n_measures; with
+    chance `first_share` the run starts at the first measure (the system's header), else anywhere."""
     count = int(rng.integers(1, min(max_measures, n_measures) + 1))
+    if first_share > 0 and rng.random() < first_share:
+        return 0, count
     first = int(rng.integers(0, n_measures - count + 1))
     return first, count
 
@@ -303,7 +307,7 @@ BOUNDS_FILE = "measure_bounds.jsonl"
 def _bounds_of(job: tuple[str, int]) -> dict:
     """Cache entry (measure spans or None, image width and height) of one clean system image whose LMX
     has n measures."""
-    from acai_omr.data.dataset import load_gray  # dataset imports this module
+    from acai_omr.data.preprocess import load_gray
 
     path, n_measures = job
     gray = load_gray(path)

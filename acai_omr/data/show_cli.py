@@ -30,7 +30,8 @@ def contact_sheet(root: Path, split: str, n: int, seed: int, tile_width: int, pr
     from PIL import Image, ImageDraw
 
     from acai_omr.config import DegradeConfig
-    from acai_omr.data.dataset import load_gray, read_manifest
+    from acai_omr.data.dataset import read_manifest
+    from acai_omr.data.preprocess import load_gray
     from acai_omr.data.degrade import degrade
 
     split_dir = Path(root) / split

@@ -10,6 +10,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import DetectConfig
 
+try:  # iPhones save HEIC by default; pillow-heif teaches Pillow to open it
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - a dependency; without it HEIC is refused like any unknown format
+    pass
+
+# Formats holding one picture in several frames: an iPhone's MPO (multi-picture JPEG) keeps a preview or
+# depth map after the photo, and a HEIF file may keep thumbnails or a burst. The first frame is the page.
+SINGLE_PICTURE_FORMATS = {"MPO", "HEIF", "AVIF"}
+
 
 class PageInputError(ValueError):
     """The input cannot be read as pages (missing, corrupt, too large, bad page selection)."""
@@ -44,7 +55,8 @@ def _is_pdf(path: Path) -> bool:
 
 def load_page_images(path: str | Path, pages: list[int] | str | None = None, dpi: int | None = None,
                      cfg: DetectConfig | None = None) -> list[Image.Image]:
-    """Pages of an image file (EXIF orientation applied; every frame of a multi-page TIFF) or a PDF.
+    """Pages of an image file (EXIF orientation applied; every frame of a multi-page TIFF, the first picture
+    of a phone's MPO or HEIC) or a PDF.
 
     Sizes are checked from the file header / PDF page size before any pixels are decoded.
     """
@@ -89,7 +101,7 @@ def _load_image(path: Path, pages: list[int] | None, cfg: DetectConfig) -> list[
         im.close()
         raise PageInputError(f"{path}: image is {w}x{h} = {w * h / 1e6:.0f} megapixels, over the limit of "
                              f"{cfg.max_pixels / 1e6:.0f} megapixels; scale it down first")
-    n_frames = getattr(im, "n_frames", 1)
+    n_frames = 1 if im.format in SINGLE_PICTURE_FORMATS else getattr(im, "n_frames", 1)
     wanted = pages or list(range(1, n_frames + 1))
     if any(p > n_frames for p in wanted):
         raise PageInputError(f"{path}: has {n_frames} page(s); asked for page {max(wanted)}")

@@ -31,11 +31,10 @@ def decode_crops(model, crops, read_measures: int | None = None, **options) -> l
 def system_pieces(crop, cfg, read_measures: int) -> list[tuple[torch.Tensor, int]]:
     """One system crop (PIL) -> model-ready pieces, left to right: runs of `read_measures` measures cut at
     the barlines (`acai_omr.data.measures.reading_spans`), or the whole crop when that is 0."""
-    from acai_omr.data.measures import reading_spans
-    from acai_omr.inference.transcribe import gray_pixels, prepare_gray
+    from acai_omr.data.preprocess import gray_pixels, reading_pieces
 
-    gray = gray_pixels(crop)
-    return [prepare_gray(gray[:, x0:x1], cfg) for x0, x1 in reading_spans(gray, read_measures)]
+    pieces = reading_pieces(gray_pixels(crop), cfg.image_height, cfg.max_image_width, read_measures)
+    return [(piece, piece.shape[-1]) for piece in pieces]
 
 
 def decode_systems(model, systems: list[list[tuple[torch.Tensor, int]]], *,
@@ -88,10 +87,13 @@ def join_results(pieces: list[DecodeResult]) -> DecodeResult:
 
 def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_size: int = 8, beam: int = 1,
                     max_len: int | None = None, constrained: bool = True, group_pitches: bool = True,
+                    read_header: bool = True,
                     on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None) -> list[DecodeResult]:
     """Model-ready images ([1, H, W] tensors with their valid widths) -> DecodeResult each, in the input order.
 
-    Greedy decoding (beam 1) lets the pitch tokens compete as one unless `group_pitches` is False
+    Greedy decoding (beam 1) writes the key and time signature the weights' header head reads unless
+    `read_header` is False (`acai_omr.inference.decode.HeaderReader`), and
+    lets the pitch tokens compete as one unless `group_pitches` is False
     (`acai_omr.inference.decode.pitch_grouped_argmax`).
 
     Images are sorted by width and decoded `batch_size` at a time (padded with
@@ -111,7 +113,7 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
                 decoded = beam_search(model, images, widths, beam_size=beam, max_len=max_len, constrained=constrained)
             else:
                 decoded = greedy_decode(model, images, widths, max_len=max_len, constrained=constrained,
-                                        group_pitches=group_pitches)
+                                        group_pitches=group_pitches, read_header=read_header)
             for i, result in zip(indices, decoded):
                 results[i] = result
             if on_batch is not None:

@@ -110,13 +110,55 @@ def _grammar(constrained: bool):
     return lmx_grammar()
 
 
-def _start(model: OMRModel, images, widths, max_len, rows_per_image: int):
-    """Encode once, build a cache with rows_per_image rows per image."""
+def _start(model: OMRModel, images, widths, max_len, rows_per_image: int, read_header: bool = False):
+    """Encode once, build a cache with rows_per_image rows per image; with `read_header` also the header
+    head's answers (`HeaderReader`), else None."""
     memory, valid = model.encode(images, widths)
     cache = model.decoder.new_cache(memory, valid, max_len)
     if rows_per_image > 1:
         cache.reorder(torch.arange(images.shape[0], device=images.device).repeat_interleave(rows_per_image))
-    return cache
+    header = None
+    if read_header and model.header is not None:
+        key_logits, time_logits = model.header(memory, valid)
+        header = HeaderReader(key_logits.argmax(-1).tolist(), time_logits.argmax(-1).tolist())
+    return cache, header
+
+
+class HeaderReader:
+    """Writes the header head's key and time signature where the decoder opens a system with its own guess.
+
+    When a row's decoder picks a key token in its first measure, the head's key replaces it and, if
+    the head reads a time signature there, `time beats:N beat-type:M` follows (the decoder alone
+    never wrote one). Later key tokens (key changes) are the decoder's, and so is every other token.
+    A replacement the grammar forbids is skipped.
+    """
+
+    def __init__(self, keys: list[int], times: list[int]):
+        self.answers = list(zip(keys, times))
+        self.pending: list[list[int]] = [[] for _ in keys]
+        self.done = [False] * len(keys)
+        self.measures = [0] * len(keys)
+
+    def apply(self, token: torch.Tensor, token_logp: torch.Tensor, logp: torch.Tensor, finished: torch.Tensor):
+        from acai_omr.model.model import KEY_IDS, MEASURE_ID, header_token_ids
+
+        chosen = token.tolist()
+        for row, (picked, over) in enumerate(zip(chosen, finished.tolist())):
+            if over:
+                continue
+            wanted = None
+            if self.pending[row]:
+                wanted = self.pending[row].pop(0)
+            elif picked in KEY_IDS and not self.done[row] and self.measures[row] <= 1:
+                self.done[row] = True
+                wanted, self.pending[row] = header_token_ids(*self.answers[row])
+            if wanted is not None and torch.isfinite(logp[row, wanted]):
+                token[row], token_logp[row] = wanted, logp[row, wanted]
+            elif wanted is not None:
+                self.pending[row] = []  # the grammar forbids it here: leave the rest to the decoder
+            if int(token[row]) == MEASURE_ID:
+                self.measures[row] += 1
+        return token, token_logp
 
 
 def _decode_steps(rows: int, device, max_len: int, grammar, pick):
@@ -160,14 +202,16 @@ def pitch_grouped_argmax(logp: torch.Tensor, pitch_mask: torch.Tensor = PITCH_MA
 
 
 def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, max_len: int | None = None,
-                  constrained: bool = False, group_pitches: bool = False) -> list[DecodeResult]:
+                  constrained: bool = False, group_pitches: bool = False,
+                  read_header: bool = False) -> list[DecodeResult]:
     """Most probable token at each step, for each image of the batch; with `group_pitches`, the pitch
-    tokens compete as one (`pitch_grouped_argmax`), as the product decodes."""
+    tokens compete as one (`pitch_grouped_argmax`), and with `read_header` a model's header head names
+    the key and time signature (`HeaderReader`), as the product decodes."""
     max_len = resolve_max_len(model, max_len)
     grammar = _grammar(constrained)
     B, device = images.shape[0], images.device
     with eval_mode(model):
-        cache = _start(model, images, widths, max_len, 1)
+        cache, header = _start(model, images, widths, max_len, 1, read_header)
 
         def pick(last, finished, states, remaining):
             logp = next_token_logprobs(model, cache, last, finished, states, grammar, remaining)
@@ -175,6 +219,8 @@ def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, m
                 token, token_logp = pitch_grouped_argmax(logp)
             else:
                 token_logp, token = logp.max(dim=-1)
+            if header is not None:
+                token, token_logp = header.apply(token, token_logp, logp, finished)
             return token, token_logp
 
         ids, logps, _ = _decode_steps(B, device, max_len, grammar, pick)
@@ -210,7 +256,7 @@ def beam_search(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, bea
     B, K, device = images.shape[0], beam_size, images.device
     R = B * K
     with eval_mode(model):
-        cache = _start(model, images, widths, max_len, K)
+        cache, _ = _start(model, images, widths, max_len, K)
         last = torch.full((R,), BOS_ID, dtype=torch.long, device=device)
         states = grammar.initial(R, device) if grammar else None
         finished = torch.zeros(R, dtype=torch.bool, device=device)
@@ -261,7 +307,7 @@ def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_sample
     B, device = images.shape[0], images.device
     R = B * n_samples
     with eval_mode(model):
-        cache = _start(model, images, widths, max_len, n_samples)
+        cache, _ = _start(model, images, widths, max_len, n_samples)
 
         def pick(last, finished, states, remaining):
             logits = model.decoder(last[:, None], None, None, cache=cache)[:, -1].float() / temperature

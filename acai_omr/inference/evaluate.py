@@ -42,16 +42,15 @@ def _prepare(gray, height: int, max_width: int, degraded: bool, seed: int, index
     training prepares images; pieces are cut at barlines when `read_measures` > 0 (`reading_spans`)."""
     import numpy as np
 
-    from acai_omr.data.dataset import fit_height, to_tensor
     from acai_omr.data.degrade import degrade
-    from acai_omr.data.measures import reading_spans
+    from acai_omr.data.preprocess import reading_pieces, system_input
 
     if degraded:
         gray = degrade(gray, np.random.default_rng([seed, index]))
-    image = to_tensor(fit_height(gray, height, max_width))
+    image = system_input(gray, height, max_width)
     if read_measures < 1:
         return image, None
-    return image, [to_tensor(fit_height(gray[:, x0:x1], height, max_width)) for x0, x1 in reading_spans(gray, read_measures)]
+    return image, reading_pieces(gray, height, max_width, read_measures)
 
 
 def lieder_dev_folder() -> Path:
@@ -64,7 +63,7 @@ def lieder_dev_folder() -> Path:
 def load_lieder_dev(height: int, max_width: int, limit: int | None = None, degraded: bool = False,
                     seed: int = 0, folder: Path | None = None, read_measures: int = 0) -> list[EvalSample]:
     """The 198 MuseScore-engraved conformance systems (PNG + gold .musicxml + gold .lmx)."""
-    from acai_omr.data.dataset import load_gray
+    from acai_omr.data.preprocess import load_gray
 
     folder = Path(folder) if folder else lieder_dev_folder()
     pngs = sorted(folder.glob("*.png"))
@@ -85,7 +84,8 @@ def load_rendered_split(root: Path, split: str, height: int, max_width: int, lim
     The gold MusicXML is the manifest's `musicxml` file when it names one,
     else the delinearized gold LMX (whose TEDn floor is 0 by construction).
     """
-    from acai_omr.data.dataset import load_gray, read_manifest
+    from acai_omr.data.dataset import read_manifest
+    from acai_omr.data.preprocess import load_gray
     from acai_omr.lmx.delinearize import delinearize
 
     split_dir = Path(root) / split
@@ -114,8 +114,8 @@ def load_eval_samples(split: str, data_root: str | Path = "data", height: int = 
 
 
 def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
-               batch_size: int = 8, constrained: bool = True,
-               group_pitches: bool = True) -> tuple[list[list[str]], float]:
+               batch_size: int = 8, constrained: bool = True, group_pitches: bool = True,
+               read_header: bool = True) -> tuple[list[list[str]], float]:
     """Predicted LMX tokens per sample (in order) and the total decoding seconds.
 
     The same batched decoding as the product (`batch.decode_systems`, pieces
@@ -126,7 +126,8 @@ def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len:
 
     started = time.perf_counter()
     results = decode_systems(model, [s.model_inputs() for s in samples], batch_size=batch_size,
-                             beam=beam, max_len=max_len, constrained=constrained, group_pitches=group_pitches)
+                             beam=beam, max_len=max_len, constrained=constrained, group_pitches=group_pitches,
+                             read_header=read_header)
     return [r.tokens for r in results], time.perf_counter() - started
 
 
@@ -156,14 +157,15 @@ def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str =
 
 def evaluate_model(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
                    batch_size: int = 8, flavor: str = "lmx", constrained: bool = True,
-                   group_pitches: bool = True) -> dict:
+                   group_pitches: bool = True, read_header: bool = True) -> dict:
     predictions, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size,
-                                      constrained=constrained, group_pitches=group_pitches)
+                                      constrained=constrained, group_pitches=group_pitches, read_header=read_header)
     report = score(samples, predictions, flavor)
     report["summary"]["seconds_per_system"] = seconds / max(1, len(samples))
     report["summary"]["beam"] = beam
     report["summary"]["constrained"] = constrained
     report["summary"]["group_pitches"] = group_pitches and beam == 1
+    report["summary"]["header_head"] = read_header and beam == 1 and getattr(model, "header", None) is not None
     return report
 
 
@@ -263,6 +265,9 @@ def register(subparsers) -> None:
     p.add_argument("--token-argmax", dest="group_pitches", action="store_false",
                    help="greedy: take the single likeliest token, without letting the pitch tokens compete as one "
                         "(the product groups them; this measures the difference)")
+    p.add_argument("--no-header", dest="read_header", action="store_false",
+                   help="greedy: let the decoder write the key and time signature itself, not the weights' header "
+                        "head (the product uses the head; this measures the difference)")
     p.add_argument("--flavor", default="lmx", choices=["lmx", "full"], help="TEDn flavour")
     p.add_argument("--seed", type=int, default=0, help="degradation seed")
     p.add_argument("--json", dest="json_out", default=None, help="write the full report (per system) here")
@@ -296,13 +301,14 @@ def run_eval_model(args) -> int:
         return 1
     report = evaluate_model(model, samples, device, beam=args.beam, max_len=args.max_len,
                             batch_size=args.batch_size, flavor=args.flavor, constrained=args.constrained,
-                            group_pitches=args.group_pitches)
+                            group_pitches=args.group_pitches, read_header=args.read_header)
     summary = report["summary"]
     summary.update({"split": args.split, "degraded": args.degraded, "weights": str(args.weights or "default"),
                     "int8": args.int8, "read_measures": read_measures,
                     "pieces": sum(len(s.model_inputs()) for s in samples)})
     reading = f", {read_measures} measure(s) per piece, {summary['pieces']} pieces" if read_measures else ""
-    decoding = f"beam {args.beam}" if args.beam > 1 else ("greedy" + ("" if args.group_pitches else ", token argmax"))
+    decoding = f"beam {args.beam}" if args.beam > 1 else ("greedy" + ("" if args.group_pitches else ", token argmax")
+                                                          + (", header head" if summary["header_head"] else ""))
     print(f"{args.split}{' (degraded)' if args.degraded else ''}: {summary['systems']} systems, {decoding}{reading}")
     print(f"  TEDn-{args.flavor}: {summary['tedn']:.2f}%   SER: {summary['ser']:.2f}%   "
           f"unparseable: {100 * summary['unparseable_rate']:.1f}%   {summary['seconds_per_system']:.3f} s/system")

@@ -226,7 +226,8 @@ class SupervisedObjective(nn.Module):
 
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0, gumbel_hard: bool = False,
                  token_dropout: float = 0.0, aux_symbols: float = 0.0, aux_recon: float = 0.0,
-                 detach_memory: bool = False, aux_ctc: float = 0.0, aux_notes: float = 0.0):
+                 detach_memory: bool = False, aux_ctc: float = 0.0, aux_notes: float = 0.0,
+                 aux_header: float = 0.0):
         super().__init__()
         self.model = model
         self.label_smoothing = label_smoothing
@@ -245,6 +246,9 @@ class SupervisedObjective(nn.Module):
         self.aux_notes = aux_notes
         self.note_head = (NoteMapHead(cfg.enc_dim, cfg.image_height // cfg.patch_height, cfg.patch_height,
                                       cfg.patch_width) if aux_notes > 0 else None)
+        self.aux_header = aux_header
+        if aux_header > 0 and getattr(model, "header", None) is None:
+            raise ValueError("the header loss needs a model with a header head (ModelConfig.header_head)")
 
     def forward(self, images, widths, tokens, p_tf: float = 1.0, tau: float = 1.0, two_pass: bool | None = None,
                 note_points: torch.Tensor | None = None, has_notes: torch.Tensor | None = None):
@@ -294,9 +298,30 @@ class SupervisedObjective(nn.Module):
             note_loss = self.note_head(encoded, valid, note_points, has_notes)
             stats["note_loss"] = note_loss.detach()
             loss = loss + self.aux_notes * note_loss
+        if self.aux_header > 0:
+            header_loss, header_stats = self.header_loss(encoded, valid, tokens)
+            stats.update(header_stats)
+            loss = loss + self.aux_header * header_loss
         with torch.no_grad():
             stats["memory_spread"] = memory_spread(encoded, valid)
         return loss, stats
+
+    def header_loss(self, encoded, valid, tokens):
+        """Cross-entropy of the header head's key and time answers, over the rows whose first measure
+        names a key (system starts and printed key changes); 0 for a batch without one."""
+        from acai_omr.model.model import header_targets
+
+        key_logits, time_logits = self.model.header(encoded, valid)
+        key, time, has = header_targets(tokens)
+        if not bool(has.any()):
+            return key_logits.sum() * 0.0, {}
+        key_loss = F.cross_entropy(key_logits[has].float(), key[has])
+        time_loss = F.cross_entropy(time_logits[has].float(), time[has])
+        with torch.no_grad():
+            stats = {"header_loss": (key_loss + time_loss).detach(),
+                     "key_acc": (key_logits[has].argmax(-1) == key[has]).float().mean(),
+                     "time_acc": (time_logits[has].argmax(-1) == time[has]).float().mean()}
+        return key_loss + time_loss, stats
 
 
 # ---------------------------------------------------------------- set-up
@@ -338,11 +363,16 @@ def run_model_config(cfg: SupervisedTrainConfig) -> ModelConfig:
     preset = model_config_named(cfg.model)
     read_measures = cfg.crop_max_measures if cfg.crop_measures >= 1.0 else 0
     if not cfg.init_weights:
-        return dataclasses.replace(preset, read_measures=read_measures)
-    from acai_omr.model.weights import load_config
+        shape = dataclasses.replace(preset, read_measures=read_measures)
+    else:
+        from acai_omr.model.weights import load_config
 
-    return dataclasses.replace(load_config(cfg.init_weights), center_memory=preset.center_memory,
-                               read_measures=read_measures)
+        shape = dataclasses.replace(load_config(cfg.init_weights), center_memory=preset.center_memory,
+                                    read_measures=read_measures)
+    # the conv stem and the sin-cos positions have no weights tied to the height: any height loads the same tensors
+    if cfg.image_height:
+        shape = dataclasses.replace(shape, image_height=cfg.image_height)
+    return dataclasses.replace(shape, header_head=True) if cfg.aux_header > 0 else shape
 
 
 def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
@@ -356,18 +386,21 @@ def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
     trained, trained_cfg = load_model(weights_dir, "cpu")
     ours = model.state_dict()
     theirs = trained.state_dict()
-    different = sorted(k for k in set(ours) | set(theirs)
+    # a head the weights were trained without (e.g. the header head) starts from its initialisation
+    added = {k for k in ours if k not in theirs and k.startswith("header.") and not trained_cfg.header_head}
+    different = sorted(k for k in (set(ours) | set(theirs)) - added
                        if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)
     if different:
         raise ValueError(f"{weights_dir} holds a different model shape than --model ({len(different)} tensors "
                          f"differ, e.g. {different[0]}): {trained_cfg} vs {model_cfg}")
-    model.load_state_dict({k: v.float() for k, v in theirs.items()})
+    model.load_state_dict({k: v.float() for k, v in theirs.items()}, strict=not added)
 
 
 def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, crop_measures: float = 0.0,
-                     max_crop_measures: int = 2, return_notes: bool = False):
+                     max_crop_measures: int = 2, return_notes: bool = False, crop_first_share: float = 0.0):
     """Training dataset, a per-epoch batch-sampler factory (sharded by rank, resumable), and the collate function.
-    `crop_measures`: share of items cut to 1..max_crop_measures measures (labelled phases only)."""
+    `crop_measures`: share of items cut to 1..max_crop_measures measures (labelled phases only), starting at
+    the system's first measure with chance `crop_first_share`."""
     from functools import partial
 
     from acai_omr.data.dataset import SystemDataset, collate_systems
@@ -377,7 +410,7 @@ def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, c
                             max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
                             max_width=model_cfg.max_image_width, degrade_config=DegradeConfig.for_training(cfg),
                             crop_measures=crop_measures, max_crop_measures=max_crop_measures,
-                            return_notes=return_notes)
+                            return_notes=return_notes, crop_first_share=crop_first_share)
     sampler = WidthBucketSampler(dataset.epoch_widths, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                                  rank=runtime.rank, world_size=runtime.world_size)
     if len(sampler) == 0:
@@ -424,13 +457,14 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
         seed_everything(cfg.seed + runtime.rank)
         objective = SupervisedObjective(model, cfg.label_smoothing, cfg.gumbel_hard, cfg.token_dropout,
                                         cfg.aux_symbols, cfg.aux_recon, cfg.detach_memory, cfg.aux_ctc,
-                                        cfg.aux_notes)
+                                        cfg.aux_notes, cfg.aux_header)
         groups = param_groups(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay, encoder_prefix="model.encoder.",
                               num_encoder_layers=model_cfg.enc_depth)
         dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False,
                                                                 crop_measures=cfg.crop_measures,
                                                                 max_crop_measures=cfg.crop_max_measures,
-                                                                return_notes=cfg.aux_notes > 0)
+                                                                return_notes=cfg.aux_notes > 0,
+                                                                crop_first_share=cfg.crop_first_share)
 
         def loss_fn(obj, batch, step):
             p_tf, tau = sampling_schedule(step, cfg)

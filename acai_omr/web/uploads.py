@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from acai_omr.config import WebConfig
+from acai_omr.detect.pages_io import SINGLE_PICTURE_FORMATS  # importing it also lets Pillow open HEIC
 
 ID_PATTERN = r"[0-9a-f]{32}"
 VIEW_MAX_SIDE = 1600  # pixels: the page image sent to the browser
@@ -30,8 +31,11 @@ MAGIC = (
     (b"MM\x00*", "tiff"),
     (b"%PDF-", "pdf"),
 )
-PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP"}
-ACCEPTED = "PNG, JPEG, WebP, TIFF or PDF"
+# an iPhone's JPEG is often an MPO (a JPEG followed by a preview or depth picture)
+PILLOW_FORMATS = {"png": {"PNG"}, "jpeg": {"JPEG", "MPO"}, "tiff": {"TIFF"}, "webp": {"WEBP"}, "heic": {"HEIF"}}
+ACCEPTED = "PNG, JPEG, HEIC, WebP, TIFF or PDF"
+# ISO base media brands of HEIC/HEIF still pictures (bytes 8-12, after "ftyp")
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
 class UploadError(Exception):
@@ -51,6 +55,8 @@ def sniff_type(head: bytes) -> str | None:
     """The file type from its first bytes (never from its name or the browser's claim)."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "heic"
     for magic, kind in MAGIC:
         if head.startswith(magic):
             return kind
@@ -65,9 +71,9 @@ def check_image_header(path: Path, kind: str, cfg: WebConfig) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if image.format != PILLOW_FORMATS[kind]:
+                if image.format not in PILLOW_FORMATS[kind]:
                     raise UploadError(f"The file looks like {kind.upper()} but is not a valid one.", 415)
-                frames = getattr(image, "n_frames", 1)
+                frames = 1 if image.format in SINGLE_PICTURE_FORMATS else getattr(image, "n_frames", 1)
                 if frames > cfg.max_pdf_pages:
                     raise UploadError(f"The image has {frames} pages; at most {cfg.max_pdf_pages} are accepted.", 413)
                 width, height = image.size
