@@ -83,3 +83,77 @@ def test_breaks_must_match_parts():
 
     with pytest.raises(ValueError, match="breaks"):
         join_parts([part(SYSTEM_A)], [])
+
+
+# ---------------------------------------------------------------- a coherent score
+
+
+def staff_lengths(measure: ET.Element, divisions: int) -> dict[str, float]:
+    """Staff -> where its last note (hidden ones included) ends, in quarters, laid out as MusicXML reads."""
+    cursor, ends = 0, {}
+    for element in measure:
+        duration = int(element.findtext("duration") or 0)
+        if element.tag == "backup":
+            cursor -= duration
+        elif element.tag == "forward":
+            cursor += duration
+        elif element.tag == "note":
+            assert cursor >= 0
+            start = cursor - duration if element.find("chord") is not None else cursor
+            if element.find("chord") is None:
+                cursor += duration
+            staff = element.findtext("staff") or "1"
+            ends[staff] = max(ends.get(staff, 0), (start + duration) / divisions)
+    return ends
+
+
+def test_one_key_for_the_page_and_key_changes_inside_a_system_kept():
+    from acai_omr.inference.assemble import cohere_parts
+
+    systems = [part(SYSTEM_A), part(SYSTEM_C), part(SYSTEM_B),
+               part(SYSTEM_B + " measure key:fifths:3 F4 half staff:1 F4 quarter")]
+    coherent, repairs = cohere_parts(systems)
+    assert [m.findtext("attributes/key/fifths") for p in coherent for m in p.findall("measure")[:1]] == ["-1"] * 4
+    assert repairs[1] and "key 2 -> -1" in repairs[1][0] and not any("key" in r for r in repairs[0] + repairs[2])
+    assert coherent[3].findall("measure")[1].findtext("attributes/key/fifths") == "3"  # a change the model read
+    joined = join_parts(coherent, [BREAK_SYSTEM] * 4)
+    assert [k.findtext("fifths") for k in joined.iter("key")] == ["-1", "3"]
+    assert systems[1].findall("measure")[0].findtext("attributes/key/fifths") == "2"  # the input is not changed
+
+
+def test_a_time_signature_is_read_or_inferred_and_carried_on():
+    from acai_omr.inference.assemble import cohere_parts
+
+    no_time = [part(SYSTEM_B), part(SYSTEM_C)]  # 3-quarter measures, no time signature anywhere
+    coherent, repairs = cohere_parts(no_time)
+    time = coherent[0].find("measure/attributes/time")
+    assert (time.findtext("beats"), time.findtext("beat-type")) == ("3", "4")
+    assert "inferred" in repairs[0][0]
+    read = [part(SYSTEM_B), part(SYSTEM_A.replace("beats:3", "beats:6").replace("beat-type:4", "beat-type:8"))]
+    coherent, _ = cohere_parts(read)  # printed by a later system only: it is the one read, moved to the start
+    assert coherent[0].find("measure/attributes/time/beats").text == "6"
+    text = assemble_score(read, [BREAK_SYSTEM] * 2)
+    assert text.count("<time>") == 1
+
+
+def test_measures_are_filled_in_both_staves_and_overflow_is_cut():
+    from acai_omr.inference.assemble import cohere_parts
+
+    lmx = ("measure key:fifths:0 time beats:4 beat-type:4 clef:G2 staff:1 clef:F4 staff:2 "
+           "C4 quarter staff:1 D4 quarter staff:1 "  # a pickup of two quarters: left as it is
+           "measure E4 whole staff:1 F4 quarter staff:1 backup whole G2 voice:5 half staff:2 "  # 5/4 over 2/4
+           "measure A4 whole staff:1 "  # no left hand at all
+           "measure B4 whole staff:1 backup whole C3 voice:5 whole staff:2")
+    (coherent,), (repairs,) = cohere_parts([part(lmx)])
+    measures = coherent.findall("measure")
+    divisions = int(measures[0].findtext("attributes/divisions"))
+    assert staff_lengths(measures[0], divisions) == {"1": 2.0}  # the pickup: not padded
+    assert staff_lengths(measures[1], divisions) == {"1": 4.0, "2": 4.0}
+    assert "acai-omr: 1 note(s) the model wrote past this barline were cut" in ET.tostring(measures[1], "unicode")
+    left = [n for n in measures[1].findall("note") if n.findtext("staff") == "2"]
+    assert left[0].find("pitch/step").text == "G" and left[-1].get("print-object") == "no"
+    assert staff_lengths(measures[2], divisions) == {"1": 4.0, "2": 4.0}
+    assert measures[2].find("note[@print-object='no']/staff").text == "2"
+    assert staff_lengths(measures[3], divisions) == {"1": 4.0, "2": 4.0}  # the last measure, already full
+    assert any("cut 1 note" in r for r in repairs) and any("empty staff" in r for r in repairs)
+    assert not any(r.startswith("measure 4") for r in repairs)

@@ -9,7 +9,7 @@ here, so they produce the same tokens for the same crops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -146,6 +146,7 @@ class SystemResult:
     confidence: float  # mean token probability
     finished: bool  # the decoder produced <eos> (False: cut at the length limit)
     delinearized: object = None  # acai_omr.lmx.delinearize.DelinearizeResult
+    repairs: list[str] = field(default_factory=list)  # what `assemble` changed to make the score coherent
 
     @property
     def part(self):
@@ -164,7 +165,7 @@ class SystemResult:
     def to_json(self) -> dict:
         return {"page": self.page, "box": [round(v, 1) for v in self.box], "lmx": " ".join(self.tokens),
                 "tokens": len(self.tokens), "confidence": round(self.confidence, 4), "finished": self.finished,
-                "errors": self.errors, "readable": self.part is not None}
+                "errors": self.errors, "repairs": list(self.repairs), "readable": self.part is not None}
 
 
 def system_results(decoded: list[DecodeResult], pages: list[int], boxes) -> list[SystemResult]:
@@ -177,11 +178,16 @@ def system_results(decoded: list[DecodeResult], pages: list[int], boxes) -> list
 
 
 def assemble(systems: list[SystemResult]) -> str:
-    """One MusicXML score from the systems in reading order: system breaks, page breaks between pages."""
+    """One MusicXML score from the systems in reading order: system breaks, page breaks between pages; one
+    key, a time signature and full measures (each system's `repairs` says what was changed)."""
     from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score
 
     breaks, previous = [], None
     for system in systems:
         breaks.append(BREAK_PAGE if previous is not None and system.page != previous else BREAK_SYSTEM)
         previous = system.page
-    return assemble_score([s.part for s in systems], breaks)
+    repairs: list[list[str]] = []
+    musicxml = assemble_score([s.part for s in systems], breaks, repairs=repairs)
+    for system, made in zip(systems, repairs):
+        system.repairs = made
+    return musicxml

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".pdf"}
+INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".heic", ".heif", ".pdf"}
 FORMATS = ("musicxml", "mxl", "midi", "lmx", "json")
 
 
@@ -152,6 +152,7 @@ def write_outputs(systems, stem: str, out_dir: Path, fmt: str, source: Path) -> 
         path.write_text("".join(" ".join(s.tokens) + "\n" for s in systems), encoding="utf-8")
         return path
     if fmt == "json":
+        assemble(systems)  # fills each system's repairs
         path = out_dir / f"{stem}.json"
         path.write_text(json.dumps({"input": str(source), "systems": [s.to_json() for s in systems]}, indent=1)
                         + "\n", encoding="utf-8")
