@@ -80,6 +80,7 @@ def join_results(pieces: list[DecodeResult]) -> DecodeResult:
         return pieces[0]
     counts = [len(p.token_ids) + 1 for p in pieces]
     return DecodeResult(token_ids=[t for p in pieces for t in p.token_ids],
+                        token_logprobs=[v for p in pieces for v in p.token_logprobs],
                         logprob=sum(p.logprob for p in pieces),
                         confidence=sum(p.confidence * n for p, n in zip(pieces, counts)) / sum(counts),
                         finished=all(p.finished for p in pieces))

@@ -12,7 +12,7 @@ eval mode while decoding and restored afterwards.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ class DecodeResult:
     logprob: float  # sum of the log-probabilities of the generated tokens (<eos> included)
     confidence: float  # mean per-token probability (<eos> included), 0..1
     finished: bool  # True if <eos> was produced; False if cut at max_len
+    token_logprobs: list[float] = field(default_factory=list)  # log-prob of each generated token (no <eos>)
 
     @property
     def tokens(self) -> list[str]:
@@ -238,7 +239,8 @@ def _collect(ids: torch.Tensor, logps: torch.Tensor) -> list[DecodeResult]:
         logp = row_logp[:n]
         total = float(sum(logp))
         confidence = float(torch.tensor(logp).exp().mean()) if n else 0.0
-        results.append(DecodeResult(row_ids[: n - 1] if finished else row_ids[:n], total, confidence, finished))
+        kept = n - 1 if finished else n
+        results.append(DecodeResult(row_ids[:kept], total, confidence, finished, logp[:kept]))
     return results
 
 

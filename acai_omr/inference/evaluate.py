@@ -115,8 +115,9 @@ def load_eval_samples(split: str, data_root: str | Path = "data", height: int = 
 
 def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
                batch_size: int = 8, constrained: bool = True, group_pitches: bool = True,
-               read_header: bool = True) -> tuple[list[list[str]], float]:
-    """Predicted LMX tokens per sample (in order) and the total decoding seconds.
+               read_header: bool = True) -> tuple[list, float]:
+    """Decoded results per sample (in order: tokens, confidence, per-token log-probs) and the total
+    decoding seconds.
 
     The same batched decoding as the product (`batch.decode_systems`, pieces
     included); grammar-constrained and with pitches competing as one in greedy
@@ -128,7 +129,7 @@ def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len:
     results = decode_systems(model, [s.model_inputs() for s in samples], batch_size=batch_size,
                              beam=beam, max_len=max_len, constrained=constrained, group_pitches=group_pitches,
                              read_header=read_header)
-    return [r.tokens for r in results], time.perf_counter() - started
+    return results, time.perf_counter() - started
 
 
 def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str = "lmx") -> dict:
@@ -158,9 +159,12 @@ def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str =
 def evaluate_model(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
                    batch_size: int = 8, flavor: str = "lmx", constrained: bool = True,
                    group_pitches: bool = True, read_header: bool = True) -> dict:
-    predictions, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size,
-                                      constrained=constrained, group_pitches=group_pitches, read_header=read_header)
-    report = score(samples, predictions, flavor)
+    results, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size,
+                                  constrained=constrained, group_pitches=group_pitches, read_header=read_header)
+    report = score(samples, [r.tokens for r in results], flavor)
+    for row, result in zip(report["systems"], results):  # what `bench/confidence.py` ranks systems by
+        row["confidence"] = round(result.confidence, 4)
+        row["token_logprobs"] = [round(v, 3) for v in result.token_logprobs]
     report["summary"]["seconds_per_system"] = seconds / max(1, len(samples))
     report["summary"]["beam"] = beam
     report["summary"]["constrained"] = constrained
