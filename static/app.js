@@ -82,13 +82,14 @@
     const pages = $("pdf-pages").value.trim();
     if (pages && pages.toLowerCase() !== "all") form.append("pages", pages);
     $("upload-status").textContent = `Uploading ${file.name} and looking for systems…`;
-    hide("step-systems", "step-progress", "step-result");
     try {
       const upload = await api("POST", "/api/uploads", form);
+      // only now is the page before replaced: a refused file leaves it and its edited boxes as they were
+      hide("step-systems", "step-progress", "step-result");
       $("upload-status").textContent = `${file.name}: ${upload.pages.length} page(s), ${upload.systems_found} system(s) found.`;
       loadUpload(upload);
     } catch (e) {
-      $("upload-status").textContent = "";
+      $("upload-status").textContent = state.upload ? "The page you were working on is unchanged." : "";
       showError(e.message);
     }
   }
@@ -96,7 +97,7 @@
   function loadUpload(upload) {
     state.upload = upload;
     state.pages = upload.pages.map((p) => ({
-      index: p.index, width: p.width, height: p.height, url: p.url, include: true,
+      index: p.index, number: p.number, width: p.width, height: p.height, url: p.url, include: true,
       boxes: p.boxes.map((b) => ({ ...b, id: state.nextId++ })),
       messages: p.messages,
     }));
@@ -120,7 +121,7 @@
       const tab = document.createElement("button");
       tab.type = "button"; tab.className = "tab"; tab.setAttribute("role", "tab");
       tab.setAttribute("aria-selected", String(i === state.page));
-      tab.textContent = `Page ${i + 1} (${p.boxes.length})`;
+      tab.textContent = `Page ${pageNumber(i)} (${p.boxes.length})`;
       tab.addEventListener("click", () => showPage(i));
       const check = document.createElement("label");
       const box = document.createElement("input");
@@ -186,13 +187,21 @@
     renderList();
   }
 
+  // a page's own number in the document (PDF pages "2-3" stay 2 and 3), else its position from 1
+  function pageNumber(index) {
+    const page = state.pages && state.pages[index];
+    return page && page.number ? page.number : index + 1;
+  }
+
   function renderList() {
     const list = $("box-list");
     list.innerHTML = "";
     const all = orderedBoxes();
+    const onPage = {};
     all.forEach(({ page, box }, i) => {
       const li = document.createElement("li");
-      li.textContent = `page ${page + 1}, ${Math.round(box.x1 - box.x0)}×${Math.round(box.y1 - box.y0)} px` + (box.kind === "manual" ? " (drawn)" : "");
+      onPage[page] = (onPage[page] || 0) + 1;
+      li.textContent = `Page ${pageNumber(page)}, system ${onPage[page]}` + (box.kind === "manual" ? " (drawn by hand)" : "");
       if (box.id === state.selected) li.className = "selected";
       li.addEventListener("click", () => { if (page !== state.page) showPage(page); select(box.id, true); });
       list.append(li);
@@ -201,7 +210,7 @@
     $("btn-transcribe").disabled = all.length === 0;
     $("btn-delete").disabled = $("btn-earlier").disabled = $("btn-later").disabled = !selectedBox();
     const tabs = $("page-tabs").querySelectorAll(".tab");
-    tabs.forEach((t, i) => { t.textContent = `Page ${i + 1} (${state.pages[i].boxes.length})`; });
+    tabs.forEach((t, i) => { t.textContent = `Page ${pageNumber(i)} (${state.pages[i].boxes.length})`; });
   }
 
   function select(id, focus) {
@@ -454,7 +463,7 @@
       const li = document.createElement("li");
       const badge = document.createElement("span");
       badge.className = `state ${s.state}`; badge.textContent = STATE_WORDS[s.state] || s.state;
-      li.append(badge, `page ${s.page + 1}`);
+      li.append(badge, `page ${pageNumber(s.page)}`);
       if (s.state === "done") li.append(` — ${s.tokens} tokens, confidence ${(100 * s.confidence).toFixed(0)}%`);
       list.append(li);
     });
@@ -465,7 +474,10 @@
     renderProgress(job);
     if (job.status === "done") { stopFollowing(); showResult(job); }
     else if (job.status === "failed") { stopFollowing(); $("btn-cancel").disabled = true; showError(job.message || "Transcription failed."); }
-    else if (job.status === "cancelled") { stopFollowing(); $("btn-cancel").disabled = true; $("job-message").textContent = "Cancelled."; }
+    else if (job.status === "cancelled") {
+      stopFollowing(); $("btn-cancel").disabled = true; $("job-message").textContent = job.message || "Cancelled.";
+      if (job.outputs && job.outputs.includes("musicxml")) showResult(job);  // the systems finished before the cancel
+    }
   }
 
   $("btn-cancel").addEventListener("click", async () => {

@@ -77,7 +77,7 @@ def load_page_images(path: str | Path, pages: list[int] | str | None = None, dpi
 _HEADER_LOCK = threading.Lock()
 
 
-def _open_header(path: Path) -> Image.Image:
+def open_header(path: Path) -> Image.Image:
     """Image.open (reads the header, decodes nothing) without Pillow's own bomb check, so the
     size check below can name the size; the limit is restored at once."""
     with _HEADER_LOCK:
@@ -93,9 +93,9 @@ def _load_image(path: Path, pages: list[int] | None, cfg: DetectConfig) -> list[
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = _open_header(path)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise PageInputError(f"{path}: not a readable image or PDF ({exc})") from None
+            im = open_header(path)
+    except (UnidentifiedImageError, OSError):
+        raise PageInputError(f"{path}: not a readable image or PDF") from None
     w, h = im.size
     if w * h > cfg.max_pixels:
         im.close()
@@ -116,8 +116,9 @@ def _load_image(path: Path, pages: list[int] | None, cfg: DetectConfig) -> list[
             out.append(frame.copy())
     except PageInputError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
-        raise PageInputError(f"{path}: the image data is corrupt or truncated ({exc})") from None
+    except (OSError, ValueError, SyntaxError):  # truncated or corrupt pixel data
+        raise PageInputError(f"{path}: the image data is corrupt or truncated (the file is damaged or "
+                             f"incomplete)") from None
     finally:
         im.close()
     return out
@@ -128,8 +129,8 @@ def _load_pdf(path: Path, pages: list[int] | None, dpi: int, cfg: DetectConfig) 
 
     try:
         pdf = pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as exc:
-        raise PageInputError(f"{path}: not a readable PDF ({exc})") from None
+    except pdfium.PdfiumError:
+        raise PageInputError(f"{path}: not a readable PDF (it is damaged, or not a PDF)") from None
     try:
         n = len(pdf)
         if n == 0:
@@ -153,8 +154,8 @@ def _load_pdf(path: Path, pages: list[int] | None, dpi: int, cfg: DetectConfig) 
                                      f"use a lower dpi")
             try:
                 out.append(page.render(scale=scale, grayscale=True).to_pil().convert("L"))
-            except pdfium.PdfiumError as exc:
-                raise PageInputError(f"{path}: page {p} could not be rendered ({exc})") from None
+            except pdfium.PdfiumError:
+                raise PageInputError(f"{path}: page {p} of the PDF could not be drawn (it may be damaged)") from None
         return out
     finally:
         pdf.close()

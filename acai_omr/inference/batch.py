@@ -178,7 +178,7 @@ def system_results(decoded: list[DecodeResult], pages: list[int], boxes) -> list
             for result, page, box in zip(decoded, pages, boxes)]
 
 
-def assemble(systems: list[SystemResult]) -> str:
+def assemble(systems: list[SystemResult], title: str = "") -> str:
     """One MusicXML score from the systems in reading order: system breaks, page breaks between pages; one
     key, a time signature and full measures (each system's `repairs` says what was changed)."""
     from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score
@@ -188,7 +188,7 @@ def assemble(systems: list[SystemResult]) -> str:
         breaks.append(BREAK_PAGE if previous is not None and system.page != previous else BREAK_SYSTEM)
         previous = system.page
     repairs: list[list[str]] = []
-    musicxml = assemble_score([s.part for s in systems], breaks, repairs=repairs)
+    musicxml = assemble_score([s.part for s in systems], breaks, title=title, repairs=repairs)
     for system, made in zip(systems, repairs):
         system.repairs = made
     return musicxml

@@ -157,7 +157,7 @@ def write_outputs(systems, stem: str, out_dir: Path, fmt: str, source: Path) -> 
         path.write_text(json.dumps({"input": str(source), "systems": [s.to_json() for s in systems]}, indent=1)
                         + "\n", encoding="utf-8")
         return path
-    musicxml = assemble(systems)
+    musicxml = assemble(systems, title=source.stem.replace("_", " "))
     if fmt == "mxl":
         return write_mxl(musicxml, out_dir / f"{stem}.mxl")
     path = out_dir / f"{stem}.musicxml"

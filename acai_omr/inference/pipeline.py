@@ -120,6 +120,7 @@ class Job:
     id: str
     directory: Path
     systems: list[SystemProgress]
+    title: str = ""  # the score's title and the downloads' name: the uploaded file's name
     status: str = "queued"  # queued, running, rendering, done, failed, cancelled
     message: str = ""
     render_error: str = ""
@@ -235,7 +236,9 @@ class JobRunner:
             for system in job.systems:
                 if system.state not in ("done", "failed"):
                     system.state = "cancelled"
-            self.update(job, status="cancelled", message="Cancelled.", finished_at=time.time())
+            kept = sum(system.state == "done" for system in job.systems)
+            message = f"Cancelled; the {kept} finished system(s) can be downloaded." if job.outputs else "Cancelled."
+            self.update(job, status="cancelled", message=message, finished_at=time.time())
         except Exception as error:
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             self.update(job, status="failed", message=_user_message(error), finished_at=time.time())
@@ -293,19 +296,18 @@ def run_job(job: Job, pages: dict[int, Path], runner: JobRunner) -> None:
     model, _ = runner.model.get()
     crops = crop_systems(job.systems, pages, job.directory)
     transcribe_job(model, crops, [(s.index, s.page, s.box) for s in job.systems], job.directory,
-                   runner.settings, LocalProgress(job, runner))
+                   runner.settings, LocalProgress(job, runner), title=job.title)
 
 
 def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int, tuple]], directory: Path,
-                   settings: PipelineSettings, progress) -> None:
+                   settings: PipelineSettings, progress, title: str = "") -> None:
     """Crops -> batched decoding -> per-system and whole-score files in `directory`, then rendering.
 
     `systems` holds (index, page, box) per crop. `progress` (LocalProgress, or the
     queue worker's) receives job and per-system updates and may raise to cancel.
     Shared by in-process jobs and queue workers, so both write the same files.
     """
-    from acai_omr.inference.batch import assemble, decode_crops, system_results
-    from acai_omr.render.outputs import write_mxl
+    from acai_omr.inference.batch import decode_crops, system_results
 
     max_len = settings.max_tokens or None
     if max_len is not None:
@@ -313,10 +315,12 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     progress.update(status="running", message="Transcribing…")
     for index, _, _ in systems:
         progress.update_system(index, state="decoding")
+    finished: dict[int, object] = {}  # row -> SystemResult, as batches finish
 
     def on_batch(rows, decoded):
         results = system_results(decoded, [systems[r][1] for r in rows], [systems[r][2] for r in rows])
         for row, result in zip(rows, results):
+            finished[row] = result
             index = systems[row][0]
             (directory / f"system-{index}.musicxml").write_text(result.musicxml(), encoding="utf-8")
             message = "" if result.part is not None else "the model's output could not be read as music"
@@ -325,23 +329,35 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
                                    errors=len(result.errors), message=message)
         progress.check_cancel()
 
-    progress.check_cancel()
-    decoded = decode_crops(model, crops, batch_size=settings.batch_size, max_len=max_len,
-                           constrained=settings.constrained, on_batch=on_batch)
+    try:
+        progress.check_cancel()
+        decoded = decode_crops(model, crops, batch_size=settings.batch_size, max_len=max_len,
+                               constrained=settings.constrained, on_batch=on_batch)
+        progress.check_cancel()
+    except JobCancelled:
+        if finished:  # cancelling keeps what was already read: the finished systems, in reading order
+            write_score([finished[row] for row in sorted(finished)], directory, title, progress)
+        raise
     results = system_results(decoded, [p for _, p, _ in systems], [b for _, _, b in systems])
-
-    progress.check_cancel()
-    musicxml = assemble(results)
-    (directory / "score.musicxml").write_text(musicxml, encoding="utf-8")
-    (directory / "score.lmx").write_text("\n".join(" ".join(r.tokens) for r in results) + "\n", encoding="utf-8")
-    write_mxl(musicxml, directory / "score.mxl")
-    progress.update(outputs={"musicxml": "score.musicxml", "lmx": "score.lmx", "mxl": "score.mxl"})
+    write_score(results, directory, title, progress)
 
     if settings.render:
         progress.update(status="rendering", message="Rendering the score with MuseScore…")
         render_outputs(directory, [index for (index, _, _), r in zip(systems, results) if r.part is not None],
                        settings.render_timeout, progress)
     progress.update(status="done", message="Done.", finished_at=time.time())
+
+
+def write_score(results: list, directory: Path, title: str, progress) -> None:
+    """The joined score of these systems as MusicXML, compressed MusicXML and LMX, offered for download."""
+    from acai_omr.inference.batch import assemble
+    from acai_omr.render.outputs import write_mxl
+
+    musicxml = assemble(results, title=title)
+    (directory / "score.musicxml").write_text(musicxml, encoding="utf-8")
+    (directory / "score.lmx").write_text("\n".join(" ".join(r.tokens) for r in results) + "\n", encoding="utf-8")
+    write_mxl(musicxml, directory / "score.mxl")
+    progress.update(outputs={"musicxml": "score.musicxml", "lmx": "score.lmx", "mxl": "score.mxl"})
 
 
 def render_outputs(directory: Path, readable: list[int], timeout: float, progress) -> None:

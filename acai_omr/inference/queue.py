@@ -84,12 +84,15 @@ def run_queued_job(payload: dict) -> dict:
     settings = PipelineSettings(**payload["settings"])
     with tempfile.TemporaryDirectory(prefix="acai-omr-job-") as tmp:
         try:
-            transcribe_job(model, crops, systems, Path(tmp), settings, progress)
-        except JobCancelled:
-            return {"cancelled": True, "state": progress.state}
-        files = {path.name: path.read_bytes() for path in Path(tmp).iterdir()
-                 if path.is_file() and not path.name.startswith("crop-")}
-    return {"cancelled": False, "state": progress.state, "files": files}
+            transcribe_job(model, crops, systems, Path(tmp), settings, progress, title=payload.get("title", ""))
+        except JobCancelled:  # the finished systems' score, if any, comes back with the cancellation
+            return {"cancelled": True, "state": progress.state, "files": _job_files(Path(tmp))}
+        return {"cancelled": False, "state": progress.state, "files": _job_files(Path(tmp))}
+
+
+def _job_files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in directory.iterdir()
+            if path.is_file() and not path.name.startswith("crop-")}
 
 
 def run_worker(redis_url: str, queue_name: str, weights_dir: str | None, burst: bool = False,
@@ -153,6 +156,7 @@ class QueueJobRunner(JobRunner):
         payload = {
             "crops": [_png_bytes(crop) for crop in crops],
             "systems": [{"index": x.index, "page": x.page, "box": list(x.box)} for x in job.systems],
+            "title": job.title,
             "settings": {"render": s.render, "render_timeout": s.render_timeout, "max_tokens": s.max_tokens,
                          "constrained": s.constrained, "batch_size": s.batch_size},
         }
@@ -195,12 +199,13 @@ class QueueJobRunner(JobRunner):
         if status == JobStatus.FINISHED:
             result = rq_job.return_value() or {}
             state = result.get("state", state)
-            if result.get("cancelled"):
-                self._apply(job, state, status="cancelled", message="Cancelled.", finished_at=time.time())
-                return
             job.directory.mkdir(parents=True, exist_ok=True)
             for name, data in result.get("files", {}).items():
                 (job.directory / Path(name).name).write_bytes(data)
+            if result.get("cancelled"):
+                message = "Cancelled; the finished systems can be downloaded." if state.get("outputs") else "Cancelled."
+                self._apply(job, state, status="cancelled", message=message, finished_at=time.time())
+                return
             self._apply(job, state, status="done", message="Done.", finished_at=time.time())
         elif status == JobStatus.FAILED:
             self._apply(job, state, status="failed", message=self._failure_message(rq_job), finished_at=time.time())

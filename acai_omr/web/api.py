@@ -22,7 +22,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 RESULT_FILES = {  # extension -> (output kind, file name, mimetype)
     "musicxml": ("musicxml", "score.musicxml", "application/vnd.recordare.musicxml+xml"),
     "mxl": ("mxl", "score.mxl", "application/vnd.recordare.musicxml"),
-    "lmx": ("lmx", "score.lmx", "text/plain; charset=utf-8"),
+    "lmx": ("lmx", "score.lmx", "text/plain"),  # Flask adds "; charset=utf-8" to text types itself
     "pdf": ("pdf", "score.pdf", "application/pdf"),
     "mid": ("mid", "score.mid", "audio/midi"),
     "png": ("png", "score-1.png", "image/png"),  # page 1 of the rendered score
@@ -110,12 +110,14 @@ def create_upload():
 def _upload_json(upload_id: str, meta: dict) -> dict:
     pages = []
     for page in meta["pages"]:
-        pages.append(dict(page, url=url_for("api.upload_page", upload_id=upload_id, index=page["index"])))
+        pages.append(dict(page, number=page.get("number", page["index"] + 1),
+                          url=url_for("api.upload_page", upload_id=upload_id, index=page["index"])))
     found = sum(len(page["boxes"]) for page in pages)
     messages = []
     if found == 0:
         messages.append("No systems were found. Draw boxes around the systems by hand (press n or use “New box”).")
-    return {"upload_id": upload_id, "pages": pages, "systems_found": found, "messages": messages}
+    return {"upload_id": upload_id, "title": meta.get("title", ""), "pages": pages, "systems_found": found,
+            "messages": messages}
 
 
 @bp.get("/uploads/<upload_id>")
@@ -194,7 +196,7 @@ def create_job():
     job_id = new_id()
     directory = s.work_dir / "jobs" / job_id
     directory.mkdir(parents=True)
-    job = Job(id=job_id, directory=directory, systems=systems)
+    job = Job(id=job_id, directory=directory, systems=systems, title=upload.meta.get("title", ""))
     pages = {p: upload.directory / f"page-{p}.png" for p in {system.page for system in systems}}
     s.runner.submit(job, pages)
     return jsonify(dict(s.runner.snapshot(job), job_id=job_id, links=_links(job))), 202
@@ -259,7 +261,7 @@ def job_result(job_id: str, ext: str):
         raise ApiError(f"This job has no .{ext} result ({job.message or job.status}).", 404)
     download = request.args.get("download") == "1"
     return send_file(_job_file(job, name), mimetype=mimetype, as_attachment=download,
-                     download_name=f"acai-omr-{job.id[:8]}.{ext}", max_age=0)
+                     download_name=f"{job.title or 'acai-omr-' + job.id[:8]}.{ext}", max_age=0)
 
 
 @bp.get("/jobs/<job_id>/pages/<int:number>.png")

@@ -8,6 +8,7 @@ browser, and meta.json (page sizes, detected boxes, detector messages).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import time
@@ -65,27 +66,46 @@ def sniff_type(head: bytes) -> str | None:
     return None
 
 
-def check_image_header(path: Path, kind: str, cfg: WebConfig) -> None:
-    """Refuse images whose header claims too many pixels, before any pixel is decoded."""
+def check_image_header(path: Path, kind: str, cfg: WebConfig, name: str = "The image") -> None:
+    """Refuse images whose header claims too many pixels, before any pixel is decoded. Messages name the
+    file (`name`) and the limit that applies, in the user's words."""
+    from acai_omr.detect.pages_io import open_header
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with open_header(path) as image:  # our own size check below, not Pillow's bomb error
                 if image.format not in PILLOW_FORMATS[kind]:
-                    raise UploadError(f"The file looks like {kind.upper()} but is not a valid one.", 415)
+                    raise UploadError(f"{name} looks like a {kind.upper()} file but is not a valid one.", 415)
                 frames = 1 if image.format in SINGLE_PICTURE_FORMATS else getattr(image, "n_frames", 1)
                 if frames > cfg.max_pdf_pages:
-                    raise UploadError(f"The image has {frames} pages; at most {cfg.max_pdf_pages} are accepted.", 413)
+                    raise UploadError(f"{name} has {frames} pages; at most {cfg.max_pdf_pages} are accepted.", 413)
                 width, height = image.size
                 if max(width, height) > cfg.max_side or width * height > cfg.max_pixels:
                     raise UploadError(
-                        f"The image is {width}×{height} pixels, over the limit of {cfg.max_side} pixels a side "
-                        f"and {cfg.max_pixels / 1e6:.0f} megapixels; scale it down first.", 413)
+                        f"{name} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); the limit is "
+                        f"{limits_text(cfg)}. Scale it down first (a photo at 12 megapixels is plenty).", 413)
                 image.verify()  # structure and checksums, without decoding everything
-    except Image.DecompressionBombError as error:
-        raise UploadError(f"The image was refused as a possible decompression bomb: {error}", 413)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UploadError(f"The image could not be read; it may be corrupt or truncated ({error}).", 400)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise UploadError(f"{name} could not be read as an image: the file is damaged or incomplete.", 400)
+
+
+def limits_text(cfg: WebConfig) -> str:
+    """The page-size limit as the page and the docs state it."""
+    return f"{cfg.max_side:,} pixels a side and {cfg.max_pixels / 1e6:.0f} megapixels"
+
+
+def display_name(filename: str | None) -> str:
+    """The uploaded file's name as the user knows it (no folders), for messages."""
+    name = Path((filename or "").replace("\\", "/")).name.strip()
+    return f"‘{name[:80]}’" if name else "The file"
+
+
+def title_from(filename: str | None) -> str:
+    """A score title from the uploaded file's name: its stem, underscores as spaces ("" when none)."""
+    stem = Path((filename or "").replace("\\", "/")).stem
+    stem = re.sub(r"[\x00-\x1f<>:\"/\\|?*]+", "", stem).replace("_", " ").strip(" .")
+    return stem[:80]
 
 
 @dataclass
@@ -98,38 +118,42 @@ class StoredUpload:
 def save_upload(file_storage, work_dir: Path, cfg: WebConfig, pages_spec: str | None = None) -> StoredUpload:
     """Validate an uploaded file, decode its pages, detect systems; raise UploadError when refused."""
     from acai_omr.config import DetectConfig
-    from acai_omr.detect import PageInputError, detect_systems, load_page_images
+    from acai_omr.detect import PageInputError, detect_systems, load_page_images, parse_pages
 
     upload_id = new_id()
     directory = work_dir / "uploads" / upload_id
     directory.mkdir(parents=True)
+    name = display_name(getattr(file_storage, "filename", None))
     try:
         source = directory / "source"
         file_storage.save(source)
         size = source.stat().st_size
         if size == 0:
-            raise UploadError("The file is empty.")
+            raise UploadError(f"{name} is empty.")
         if size > cfg.max_upload_bytes:
-            raise UploadError(f"The file is {size / 1e6:.1f} MB; the limit is {cfg.max_upload_bytes / 1e6:.0f} MB.", 413)
+            raise UploadError(f"{name} is {size / 1e6:.1f} MB; the limit is {cfg.max_upload_bytes / 1e6:.0f} MB.",
+                              413)
         with open(source, "rb") as handle:
             head = handle.read(1024)
         kind = sniff_type(head)
         if kind is None:
-            raise UploadError(f"Unsupported file type: please upload a {ACCEPTED} file "
+            raise UploadError(f"{name} is not a file type this page reads: please upload a {ACCEPTED} file "
                               "(checked from the file's content, not its name).", 415)
         if kind != "pdf":
-            check_image_header(source, kind, cfg)
+            check_image_header(source, kind, cfg, name)
         detect_cfg = DetectConfig(max_pixels=cfg.max_pixels, max_pdf_pages=cfg.max_pdf_pages, pdf_dpi=cfg.pdf_dpi)
         try:
             pages = load_page_images(source, pages=pages_spec or None, dpi=cfg.pdf_dpi, cfg=detect_cfg)
         except PageInputError as error:
             message = str(error).replace(str(source) + ": ", "")
             status = 413 if ("limit" in message or "too large" in message) else 400
-            raise UploadError(f"The file was refused: {message}", status)
+            raise UploadError(f"{name} was refused: {message}", status)
         if not pages:
             raise UploadError("The file has no pages.")
 
-        meta = {"id": upload_id, "created": time.time(), "kind": kind, "pages": []}
+        numbers = parse_pages(pages_spec) if kind == "pdf" and pages_spec else None
+        meta = {"id": upload_id, "created": time.time(), "kind": kind, "pages": [],
+                "title": title_from(getattr(file_storage, "filename", None))}
         for index, page in enumerate(pages):
             page.save(directory / f"page-{index}.png")
             view = page.convert("RGB" if page.mode in ("RGB", "RGBA", "P", "CMYK") else "L")  # a copy
@@ -138,6 +162,7 @@ def save_upload(file_storage, work_dir: Path, cfg: WebConfig, pages_spec: str | 
             detection = detect_systems(page)
             meta["pages"].append({
                 "index": index,
+                "number": numbers[index] if numbers else index + 1,  # the page's own number in the document
                 "width": page.width,
                 "height": page.height,
                 "boxes": [_box_json(box) for box in detection.boxes],

@@ -171,7 +171,8 @@ def test_refused_upload_shows_a_clear_message(page, server_url, tmp_path, shoot)
     page.goto(server_url)
     page.set_input_files("#file-input", str(fake))
     page.wait_for_selector("#error:not([hidden])")
-    assert "Unsupported file type" in page.inner_text("#error-text")
+    message = page.inner_text("#error-text")
+    assert "notes.png" in message and "PNG, JPEG" in message
     assert page.locator("#step-systems").is_hidden()
     shoot(page, "06-error-unsupported-file")
 
@@ -186,6 +187,42 @@ def test_refused_upload_shows_a_clear_message(page, server_url, tmp_path, shoot)
     page.wait_for_selector("#step-systems:not([hidden])")
     assert page.locator("#error").is_hidden()
     assert "dropped.png" in page.inner_text("#upload-status")
+
+
+def test_a_refused_file_leaves_the_edited_page_and_its_boxes_as_they_were(page, server_url, rendered_page,
+                                                                          tmp_path, shoot):
+    path, _ = rendered_page
+    page.goto(server_url)
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#overlay .box")
+    page.locator("#overlay .box").first.click()
+    page.keyboard.press("Shift+ArrowDown")  # the user edits a box...
+    page.keyboard.press("Tab")
+    page.keyboard.press("Delete")  # ...and deletes another
+    edited = box_states(page)
+    fake = tmp_path / "IMG_0001.jpg"
+    fake.write_bytes(b"\xff\xd8\xff\xe0 not really a photo")
+    page.set_input_files("#file-input", str(fake))  # then picks the wrong file
+    page.wait_for_selector("#error:not([hidden])")
+    assert "IMG_0001.jpg" in page.inner_text("#error-text")
+    assert page.locator("#step-systems").is_visible()
+    assert box_states(page) == edited
+    assert page.locator("#overlay .box").count() == len(edited)
+    assert "unchanged" in page.inner_text("#upload-status")
+    shoot(page, "07-refused-file-keeps-the-page")
+
+
+def test_a_phone_photo_saved_as_mpo_is_one_page(page, server_url, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "IMG_0002.jpg"  # as an iPhone saves it: the photo, then a second (depth) picture
+    Image.new("RGB", (1200, 1600), (250, 250, 245)).save(photo, "MPO", save_all=True,
+                                                         append_images=[Image.new("RGB", (160, 120))])
+    page.goto(server_url)
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector("#step-systems:not([hidden])")
+    assert "IMG_0002.jpg: 1 page(s)" in page.inner_text("#upload-status")
+    assert page.locator("#page-tabs").is_hidden()  # one page: no tabs
 
 
 def test_blank_page_offers_manual_boxes_on_a_phone_screen(chromium, server_url, tmp_path, shoot):
