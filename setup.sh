@@ -44,4 +44,7 @@ fi
 # The project environment (.venv in the repository, see poetry.toml).
 # `poetry install` is a no-op when the lock file and the venv already agree.
 poetry install --no-interaction
+# Compile every module to bytecode now, so the first `acai-omr transcribe` or web request does not spend
+# half a minute doing it (a no-op for files already compiled).
+.venv/bin/python -m compileall -q -j 0 acai_omr "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 echo "setup.sh: ready"

@@ -71,6 +71,13 @@
   $("file-input").addEventListener("change", (e) => { if (e.target.files[0]) uploadFile(e.target.files[0]); e.target.value = ""; });
   $("camera-input").addEventListener("change", (e) => { if (e.target.files[0]) uploadFile(e.target.files[0]); e.target.value = ""; });
 
+  $("btn-sample").addEventListener("click", async () => {
+    const response = await fetch($("btn-sample").dataset.src || "/static/sample-page.png");
+    if (!response.ok) { showError("The sample page could not be loaded."); return; }
+    const blob = await response.blob();
+    uploadFile(new File([blob], "Im wunderschönen Monat Mai.png", { type: "image/png" }));
+  });
+
   async function uploadFile(file) {
     clearError();
     if (state.limits && file.size > state.limits.max_upload_bytes) {
@@ -505,10 +512,18 @@
     const pages = $("score-pages");
     pages.innerHTML = "";
     for (let n = 1; n <= job.score_pages; n++) {
+      const link = document.createElement("a");  // opens the page at full size
+      link.href = `${base}/pages/${n}.png?${bust}`; link.target = "_blank"; link.rel = "noopener";
+      link.title = "Open this page at full size";
       const img = document.createElement("img");
-      img.src = `${base}/pages/${n}.png?${bust}`; img.alt = `Rendered score, page ${n}`;
-      pages.append(img);
+      img.src = link.href; img.alt = `Rendered score, page ${n}`;
+      link.append(img);
+      pages.append(link);
     }
+    player.stop();
+    player.url = job.outputs.includes("mid") ? `${base}/result.mid?${bust}` : null;
+    $("btn-play").disabled = !player.url;
+    $("player-status").textContent = player.url ? "" : "No MIDI to play (rendering is off or failed).";
     const body = $("systems-body");
     body.innerHTML = "";
     job.systems.forEach((s) => {
@@ -545,10 +560,61 @@
     window.scrollTo({ top: 0, behavior: "smooth" });
   });
 
+  // ---------------------------------------------------------------- listening
+
+  // The rendered MIDI, parsed by @tonejs/midi (vendored) and played by a small WebAudio synth: enough to
+  // hear whether the notes are the ones on the page, with nothing fetched from elsewhere.
+  const player = {
+    url: null, context: null, voices: [], notes: 0, timer: null,
+    async play() {
+      const midi = new Midi(await (await fetch(this.url)).arrayBuffer());
+      this.context = this.context || new (window.AudioContext || window.webkitAudioContext)();
+      await this.context.resume();
+      const start = this.context.currentTime + 0.1;
+      let end = 0;
+      this.voices = [];
+      midi.tracks.forEach((track) => track.notes.forEach((note) => {
+        const osc = this.context.createOscillator();
+        const gain = this.context.createGain();
+        osc.type = "triangle";
+        osc.frequency.value = 440 * Math.pow(2, (note.midi - 69) / 12);
+        const t0 = start + note.time, t1 = t0 + Math.max(0.05, note.duration);
+        gain.gain.setValueAtTime(0, t0);
+        gain.gain.linearRampToValueAtTime(0.15 * note.velocity, t0 + 0.01);
+        gain.gain.exponentialRampToValueAtTime(0.001, t1);
+        osc.connect(gain).connect(this.context.destination);
+        osc.start(t0); osc.stop(t1 + 0.05);
+        this.voices.push(osc);
+        end = Math.max(end, t1);
+      }));
+      this.notes = this.voices.length;
+      this.timer = setTimeout(() => this.stop(), (end - this.context.currentTime + 0.2) * 1000);
+      return midi.duration;
+    },
+    stop() {
+      clearTimeout(this.timer);
+      this.voices.forEach((v) => { try { v.stop(); } catch (e) { /* already stopped */ } });
+      this.voices = [];
+      $("btn-play").textContent = "▶ Listen";
+      $("player-status").textContent = "";
+    },
+  };
+
+  $("btn-play").addEventListener("click", async () => {
+    if (player.voices.length) { player.stop(); return; }
+    try {
+      const seconds = await player.play();
+      $("btn-play").textContent = "■ Stop";
+      $("player-status").textContent = `Playing ${player.notes} notes (${Math.round(seconds)} s).`;
+    } catch (e) {
+      showError(`The score could not be played: ${e.message}`);
+    }
+  });
+
   function show(...ids) { ids.forEach((id) => { $(id).hidden = false; }); }
   function hide(...ids) { ids.forEach((id) => { $(id).hidden = true; }); }
 
   // exposed for tests and debugging
-  window.acaiOmr = { state };
+  window.acaiOmr = { state, player };
   checkStatus();
 })();

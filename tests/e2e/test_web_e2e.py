@@ -57,6 +57,15 @@ def test_detected_boxes_to_downloaded_musicxml(page, server_url, rendered_page, 
     assert page.locator("#render-error").is_hidden()
     shoot(page.locator("#step-result"), "04-result")
 
+    # listen before downloading: the rendered MIDI, played in the page
+    page.click("#btn-play")
+    page.wait_for_function("() => document.querySelector('#player-status').textContent.startsWith('Playing')")
+    assert page.evaluate("() => window.acaiOmr.player.notes") > 0
+    page.click("#btn-play")  # stop
+    assert page.inner_text("#btn-play").endswith("Listen")
+    full_size = page.get_attribute("#score-pages a", "href")  # each rendered page opens at full size
+    assert page.request.get(server_url + full_size).headers["content-type"] == "image/png"
+
     with page.expect_download() as download_info:
         page.click("#dl-musicxml")
     download = download_info.value
@@ -223,6 +232,14 @@ def test_a_phone_photo_saved_as_mpo_is_one_page(page, server_url, tmp_path):
     page.wait_for_selector("#step-systems:not([hidden])")
     assert "IMG_0002.jpg: 1 page(s)" in page.inner_text("#upload-status")
     assert page.locator("#page-tabs").is_hidden()  # one page: no tabs
+
+
+def test_the_sample_page_finds_its_four_systems(page, server_url):
+    page.goto(server_url)
+    page.click("#btn-sample")
+    page.wait_for_selector("#overlay .box")
+    assert page.locator("#overlay .box").count() == 4
+    assert "Im wunderschönen Monat Mai.png: 1 page(s), 4 system(s) found" in page.inner_text("#upload-status")
 
 
 def test_blank_page_offers_manual_boxes_on_a_phone_screen(chromium, server_url, tmp_path, shoot):
