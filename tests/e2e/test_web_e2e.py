@@ -264,6 +264,20 @@ def test_blank_page_offers_manual_boxes_on_a_phone_screen(chromium, server_url, 
         phone.wait_for_selector("#overlay .box", timeout=10_000)  # the box is drawn after the tap's events run
         assert phone.locator("#overlay .box").count() == 1
         shoot(phone, "08-phone-no-systems-manual-box")
+        assert phone.locator(".shortcuts").is_hidden()  # keyboard help takes no room on a touch screen
+        label = phone.locator("#overlay .box .label").bounding_box()
+        drawn = phone.locator("#overlay .box").bounding_box()
+        assert label["y"] + label["height"] <= drawn["y"] + 1  # the number sits above the box, off the music
+        # a finger drags the box down: real touch events, as a phone sends them
+        before = box_states(phone)[0]
+        cdp = context.new_cdp_session(phone)
+        x, y = drawn["x"] + drawn["width"] / 2, drawn["y"] + drawn["height"] / 2
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+        for step in range(1, 6):
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y + 12 * step}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        after = box_states(phone)[0]
+        assert after[1] > before[1] + 20 and abs((after[3] - after[1]) - (before[3] - before[1])) < 1
     finally:
         context.close()
 
