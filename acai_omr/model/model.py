@@ -406,7 +406,11 @@ class HeaderHead(nn.Module):
     about 24 staff spaces of a grand staff, room for clefs, seven accidentals and a time
     signature) and each answers one question: the key (15 classes, fifths -7..7) and the time
     signature printed there (class 0: none, else one per beats x beat-type of the LMX vocabulary).
+    Attention averages, and a key is a count of accidentals: the key answer also sees `counters`
+    learned per-patch detectors summed (not averaged) over the same columns.
     """
+
+    counters = 8
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -416,7 +420,8 @@ class HeaderHead(nn.Module):
         self.queries = nn.Parameter(torch.randn(1, 2, dim) * 0.02)
         self.attn = Attention(dim, cfg.enc_heads, 0.0)
         self.norm = nn.LayerNorm(dim)
-        self.key = nn.Linear(dim, len(KEY_TOKENS))
+        self.count = nn.Linear(dim, self.counters)
+        self.key = nn.Linear(dim + self.counters, len(KEY_TOKENS))
         self.time = nn.Linear(dim, 1 + len(BEATS_TOKENS) * len(BEAT_TYPE_TOKENS))
 
     def forward(self, memory: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -424,10 +429,11 @@ class HeaderHead(nn.Module):
         B, N, _ = memory.shape
         cols = N // self.rows
         left = (torch.arange(N, device=memory.device) % cols) < self.cols  # row-major patches
-        read = self.attn(self.queries.expand(B, -1, -1).to(memory.dtype), memory,
-                         mask=key_padding_mask(valid & left[None]))
+        header = valid & left[None]
+        read = self.attn(self.queries.expand(B, -1, -1).to(memory.dtype), memory, mask=key_padding_mask(header))
         read = self.norm(read)
-        return self.key(read[:, 0]), self.time(read[:, 1])
+        counts = (torch.sigmoid(self.count(memory)) * header[..., None].to(memory.dtype)).sum(dim=1)
+        return self.key(torch.cat([read[:, 0], torch.log1p(counts)], dim=-1)), self.time(read[:, 1])
 
 
 KEY_IDS = VOCAB.encode(KEY_TOKENS)  # class k <-> key:fifths:(k - 7)
