@@ -52,7 +52,21 @@
         $("banner").hidden = false;
       }
       state.limits = status.limits;
+      showAccuracy(status.weights.accuracy);
     } catch (e) { /* the upload will report problems */ }
+  }
+
+  // How far to trust a transcription, in plain words, from the weights' own measured figures.
+  function showAccuracy(accuracy) {
+    const note = $("accuracy-note");
+    if (!accuracy || accuracy.tedn == null) { note.hidden = true; return; }
+    const parts = [`On ${accuracy.systems} test systems it has not seen, today's model's transcriptions differ from ` +
+      `the printed score by ${accuracy.tedn.toFixed(0)}% (0% would be a perfect copy)`];
+    if (accuracy.pitch_exact != null) parts.push(`it names the top note's pitch exactly ${accuracy.pitch_exact.toFixed(0)}% of the time`);
+    if (accuracy.key_right != null) parts.push(`and the key signature ${accuracy.key_right.toFixed(0)}% of the time`);
+    note.textContent = `How far to trust this: the model is at an early stage. ${parts.join(", ")}. ` +
+      "Use the result as a starting point and check every note against the page.";
+    note.hidden = false;
   }
 
   // ---------------------------------------------------------------- upload
@@ -471,7 +485,7 @@
       const badge = document.createElement("span");
       badge.className = `state ${s.state}`; badge.textContent = STATE_WORDS[s.state] || s.state;
       li.append(badge, `page ${pageNumber(s.page)}`);
-      if (s.state === "done") li.append(` — ${s.tokens} tokens, confidence ${(100 * s.confidence).toFixed(0)}%`);
+      if (s.state === "done") li.append(` — ${s.confidence_words || "read"}`);
       list.append(li);
     });
   }
@@ -539,8 +553,9 @@
       } else { out.textContent = s.message || "no rendering"; }
       const conf = document.createElement("td"); conf.className = "conf-cell";
       const pct = document.createElement("span");
-      pct.className = "conf" + (s.confidence < 0.5 ? " low" : "");
-      pct.textContent = s.confidence == null ? "–" : `${(100 * s.confidence).toFixed(0)}%`;
+      pct.className = "conf" + (s.confidence < 0.7 ? " low" : "");
+      pct.textContent = s.confidence == null ? "–" : s.confidence_words;
+      pct.title = s.confidence == null ? "" : `confidence ${(100 * s.confidence).toFixed(0)}% (mean probability of its pitches)`;
       conf.append(pct, document.createElement("br"), `${s.tokens} tokens`);
       if (s.errors) conf.append(document.createElement("br"), `${s.errors} repaired error(s)`);
       if (s.finished === false) conf.append(document.createElement("br"), "cut at the token limit");

@@ -120,6 +120,19 @@ def test_status_reports_loadable_weights(client):
     assert status["limits"]["max_pdf_pages"] > 0
 
 
+def test_status_says_how_accurate_the_weights_measured(tmp_path, weights_dir):
+    import json
+    import shutil
+
+    assert make_app(tmp_path / "a", weights_dir).test_client().get("/api/status").get_json()["weights"][
+        "accuracy"] is None  # weights without a measurement say nothing
+    measured = tmp_path / "measured"
+    shutil.copytree(weights_dir, measured)
+    (measured / "accuracy.json").write_text(json.dumps({"systems": 198, "tedn": 55.0, "pitch_exact": 20.0}))
+    status = make_app(tmp_path / "b", measured).test_client().get("/api/status").get_json()
+    assert status["weights"]["accuracy"]["tedn"] == 55.0
+
+
 def test_missing_weights_give_a_clear_message_and_jobs_are_refused(tmp_path, weights_dir, page_png):
     app = make_app(tmp_path, tmp_path / "no-weights-here")
     client = app.test_client()

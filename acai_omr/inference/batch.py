@@ -144,7 +144,7 @@ class SystemResult:
     page: int  # 1-based page of the input the system came from
     box: tuple[float, float, float, float]  # (x0, y0, x1, y1) on that page, pixels
     tokens: list[str]
-    confidence: float  # mean token probability
+    confidence: float  # `acai_omr.inference.confidence.system_confidence` (mean probability of its pitches)
     finished: bool  # the decoder produced <eos> (False: cut at the length limit)
     delinearized: object = None  # acai_omr.lmx.delinearize.DelinearizeResult
     repairs: list[str] = field(default_factory=list)  # what `assemble` changed to make the score coherent
@@ -164,17 +164,22 @@ class SystemResult:
         return self.delinearized.to_musicxml()
 
     def to_json(self) -> dict:
+        from acai_omr.inference.confidence import confidence_words
+
         return {"page": self.page, "box": [round(v, 1) for v in self.box], "lmx": " ".join(self.tokens),
-                "tokens": len(self.tokens), "confidence": round(self.confidence, 4), "finished": self.finished,
+                "tokens": len(self.tokens), "confidence": round(self.confidence, 4),
+                "confidence_words": confidence_words(self.confidence), "finished": self.finished,
                 "errors": self.errors, "repairs": list(self.repairs), "readable": self.part is not None}
 
 
 def system_results(decoded: list[DecodeResult], pages: list[int], boxes) -> list[SystemResult]:
     """Delinearize each decoded system; a malformed token sequence yields part=None, never an exception."""
+    from acai_omr.inference.confidence import system_confidence
     from acai_omr.lmx.delinearize import delinearize
 
-    return [SystemResult(page, tuple(float(v) for v in box), result.tokens, float(result.confidence),
-                         bool(result.finished), delinearize(result.tokens))
+    return [SystemResult(page, tuple(float(v) for v in box), result.tokens,
+                         system_confidence(result.tokens, result.token_logprobs) if result.token_logprobs
+                         else float(result.confidence), bool(result.finished), delinearize(result.tokens))
             for result, page, box in zip(decoded, pages, boxes)]
 
 

@@ -38,3 +38,26 @@ CANDIDATES: dict[str, Callable[[list[str], list[float]], float]] = {
     "mean probability": mean_probability, "geometric mean": geometric_mean,
     "pitch probability": pitch_probability, "share of sure tokens": sure_share,
 }
+
+
+def system_confidence(tokens: list[str], logprobs: list[float]) -> float:
+    """The confidence the product reports: the mean probability of the pitches written (the figure that
+    ranks systems by their TEDn best of the candidates, `bench/confidence.py` on rendered dev); the mean
+    token probability for a system without pitches."""
+    return pitch_probability(tokens, logprobs) if any(t in _PITCHES for t in tokens) else mean_probability(
+        tokens, logprobs)
+
+
+# (lowest confidence, what it means for the musician), highest first; see the README for what each band
+# measured on lieder-dev with the shipped weights
+CONFIDENCE_WORDS = (
+    (0.9, "probably close: check the details"),
+    (0.7, "some errors likely: check the pitches and rhythms"),
+    (0.0, "likely many errors: check every note"),
+)
+
+
+def confidence_words(confidence: float | None) -> str:
+    if confidence is None:
+        return ""
+    return next(words for floor, words in CONFIDENCE_WORDS if confidence >= floor)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from acai_omr.inference.confidence import confidence_words
+
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,10 @@ class ModelHolder:
             model, _ = self.get()
         except Exception as error:  # WeightsError, or a broken install
             return {"ok": False, "message": f"Model weights are not available: {error}"}
-        return {"ok": True, "message": f"model loaded ({model.num_parameters():,} parameters)"}
+        from acai_omr.model.weights import load_accuracy
+
+        return {"ok": True, "message": f"model loaded ({model.num_parameters():,} parameters)",
+                "accuracy": load_accuracy(self.weights_dir)}
 
 
 def crop_box(page: Image.Image, box: tuple[float, float, float, float], quad: list | None = None) -> Image.Image:
@@ -85,16 +90,6 @@ def crop_box(page: Image.Image, box: tuple[float, float, float, float], quad: li
     from acai_omr.detect import SystemBox, crop_system
 
     return crop_system(page, SystemBox(*box, confidence=1.0, quad=quad or [])).convert("L")
-
-
-def system_tensor(gray: Image.Image, cfg):
-    """([1, 1, H, W] float tensor, [valid width]) preprocessed exactly as `acai-omr transcribe` does."""
-    import torch
-
-    from acai_omr.inference.transcribe import prepare_image
-
-    image, width = prepare_image(gray, cfg)
-    return image[None], torch.tensor([width])
 
 
 # ---------------------------------------------------------------- jobs
@@ -142,7 +137,8 @@ class Job:
             "outputs": sorted(self.outputs),
             "systems": [
                 {"index": s.index, "page": s.page, "box": list(s.box), "state": s.state, "tokens": s.tokens,
-                 "confidence": s.confidence, "finished": s.finished, "errors": s.errors, "message": s.message,
+                 "confidence": s.confidence, "confidence_words": confidence_words(s.confidence),
+                 "finished": s.finished, "errors": s.errors, "message": s.message,
                  "rendered": s.rendered}
                 for s in self.systems
             ],

@@ -149,6 +149,22 @@ def compile_decoder(model):
     return model
 
 
+ACCURACY_FILE = "accuracy.json"
+
+
+def load_accuracy(directory: str | Path | None = None) -> dict | None:
+    """What the weights' own evaluation measured (`accuracy.json` beside them: TEDn, pitch figures, the
+    command and date), for the page to tell users how far to trust a transcription; None if absent."""
+    import json
+
+    path = (Path(directory) if directory is not None else DEFAULT_WEIGHTS_DIR) / ACCURACY_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def load_model(directory: str | Path | None = None, device: str | torch.device = "cpu", int8: bool = False,
                compile: bool = False):
     """-> (OMRModel in eval mode on device, ModelConfig); defaults to the repository's weights/.

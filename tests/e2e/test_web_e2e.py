@@ -52,8 +52,12 @@ def test_detected_boxes_to_downloaded_musicxml(page, server_url, rendered_page, 
     page.wait_for_selector("#score-pages img")
     page.wait_for_function("() => [...document.querySelectorAll('#score-pages img')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("#systems-body tr").count() == detected
+    from acai_omr.inference.confidence import CONFIDENCE_WORDS
+
     confidences = page.locator("#systems-body .conf").all_inner_texts()
-    assert all(text.endswith("%") for text in confidences)
+    assert confidences and all(text in [words for _, words in CONFIDENCE_WORDS] for text in confidences)
+    note = page.inner_text("#accuracy-note")  # the model's measured accuracy, said plainly
+    assert "differ from the printed score by 58%" in note and "check every note" in note
     assert page.locator("#render-error").is_hidden()
     shoot(page.locator("#step-result"), "04-result")
 
