@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from acai_omr.inference.assemble import staff_ends
 from acai_omr.inference.evaluate import lieder_dev_folder
 
 
@@ -54,24 +55,6 @@ def stack(pngs: list[Path]) -> Image.Image:
         page[y:y + image.shape[0], 80:80 + image.shape[1]] = image
         y += image.shape[0] + gap
     return Image.fromarray(page)
-
-
-def staff_ends(measure: ET.Element) -> dict[str, int]:
-    """Staff -> where its last note ends, in divisions (hidden rests included)."""
-    cursor, ends = 0, {}
-    for element in measure:
-        duration = int(element.findtext("duration") or 0)
-        if element.tag == "backup":
-            cursor -= duration
-        elif element.tag == "forward":
-            cursor += duration
-        elif element.tag == "note" and element.find("grace") is None:
-            start = cursor - duration if element.find("chord") is not None else cursor
-            if element.find("chord") is None:
-                cursor += duration
-            staff = element.findtext("staff") or "1"
-            ends[staff] = max(ends.get(staff, 0), start + duration)
-    return ends
 
 
 def check_score(path: Path) -> dict:

@@ -89,22 +89,11 @@ def test_breaks_must_match_parts():
 
 
 def staff_lengths(measure: ET.Element, divisions: int) -> dict[str, float]:
-    """Staff -> where its last note (hidden ones included) ends, in quarters, laid out as MusicXML reads."""
-    cursor, ends = 0, {}
-    for element in measure:
-        duration = int(element.findtext("duration") or 0)
-        if element.tag == "backup":
-            cursor -= duration
-        elif element.tag == "forward":
-            cursor += duration
-        elif element.tag == "note":
-            assert cursor >= 0
-            start = cursor - duration if element.find("chord") is not None else cursor
-            if element.find("chord") is None:
-                cursor += duration
-            staff = element.findtext("staff") or "1"
-            ends[staff] = max(ends.get(staff, 0), (start + duration) / divisions)
-    return ends
+    """Staff -> where its last note (hidden ones included) ends, in quarters; no note starts before the bar."""
+    from acai_omr.inference.assemble import note_spans, staff_ends
+
+    assert all(start >= 0 for _, start, _ in note_spans(measure)[0])
+    return {staff: end / divisions for staff, end in staff_ends(measure).items()}
 
 
 def test_one_key_for_the_page_and_key_changes_inside_a_system_kept():

@@ -192,25 +192,40 @@ def _bar_length(time: ET.Element) -> Fraction | None:
         return None
 
 
-def _voice_ends(measure: ET.Element) -> tuple[dict[tuple[str, str], int], int]:
-    """(voice, staff) -> where the voice's last note ends, in divisions; and the cursor at the end."""
-    cursor, ends = 0, {}
+def note_spans(measure: ET.Element) -> tuple[list[tuple[ET.Element, int, int]], int]:
+    """([(note, start, duration)] of each timed note of a measure, in divisions; the cursor where the
+    measure ends), as MusicXML reads them: <backup>/<forward> move the cursor, a chord note starts with
+    the note before it, grace notes take no time (left out)."""
+    cursor, spans = 0, []
     for element in measure:
         duration = int(element.findtext("duration") or 0)
         if element.tag == "backup":
             cursor -= duration
         elif element.tag == "forward":
             cursor += duration
-        elif element.tag == "note":
-            if element.find("grace") is not None:
-                continue
-            if element.find("chord") is None:
-                start = cursor
-                cursor += duration
-            else:
-                start = cursor - duration
-            voice = (element.findtext("voice") or "1", element.findtext("staff") or "1")
-            ends[voice] = max(ends.get(voice, 0), start + duration)
+        elif element.tag == "note" and element.find("grace") is None:
+            chord = element.find("chord") is not None
+            spans.append((element, cursor - duration if chord else cursor, duration))
+            cursor += 0 if chord else duration
+    return spans, cursor
+
+
+def staff_ends(measure: ET.Element) -> dict[str, int]:
+    """Staff number -> where its last note ends, in divisions (hidden rests included)."""
+    ends: dict[str, int] = {}
+    for note, start, duration in note_spans(measure)[0]:
+        staff = note.findtext("staff") or "1"
+        ends[staff] = max(ends.get(staff, 0), start + duration)
+    return ends
+
+
+def _voice_ends(measure: ET.Element) -> tuple[dict[tuple[str, str], int], int]:
+    """(voice, staff) -> where the voice's last note ends, in divisions; and the cursor at the end."""
+    spans, cursor = note_spans(measure)
+    ends: dict[tuple[str, str], int] = {}
+    for note, start, duration in spans:
+        voice = (note.findtext("voice") or "1", note.findtext("staff") or "1")
+        ends[voice] = max(ends.get(voice, 0), start + duration)
     return ends, cursor
 
 
