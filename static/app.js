@@ -486,6 +486,7 @@
       badge.className = `state ${s.state}`; badge.textContent = STATE_WORDS[s.state] || s.state;
       li.append(badge, `page ${pageNumber(s.page)}`);
       if (s.state === "done") li.append(` — ${s.confidence_words || "read"}`);
+      else if (s.state === "decoding" && s.tokens) li.append(` — ${s.tokens} tokens so far`);
       list.append(li);
     });
   }

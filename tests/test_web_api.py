@@ -423,6 +423,26 @@ def test_cancelling_a_job_stops_it(client, page_png):
     assert score.status_code == (200 if finished else 404)  # what was finished is kept (see below)
 
 
+def test_progress_counts_tokens_while_a_batch_is_still_decoding(tmp_path, weights_dir, page_png):
+    """One page's systems decode as one batch; its progress must not sit at 0 tokens until the end."""
+    app = make_app(tmp_path, weights_dir, max_tokens=120)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                            "systems": boxes_of(uploaded)}).get_json()["job_id"]
+    seen = set()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        snapshot = client.get(f"/api/jobs/{job_id}").get_json()
+        seen |= {s["tokens"] for s in snapshot["systems"] if s["state"] == "decoding"}
+        if snapshot["status"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.005)
+    assert snapshot["status"] == "done"
+    assert any(count > 0 for count in seen), seen
+    app.extensions["acai_omr"].runner.shutdown()
+
+
 def test_cancelling_keeps_the_finished_systems_for_download(tmp_path, weights_dir, page_png):
     app = make_app(tmp_path, weights_dir, batch_size=1)  # one system a batch: they finish one by one
     client = app.test_client()

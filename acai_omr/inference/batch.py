@@ -39,6 +39,7 @@ def system_pieces(crop, cfg, read_measures: int) -> list[tuple[torch.Tensor, int
 
 def decode_systems(model, systems: list[list[tuple[torch.Tensor, int]]], *,
                    on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None,
+                   on_tokens: Callable[[dict[int, int]], None] | None = None,
                    **options) -> list[DecodeResult]:
     """Systems given as one or more model-ready pieces each -> one DecodeResult per system, in order.
 
@@ -68,7 +69,16 @@ def decode_systems(model, systems: list[list[tuple[torch.Tensor, int]]], *,
         if on_batch is not None and completed:
             on_batch(completed, [join_results(parts[s]) for s in completed])
 
-    decode_prepared(model, flat, on_batch=collect, **options)
+    written = [0] * len(flat)  # tokens each piece has written so far
+
+    def tokens_so_far(indices: list[int], counts: list[int]) -> None:
+        for i, count in zip(indices, counts):
+            written[i] = count
+        if on_tokens is not None:
+            touched = {owner[i] for i in indices}
+            on_tokens({s: sum(written[i] for i in range(len(flat)) if owner[i] == s) for s in touched})
+
+    decode_prepared(model, flat, on_batch=collect, on_step=tokens_so_far if on_tokens else None, **options)
     return [join_results(pieces) for pieces in parts]  # type: ignore[arg-type]
 
 
@@ -89,7 +99,8 @@ def join_results(pieces: list[DecodeResult]) -> DecodeResult:
 def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_size: int = 8, beam: int = 1,
                     max_len: int | None = None, constrained: bool = True, group_pitches: bool = True,
                     read_header: bool = True,
-                    on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None) -> list[DecodeResult]:
+                    on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None,
+                    on_step: Callable[[list[int], list[int]], None] | None = None) -> list[DecodeResult]:
     """Model-ready images ([1, H, W] tensors with their valid widths) -> DecodeResult each, in the input order.
 
     Greedy decoding (beam 1) writes the key and time signature the weights' header head reads unless
@@ -98,7 +109,8 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
     (`acai_omr.inference.decode.pitch_grouped_argmax`).
 
     Images are sorted by width and decoded `batch_size` at a time (padded with
-    white to the widest of the batch). `on_batch(indices, results)` is called
+    white to the widest of the batch). `on_step(indices, tokens written)` hears greedy decoding's
+    progress within a batch. `on_batch(indices, results)` is called
     after each batch; it may raise (e.g. to cancel), which stops decoding.
     """
     from acai_omr.inference.decode import beam_search, greedy_decode
@@ -113,8 +125,9 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
             if beam > 1:
                 decoded = beam_search(model, images, widths, beam_size=beam, max_len=max_len, constrained=constrained)
             else:
+                step = None if on_step is None else (lambda counts, rows=indices: on_step(rows, counts))
                 decoded = greedy_decode(model, images, widths, max_len=max_len, constrained=constrained,
-                                        group_pitches=group_pitches, read_header=read_header)
+                                        group_pitches=group_pitches, read_header=read_header, on_step=step)
             for i, result in zip(indices, decoded):
                 results[i] = result
             if on_batch is not None:

@@ -162,9 +162,13 @@ class HeaderReader:
         return token, token_logp
 
 
-def _decode_steps(rows: int, device, max_len: int, grammar, pick):
+PROGRESS_EVERY = 16  # decoding steps between `on_step` reports
+
+
+def _decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None):
     """The step loop greedy decoding and sampling share: ``pick(last, finished, states, remaining)``
-    chooses each row's next token and its log-probability; finished rows get <pad> (log-prob 0)."""
+    chooses each row's next token and its log-probability; finished rows get <pad> (log-prob 0).
+    ``on_step(tokens per row)`` hears every PROGRESS_EVERY steps how many tokens each row has written."""
     last = torch.full((rows,), BOS_ID, dtype=torch.long, device=device)
     states = grammar.initial(rows, device) if grammar else None
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -179,6 +183,8 @@ def _decode_steps(rows: int, device, max_len: int, grammar, pick):
             states = grammar.advance(states, token)
         if bool(finished.all()):
             break
+        if on_step is not None and (step + 1) % PROGRESS_EVERY == 0:
+            on_step((torch.stack(steps_ids, 1) > EOS_ID).sum(dim=1).tolist())
         last = token
     return torch.stack(steps_ids, 1), torch.stack(steps_logp, 1), finished
 
@@ -204,7 +210,7 @@ def pitch_grouped_argmax(logp: torch.Tensor, pitch_mask: torch.Tensor = PITCH_MA
 
 def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, max_len: int | None = None,
                   constrained: bool = False, group_pitches: bool = False,
-                  read_header: bool = False) -> list[DecodeResult]:
+                  read_header: bool = False, on_step=None) -> list[DecodeResult]:
     """Most probable token at each step, for each image of the batch; with `group_pitches`, the pitch
     tokens compete as one (`pitch_grouped_argmax`), and with `read_header` a model's header head names
     the key and time signature (`HeaderReader`), as the product decodes."""
@@ -224,7 +230,7 @@ def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, m
                 token, token_logp = header.apply(token, token_logp, logp, finished)
             return token, token_logp
 
-        ids, logps, _ = _decode_steps(B, device, max_len, grammar, pick)
+        ids, logps, _ = _decode_steps(B, device, max_len, grammar, pick, on_step)
     return _collect(ids, logps)
 
 

@@ -313,6 +313,12 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
         progress.update_system(index, state="decoding")
     finished: dict[int, object] = {}  # row -> SystemResult, as batches finish
 
+    def on_tokens(counts: dict[int, int]) -> None:  # live "decoding, N tokens" while a batch runs
+        for row, count in counts.items():
+            if row not in finished:
+                progress.update_system(systems[row][0], tokens=count)
+        progress.check_cancel()  # a cancel stops a long batch mid-way, not only between batches
+
     def on_batch(rows, decoded):
         results = system_results(decoded, [systems[r][1] for r in rows], [systems[r][2] for r in rows])
         for row, result in zip(rows, results):
@@ -328,7 +334,7 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     try:
         progress.check_cancel()
         decoded = decode_crops(model, crops, batch_size=settings.batch_size, max_len=max_len,
-                               constrained=settings.constrained, on_batch=on_batch)
+                               constrained=settings.constrained, on_batch=on_batch, on_tokens=on_tokens)
         progress.check_cancel()
     except JobCancelled:
         if finished:  # cancelling keeps what was already read: the finished systems, in reading order
