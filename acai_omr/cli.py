@@ -39,10 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub = group_parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
         group_parser.set_defaults(func=None, _group_parser=group_parser)
         for module_name in modules:
-            importlib.import_module(module_name).register(sub)
+            _register(module_name, sub, group_parser)
     for module_name in TOP_LEVEL_COMMANDS:
-        importlib.import_module(module_name).register(groups)
+        _register(module_name, groups, parser)
     return parser
+
+
+def _register(module_name: str, subparsers, owner: argparse.ArgumentParser) -> None:
+    """Add a module's commands. A module whose optional dependency is missing (Flask on a training-only
+    machine, as the GPU recipe's) leaves its commands out and says why in --help, instead of breaking
+    every other command."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] == "acai_omr":
+            raise
+        owner.epilog = ((owner.epilog or "") + f" ({module_name} is unavailable: {error.name} is not installed.)").strip()
+        return
+    module.register(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
