@@ -95,7 +95,7 @@
   async function uploadFile(file) {
     clearError();
     if (state.limits && file.size > state.limits.max_upload_bytes) {
-      showError(`The file is ${(file.size / 1e6).toFixed(1)} MB; the limit is ${(state.limits.max_upload_bytes / 1e6).toFixed(0)} MB.`);
+      showError(`‘${file.name}’ is ${(file.size / 1048576).toFixed(1)} MiB; the limit is ${(state.limits.max_upload_bytes / 1048576).toFixed(0)} MiB.`);
       return;
     }
     const form = new FormData();

@@ -13,7 +13,7 @@ from PIL import Image
 
 from acai_omr.cli import main as cli_main
 from acai_omr.config import DetectConfig
-from acai_omr.detect import PageInputError, crop_system, detect_systems, load_page_images, parse_pages
+from acai_omr.detect import PageInputError, SystemBox, crop_system, detect_systems, load_page_images, parse_pages
 from acai_omr.detect.synthetic import make_page, make_text_page
 
 
@@ -208,6 +208,49 @@ def test_parse_pages():
     for bad in ("0", "3-1", "a", "1-"):
         with pytest.raises(PageInputError):
             parse_pages(bad)
+
+
+def test_page_selections_are_bounded_before_anything_is_allocated():
+    import time
+
+    assert parse_pages("2,1,1,2,3", limit=3) == [2, 1, 3]  # each page once, in the order given
+    started = time.perf_counter()
+    with pytest.raises(PageInputError, match="beyond any document"):
+        parse_pages("1-30000000")  # would have built a 30-million-entry list
+    with pytest.raises(PageInputError, match="at most 20"):
+        parse_pages("1-500", limit=20)
+    with pytest.raises(PageInputError, match="at most 20"):
+        parse_pages(",".join(str(p) for p in range(1, 30)), limit=20)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "I", "F", "I;16", "LA", "P", "1", "YCbCr"])
+def test_every_pillow_mode_becomes_an_8_bit_page(tmp_path, mode):
+    """CMYK JPEGs and TIFFs, 16- and 32-bit and float greys: read, converted once on load, never a 500."""
+    import numpy as np
+
+    gray = np.full((60, 80), 255, np.uint8)
+    gray[20:40, 10:70] = 0  # a black band on white paper
+    base = Image.fromarray(gray, "L")
+    image = {"I": lambda: Image.fromarray(gray.astype(np.int32) * 100, "I"),  # 32-bit ints up to 25500
+             "F": lambda: Image.fromarray(gray.astype(np.float32) / 255.0, "F"),  # floats in 0..1
+             "I;16": lambda: base.convert("I").point(lambda v: v * 257).convert("I;16")}.get(
+        mode, lambda: base.convert(mode))()
+    path = tmp_path / ("page.jpg" if mode in ("CMYK", "YCbCr") else "page.png" if mode in ("LA", "P", "1", "I;16")
+                       else "page.tif")
+    image.save(path)
+    (page,) = load_page_images(path)
+    assert page.mode in ("L", "LA", "P", "1", "RGB", "RGBA")
+    values = np.asarray(page.convert("L"))
+    assert values[30, 40] < 60 and values[5, 5] > 200  # ink stays ink, paper stays paper
+
+
+def test_a_quad_off_the_page_is_clipped_to_it():
+    """A client's quad 20000 px wide on a 300-px page made a 20000 x 20000 warp; now it stays page-sized."""
+    page = Image.new("L", (300, 200), 255)
+    box = SystemBox(0, 0, 300, 200, 1.0, quad=[[0, 0], [20000, 0], [20000, 20000], [0, 20000]])
+    crop = crop_system(page, box)
+    assert crop.size[0] <= 300 and crop.size[1] <= 300
 
 
 # ---------------------------------------------------------------- command line

@@ -183,6 +183,62 @@ def test_phone_photos_mpo_and_heic_are_accepted_as_one_page(client, tmp_path):
     assert len(response.get_json()["pages"]) == 1 and response.get_json()["pages"][0]["width"] == 300
 
 
+@pytest.mark.parametrize("mode,fmt", [("CMYK", "JPEG"), ("CMYK", "TIFF"), ("F", "TIFF"), ("I", "TIFF"),
+                                      ("I;16", "PNG"), ("1", "PNG")])
+def test_uploads_in_any_pillow_mode_are_read_not_a_server_error(client, mode, fmt):
+    import numpy as np
+
+    gray = np.full((200, 300), 255, np.uint8)
+    if mode == "F":
+        image = Image.fromarray(gray.astype(np.float32) / 255.0, "F")
+    elif mode == "I":
+        image = Image.fromarray(gray.astype(np.int32) * 200, "I")
+    else:
+        image = Image.fromarray(gray, "L").convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    response = upload(client, buffer.getvalue(), name=f"scan-{mode}.{fmt.lower()}")
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["pages"][0]["width"] == 300
+
+
+def test_a_page_selection_is_bounded_and_answered_at_once(client):
+    pages = [Image.new("L", (100, 100), 255) for _ in range(3)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "PDF", save_all=True, append_images=pages[1:], resolution=72)
+    started = time.time()
+    for spec, words in (("1-30000000", "beyond any document"), ("1-500", "at most 20")):
+        response = upload(client, buffer.getvalue(), name="book.pdf", pages=spec)
+        assert response.status_code in (400, 413) and words in response.get_json()["error"], spec
+    repeated = upload(client, buffer.getvalue(), name="book.pdf", pages=",".join(["1"] * 200)).get_json()
+    assert len(repeated["pages"]) == 1  # a page asked for 200 times is read once
+    assert time.time() - started < 10
+
+
+def test_a_clients_quad_cannot_make_a_huge_crop(tmp_path, weights_dir, page_png):
+    app = make_app(tmp_path, weights_dir)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    box = dict(boxes_of(uploaded)[0], quad=[[0, 0], [20000, 0], [20000, 20000], [0, 20000]])
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"], "systems": [box]}).get_json()["job_id"]
+    assert wait_for(client, job_id)["status"] == "done"
+    crop = Image.open(io.BytesIO(client.get(f"/api/jobs/{job_id}/systems/0/crop.png").data))
+    page = uploaded["pages"][0]
+    assert crop.width <= page["width"] * 1.5 and crop.height <= page["height"] * 1.5
+    app.extensions["acai_omr"].runner.shutdown()
+
+
+def test_responses_carry_security_headers_and_a_job_needs_its_upload(client):
+    for path in ("/", "/api/status", "/static/app.js"):
+        headers = client.get(path).headers
+        assert "script-src 'self'" in headers["Content-Security-Policy"] and "frame-ancestors 'none'" in \
+            headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "same-origin"
+    response = client.post("/api/jobs", json={"systems": [{"x0": 0, "y0": 0, "x1": 50, "y1": 50}]})
+    assert response.status_code == 400 and "upload_id" in response.get_json()["error"]
+
+
 def test_blank_page_reports_no_systems_and_offers_manual_boxes(client):
     body = upload(client, image_bytes("PNG", (800, 600))).get_json()
     assert body["systems_found"] == 0

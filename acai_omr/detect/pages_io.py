@@ -26,26 +26,31 @@ class PageInputError(ValueError):
     """The input cannot be read as pages (missing, corrupt, too large, bad page selection)."""
 
 
-def parse_pages(spec: str | None) -> list[int] | None:
-    """'1-3,5' -> [1, 2, 3, 5] (1-based, in the order given); None/'' -> None (all pages)."""
+MAX_PAGE_NUMBER = 100_000  # no document has more; a larger number in a selection is a typo or an attack
+
+
+def parse_pages(spec: str | None, limit: int | None = None) -> list[int] | None:
+    """'1-3,5' -> [1, 2, 3, 5] (1-based, in the order given, each page once); None/'' -> None (all pages).
+
+    Sizes are checked before anything is allocated: page numbers above MAX_PAGE_NUMBER are refused, and
+    with `limit` so is a selection of more than `limit` pages."""
     if spec is None or not spec.strip():
         return None
-    pages: list[int] = []
+    pages: dict[int, None] = {}  # ordered, without repeats
     for part in spec.split(","):
         part = part.strip()
         try:
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                pages.extend(range(lo, hi + 1))
-            else:
-                pages.append(int(part))
+            lo, hi = (int(v) for v in part.split("-", 1)) if "-" in part else (int(part), int(part))
         except ValueError:
             raise PageInputError(f"bad page selection {spec!r}: use e.g. '1-3,5'") from None
-    if any(p < 1 for p in pages):
-        raise PageInputError(f"bad page selection {spec!r}: pages are numbered from 1")
-    return pages
+        if lo < 1 or hi < lo:
+            raise PageInputError(f"bad page selection {spec!r}: pages are numbered from 1, ranges go upwards")
+        if hi > MAX_PAGE_NUMBER:
+            raise PageInputError(f"bad page selection {spec!r}: page {hi} is beyond any document")
+        pages.update(dict.fromkeys(range(lo, hi + 1)))  # at most MAX_PAGE_NUMBER entries, whatever the spec
+        if limit is not None and len(pages) > limit:
+            raise PageInputError(f"{spec!r} chooses more than {limit} pages; at most {limit} are read at a time")
+    return list(pages)
 
 
 def _is_pdf(path: Path) -> bool:
@@ -63,7 +68,7 @@ def load_page_images(path: str | Path, pages: list[int] | str | None = None, dpi
     cfg = cfg or DetectConfig()
     dpi = dpi or cfg.pdf_dpi
     if isinstance(pages, str):
-        pages = parse_pages(pages)
+        pages = parse_pages(pages, cfg.max_pdf_pages)
     path = Path(path)
     if not path.is_file():
         raise PageInputError(f"{path}: no such file")
@@ -113,7 +118,7 @@ def _load_image(path: Path, pages: list[int] | None, cfg: DetectConfig) -> list[
                 raise PageInputError(f"{path}: page {p} is {im.size[0]}x{im.size[1]} pixels, over the limit")
             frame = ImageOps.exif_transpose(im)
             frame.load()
-            out.append(frame.copy())
+            out.append(displayable(frame))
     except PageInputError:
         raise
     except (OSError, ValueError, SyntaxError):  # truncated or corrupt pixel data
@@ -122,6 +127,29 @@ def _load_image(path: Path, pages: list[int] | None, cfg: DetectConfig) -> list[
     finally:
         im.close()
     return out
+
+
+# modes a page keeps as they are; every other one (CMYK, YCbCr, 16- and 32-bit and float greys, ...) is
+# converted on load, in this one place, so nothing downstream meets a mode PNG or the detector cannot take
+KEPT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA"}
+
+
+def displayable(image: Image.Image) -> Image.Image:
+    """The page in an 8-bit mode: colour spaces as RGB, wide greys (I;16, I, F) scaled into 0..255 as L."""
+    import numpy as np
+
+    if image.mode in KEPT_MODES:
+        return image.copy()
+    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return image.convert("RGB")
+    values = np.asarray(image.convert("F") if image.mode.startswith("I;16") else image, dtype=np.float64)
+    if values.ndim != 2:
+        return image.convert("RGB")
+    top = float(values.max()) if values.size else 0.0
+    # floats in 0..1; 8-bit values in a wide container as they are; wider data by its own brightest value
+    # (a 16-bit scan's paper is rarely at 65535), so paper is white and ink stays dark
+    scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / top)
+    return Image.fromarray(np.clip(values * scale, 0, 255).round().astype(np.uint8), mode="L")
 
 
 def _load_pdf(path: Path, pages: list[int] | None, dpi: int, cfg: DetectConfig) -> list[Image.Image]:

@@ -363,7 +363,10 @@ def crop_system(page: Image.Image | np.ndarray, box: SystemBox) -> Image.Image:
     """The system upright (deskewed, perspective removed) as a grayscale PIL image, white outside the page."""
     gray = normalize.to_gray_array(page)
     if len(box.quad) == 4:
-        quad = np.asarray(box.quad, np.float32)
+        # corners off the page are clipped to it: a quad is client input, and an unclipped 20000-px one
+        # made a warp of 20000 x 20000 pixels (15 GB) from an ordinary page
+        height, width = gray.shape[:2]
+        quad = np.clip(np.asarray(box.quad, np.float64), [0, 0], [width, height]).astype(np.float32)
         out_w = int(round(np.linalg.norm(quad[1] - quad[0])))
         out_h = int(round(np.linalg.norm(quad[3] - quad[0])))
         if out_w >= 1 and out_h >= 1:

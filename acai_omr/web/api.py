@@ -186,6 +186,8 @@ def create_job():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError("Send a JSON object with upload_id and systems.", 400)
+    if not body.get("upload_id"):
+        raise ApiError("Say which upload to transcribe: the JSON needs its upload_id.", 400)
     upload = load_upload(s.work_dir, _valid_id(str(body.get("upload_id", "")), "upload"))
     if upload is None:
         raise ApiError("No such upload (it may have expired); upload the file again.", 404)

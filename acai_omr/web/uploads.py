@@ -131,7 +131,7 @@ def save_upload(file_storage, work_dir: Path, cfg: WebConfig, pages_spec: str | 
         if size == 0:
             raise UploadError(f"{name} is empty.")
         if size > cfg.max_upload_bytes:
-            raise UploadError(f"{name} is {size / 1e6:.1f} MB; the limit is {cfg.max_upload_bytes / 1e6:.0f} MB.",
+            raise UploadError(f"{name} is {size / 2**20:.1f} MiB; the limit is {cfg.max_upload_bytes / 2**20:.0f} MiB.",
                               413)
         with open(source, "rb") as handle:
             head = handle.read(1024)
