@@ -499,6 +499,26 @@ def test_progress_counts_tokens_while_a_batch_is_still_decoding(tmp_path, weight
     app.extensions["acai_omr"].runner.shutdown()
 
 
+def test_a_cancel_stops_a_batch_within_a_few_decoding_steps(tmp_path, weights_dir, page_png):
+    """The cancel is checked every 16 decoding steps, not only between batches: one page's systems are
+    one batch, which used to run to its end (41.6 s for 60 systems) after DELETE answered."""
+    app = make_app(tmp_path, weights_dir, batch_size=64, max_tokens=127)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                            "systems": (boxes_of(uploaded) * 60)[:60]}).get_json()["job_id"]
+    deadline = time.time() + 60
+    while not any(s["tokens"] for s in client.get(f"/api/jobs/{job_id}").get_json()["systems"]):
+        assert time.time() < deadline
+        time.sleep(0.005)
+    asked = time.time()
+    client.delete(f"/api/jobs/{job_id}")
+    job = wait_for(client, job_id)
+    assert job["status"] == "cancelled" and time.time() - asked < 2.0
+    assert not any(s["state"] == "done" for s in job["systems"])  # stopped inside the one batch
+    app.extensions["acai_omr"].runner.shutdown()
+
+
 def test_cancelling_keeps_the_finished_systems_for_download(tmp_path, weights_dir, page_png):
     app = make_app(tmp_path, weights_dir, batch_size=1)  # one system a batch: they finish one by one
     client = app.test_client()
@@ -539,7 +559,7 @@ def test_rendering_failure_still_offers_the_musicxml(tmp_path, weights_dir, page
 # ---------------------------------------------------------------- temp files
 
 
-def test_expired_folders_are_removed_and_leftovers_cleared_on_start(tmp_path, weights_dir):
+def test_expired_folders_are_removed_and_another_servers_work_is_kept(tmp_path, weights_dir):
     from acai_omr.web.uploads import remove_expired
 
     work = tmp_path / "work"
@@ -551,5 +571,10 @@ def test_expired_folders_are_removed_and_leftovers_cleared_on_start(tmp_path, we
     assert remove_expired(work, ttl_seconds=3600) == ["a" * 32]
     assert fresh.exists() and other.exists()
 
-    make_app(tmp_path, weights_dir)  # a new server start clears what a previous run left
+    # a second server on the same work folder (or a restart) keeps what is still fresh: its uploads stay usable
+    app = make_app(tmp_path, weights_dir)
+    assert fresh.exists() and other.exists()
+    os.utime(fresh, (time.time() - 7200, time.time() - 7200))
+    app.extensions["acai_omr"]._last_clean = 0  # a minute has passed since the last clean-up
+    app.test_client().get("/api/status")  # any request, not only an upload, lets expired folders go
     assert not fresh.exists() and other.exists()

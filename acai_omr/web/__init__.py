@@ -51,7 +51,8 @@ class AppState:
         self.cfg = cfg
         self.work_dir = Path(cfg.work_dir or Path(tempfile.gettempdir()) / "acai-omr-web")
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        remove_expired(self.work_dir, ttl_seconds=0)  # leftovers of a previous run
+        # only what has expired: another server may share this folder, and a restart keeps fresh uploads
+        remove_expired(self.work_dir, ttl_seconds=cfg.ttl_seconds)
         self.model = ModelHolder(cfg.weights_dir or None, cfg.device, cfg.torch_threads, cfg.int8, cfg.compile)
         settings = PipelineSettings(render=cfg.render, render_timeout=cfg.render_timeout,
                                     max_tokens=cfg.max_tokens, constrained=cfg.constrained, batch_size=cfg.batch_size)
@@ -66,7 +67,7 @@ class AppState:
         self._clean_lock = threading.Lock()
 
     def maybe_clean(self) -> None:
-        """Remove expired uploads and jobs, at most once a minute (called on new uploads)."""
+        """Remove expired uploads and jobs, at most once a minute (called before every request)."""
         from acai_omr.web.uploads import remove_expired
 
         now = time.time()
@@ -109,6 +110,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp)
+
+    @app.before_request
+    def _clean_now_and_then():
+        app.extensions["acai_omr"].maybe_clean()
 
     @app.after_request
     def _security_headers(response):

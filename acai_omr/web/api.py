@@ -99,7 +99,6 @@ def status():
 def create_upload():
     """multipart `file` (and optional `pages`, e.g. "1-3") -> upload id, page images, detected boxes."""
     s = state()
-    s.maybe_clean()
     file = request.files.get("file")
     if file is None:
         raise ApiError("No file was sent (multipart field 'file').", 400)
