@@ -73,9 +73,9 @@ def test_detected_boxes_to_downloaded_musicxml(page, server_url, rendered_page, 
     with page.expect_download() as download_info:
         page.click("#dl-musicxml")
     download = download_info.value
-    assert download.suggested_filename.endswith(".musicxml")
+    assert download.suggested_filename == "page.musicxml"  # named after the uploaded page.png
     root = parse_score_string(open(download.path(), "rb").read())
-    assert root.tag == "score-partwise"
+    assert root.tag == "score-partwise" and root.findtext("work/work-title") == "page"
     measures = root.findall("part/measure")
     assert measures
     system_starts = sum(m.find("print[@new-system='yes']") is not None for m in measures)
@@ -223,6 +223,37 @@ def test_a_refused_file_leaves_the_edited_page_and_its_boxes_as_they_were(page, 
     assert page.locator("#overlay .box").count() == len(edited)
     assert "unchanged" in page.inner_text("#upload-status")
     shoot(page, "07-refused-file-keeps-the-page")
+
+
+def test_cancelling_mid_run_keeps_the_finished_systems_for_download(chromium, tmp_path_factory, e2e_weights,
+                                                                    rendered_page):
+    """A long job (the detected boxes repeated to 60, decoded one at a time) cancelled from the page: the
+    systems finished so far are joined and offered for download, with the file's name."""
+    from conftest import serving
+
+    path, _ = rendered_page
+    with serving(tmp_path_factory.mktemp("e2e-cancel"), e2e_weights, batch_size=1) as url:
+        page = chromium.new_page()
+        try:
+            page.goto(url)
+            page.set_input_files("#file-input", str(path))
+            page.wait_for_selector("#overlay .box")
+            page.evaluate("""() => { const s = window.acaiOmr.state; const p = s.pages[0];
+                const copies = []; while (copies.length < 60) p.boxes.forEach(b => copies.push({...b, id: s.nextId++}));
+                p.boxes = copies.slice(0, 60); }""")  # the most a job may have
+            page.click("#btn-transcribe")
+            page.wait_for_function("() => [...document.querySelectorAll('#progress-list .state')]"
+                                   ".some(b => b.textContent === 'done')", timeout=60_000)
+            page.click("#btn-cancel")
+            page.wait_for_selector("#step-result:not([hidden])", timeout=30_000)
+            assert "can be downloaded" in page.inner_text("#job-message")
+            with page.expect_download() as info:
+                page.click("#dl-musicxml")
+            assert info.value.suggested_filename == "page.musicxml"
+            measures = parse_score_string(open(info.value.path(), "rb").read()).findall("part/measure")
+            assert measures
+        finally:
+            page.close()
 
 
 def test_a_phone_photo_saved_as_mpo_is_one_page(page, server_url, tmp_path):
