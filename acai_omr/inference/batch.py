@@ -70,13 +70,15 @@ def decode_systems(model, systems: list[list[tuple[torch.Tensor, int]]], *,
             on_batch(completed, [join_results(parts[s]) for s in completed])
 
     written = [0] * len(flat)  # tokens each piece has written so far
+    pieces_of: dict[int, list[int]] = {}
+    for i, s in enumerate(owner):
+        pieces_of.setdefault(s, []).append(i)
 
     def tokens_so_far(indices: list[int], counts: list[int]) -> None:
         for i, count in zip(indices, counts):
             written[i] = count
-        if on_tokens is not None:
-            touched = {owner[i] for i in indices}
-            on_tokens({s: sum(written[i] for i in range(len(flat)) if owner[i] == s) for s in touched})
+        touched = {owner[i] for i in indices}
+        on_tokens({s: sum(written[i] for i in pieces_of[s]) for s in touched})
 
     decode_prepared(model, flat, on_batch=collect, on_step=tokens_so_far if on_tokens else None, **options)
     return [join_results(pieces) for pieces in parts]  # type: ignore[arg-type]

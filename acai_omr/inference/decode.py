@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from acai_omr.lmx.vocab import VOCAB
-from acai_omr.model.model import OMRModel
+from acai_omr.model.model import KEY_IDS, MEASURE_ID, OMRModel, header_token_ids
 
 PAD_ID, BOS_ID, EOS_ID = VOCAB.pad_id, VOCAB.bos_id, VOCAB.eos_id
 
@@ -141,8 +141,6 @@ class HeaderReader:
         self.measures = [0] * len(keys)
 
     def apply(self, token: torch.Tensor, token_logp: torch.Tensor, logp: torch.Tensor, finished: torch.Tensor):
-        from acai_omr.model.model import KEY_IDS, MEASURE_ID, header_token_ids
-
         chosen = token.tolist()
         for row, (picked, over) in enumerate(zip(chosen, finished.tolist())):
             if over:
@@ -172,6 +170,7 @@ def _decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None):
     last = torch.full((rows,), BOS_ID, dtype=torch.long, device=device)
     states = grammar.initial(rows, device) if grammar else None
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    written = torch.zeros(rows, dtype=torch.long, device=device)  # real tokens per row, for on_step
     steps_ids, steps_logp = [], []
     for step in range(max_len):
         token, token_logp = pick(last, finished, states, max_len - step)
@@ -183,8 +182,9 @@ def _decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None):
             states = grammar.advance(states, token)
         if bool(finished.all()):
             break
+        written += token > EOS_ID
         if on_step is not None and (step + 1) % PROGRESS_EVERY == 0:
-            on_step((torch.stack(steps_ids, 1) > EOS_ID).sum(dim=1).tolist())
+            on_step(written.tolist())
         last = token
     return torch.stack(steps_ids, 1), torch.stack(steps_logp, 1), finished
 
