@@ -27,6 +27,7 @@ Decisions where the reference crashes or the spec leaves room (§3.5):
 
 from __future__ import annotations
 
+import bisect
 import math
 from functools import lru_cache
 import xml.etree.ElementTree as ET
@@ -422,14 +423,25 @@ class _Delinearizer:
     # ------------------------------------------------------------ alterations
 
     def infer_alterations(self) -> None:
-        """Set <alter> from the note's accidental, its tie, earlier accidentals in the measure, or the key."""
+        """Set <alter> from the note's accidental, its tie, earlier accidentals in the measure, or the key.
+
+        Linear in the measure's length (bar a log factor): a measure of thousands of notes on one
+        line must not take quadratic time, since the CLI and API accept user LMX.
+        """
         accidentals: dict[tuple[str, str, str], list[tuple[Fraction, int, int]]] = {}
         for order, record in enumerate(self.records):
             if record.element is not None and record.accidental is not None:
                 visual = (record.staff, record.step, record.octave)
                 accidentals.setdefault(visual, []).append(
                     (record.onset, order, ACCIDENTAL_ALTER[record.accidental]))
-        for order, record in enumerate(self.records):
+        for entries in accidentals.values():
+            entries.sort()
+        # the latest tie start on each line, from the previous measure on, updated as we go
+        tie_starts: dict[tuple[str, str], _NoteRecord] = {}
+        for other in self.previous_records:
+            if other.element is not None and other.tie_start:
+                tie_starts[(other.step, other.octave)] = other
+        for record in self.records:
             if record.element is None:
                 self.key_fifths = record.key_fifths  # type: ignore[assignment]
                 continue
@@ -437,25 +449,21 @@ class _Delinearizer:
             if record.accidental is not None:
                 alter = ACCIDENTAL_ALTER[record.accidental]
             elif record.tie_stop:
-                alter = self._tied_alter(order, record)
+                tied = tie_starts.get((record.step, record.octave))
+                alter = tied.alter if tied is not None else None
             if alter is None:
-                candidates = [entry for entry in accidentals.get((record.staff, record.step, record.octave), [])
-                              if entry[0] <= record.onset]
-                alter = max(candidates)[2] if candidates else key_alter(self.key_fifths, record.step)
+                # the accidental that sounds here: the latest one on this line at or before this onset
+                entries = accidentals.get((record.staff, record.step, record.octave), [])
+                before = bisect.bisect_right(entries, (record.onset, math.inf, math.inf))
+                alter = entries[before - 1][2] if before else key_alter(self.key_fifths, record.step)
             record.alter = alter
+            if record.tie_start:
+                tie_starts[(record.step, record.octave)] = record
             if alter:
                 pitch = record.element.find("pitch")
                 alter_element = ET.Element("alter")
                 alter_element.text = str(alter)
                 pitch.insert(1, alter_element)
-
-    def _tied_alter(self, order: int, record: _NoteRecord) -> int | None:
-        earlier = self.records[:order][::-1] + self.previous_records[::-1]
-        for other in earlier:
-            if other.element is not None and other.tie_start and (other.step, other.octave) == (
-                    record.step, record.octave):
-                return other.alter
-        return None
 
     # ------------------------------------------------------------ part-level
 
