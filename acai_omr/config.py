@@ -362,6 +362,8 @@ class WebConfig:
     queue_name: str = "acai-omr"  # RQ queue the web app enqueues to and workers listen on
     job_timeout: int = 600  # seconds a queued job may run on a worker
     job_retries: int = 1  # re-runs of a job whose worker died or failed
+    max_streams: int = 4  # progress streams open at once (each holds a server thread); more are told to poll
+    stream_seconds: float = 60.0  # a progress stream ends after this long; the browser reconnects or polls
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 Jobs, their progress and the loaded model live in the worker process (an
 in-process queue and thread pool), so run ONE worker process; its threads serve
-requests, including long-lived server-sent-event streams, while inference runs
-in the app's own bounded pool (WebConfig.pool_size).
+requests while inference runs in the app's own bounded pool (WebConfig.pool_size).
+Progress streams (server-sent events) hold a thread each, so the app keeps at most
+WebConfig.max_streams (ACAI_MAX_STREAMS, 4) open and ends each after a minute; further
+watchers are told to poll. Keep `threads` well above that number.
 """
 
 import os
@@ -11,7 +13,7 @@ import os
 bind = os.environ.get("ACAI_BIND", "127.0.0.1:8000")
 workers = 1  # must stay 1: job state is in-process
 worker_class = "gthread"
-threads = int(os.environ.get("ACAI_THREADS", "8"))  # each open progress stream holds one thread
+threads = int(os.environ.get("ACAI_THREADS", "12"))  # at most ACAI_MAX_STREAMS (4) of them serve progress streams
 timeout = 180  # an upload of a long PDF runs page detection inside the request
 graceful_timeout = 30
 keepalive = 5

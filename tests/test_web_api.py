@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import time
 import zipfile
 import zlib
@@ -430,6 +431,30 @@ def test_progress_streams_as_server_sent_events(client, page_png):
     assert "event: progress" in text
     assert text.rstrip().endswith('data: {"status": "done"}')
     assert '"state": "done"' in text
+
+
+def test_a_progress_stream_ends_after_its_time_and_gives_its_place_back(tmp_path, weights_dir, page_png):
+    """Bound: a stream lasts at most stream_seconds (here 1 s) even while the job waits, and the one
+    place (max_streams=1) is free again once it has ended."""
+    app = make_app(tmp_path, weights_dir, max_streams=1, stream_seconds=1.0)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    runner = app.extensions["acai_omr"].runner
+    blocker = threading.Event()
+    runner.pool.submit(blocker.wait)  # the one inference thread is busy: the job below stays queued
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                             "systems": boxes_of(uploaded, keep=[0])}).get_json()["job_id"]
+    started = time.monotonic()
+    first = client.get(f"/api/jobs/{job_id}/events", buffered=False)
+    assert client.get(f"/api/jobs/{job_id}/events").status_code == 503  # the only place is taken
+    text = first.get_data(as_text=True)
+    first.close()
+    assert 0.9 < time.monotonic() - started < 5 and '"state": "queued"' in text and "event: end" not in text
+    second = client.get(f"/api/jobs/{job_id}/events", buffered=False)
+    assert second.status_code == 200
+    second.close()
+    blocker.set()
+    runner.shutdown()
 
 
 def test_two_concurrent_jobs_do_not_mix_results(tmp_path, weights_dir, page_png):

@@ -31,6 +31,8 @@ def resolve_web_config(overrides: WebConfig | dict | None = None) -> WebConfig:
         cfg.work_dir = os.environ["ACAI_WEB_WORK_DIR"]
     if os.environ.get("ACAI_REDIS_URL"):
         cfg.redis_url = os.environ["ACAI_REDIS_URL"]
+    if os.environ.get("ACAI_MAX_STREAMS"):
+        cfg.max_streams = int(os.environ["ACAI_MAX_STREAMS"])
     if isinstance(overrides, WebConfig):
         cfg = dataclasses.replace(overrides)
     elif overrides:
@@ -65,6 +67,9 @@ class AppState:
             self.runner = JobRunner(self.model, settings, cfg.pool_size)
         self._last_clean = time.time()
         self._clean_lock = threading.Lock()
+        # progress streams hold a server thread each: a bounded share, so uploads and /healthz always get one
+        self.streams = threading.BoundedSemaphore(max(cfg.max_streams, 0) or 1)
+        self.streams_enabled = cfg.max_streams > 0
 
     def maybe_clean(self) -> None:
         """Remove expired uploads and jobs, at most once a minute (called before every request)."""

@@ -219,15 +219,28 @@ def get_job(job_id: str):
 
 @bp.get("/jobs/<job_id>/events")
 def job_events(job_id: str):
-    """Server-sent events: one `progress` event per change, then `end` when the job is finished."""
+    """Server-sent events: one `progress` event per change, then `end` when the job is finished.
+
+    A stream holds a server thread, so at most `max_streams` are open at once (more get 503 and
+    the page polls `GET /api/jobs/<id>` instead) and each ends after `stream_seconds`.
+    """
     job = _job(job_id)
-    runner = state().runner
+    s = state()
+    runner = s.runner
+    if not (s.streams_enabled and s.streams.acquire(blocking=False)):
+        response = jsonify(error="Too many progress streams are open; follow the job by polling "
+                                 f"/api/jobs/{job.id} instead.")
+        return response, 503, {"Retry-After": "5"}
+    deadline = time.monotonic() + s.cfg.stream_seconds
 
     def stream():
         seen = -1
         yield "retry: 2000\n\n"
         while True:
-            snapshot = runner.wait_change(job, seen, SSE_HEARTBEAT_SECONDS)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # the browser reconnects (or polls); no stream holds a thread for long
+            snapshot = runner.wait_change(job, seen, min(SSE_HEARTBEAT_SECONDS, left))
             if snapshot["version"] == seen:
                 yield ": keep-alive\n\n"
                 continue
@@ -238,7 +251,10 @@ def job_events(job_id: str):
                 return
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(stream_with_context(stream()), mimetype="text/event-stream", headers=headers)
+    response = Response(stream_with_context(stream()), mimetype="text/event-stream", headers=headers)
+    # the server closes the response when the stream ends or its client goes away, started or not
+    response.call_on_close(s.streams.release)
+    return response
 
 
 def _job_file(job: Job, name: str) -> Path:
