@@ -8,17 +8,23 @@ once, decode, assemble and render, and hand the files back through Redis as
 the job's result. No shared file system is needed.
 
 Progress travels in the RQ job's `meta`; cancelling is a Redis key the worker
-checks between batches. A worker that dies mid-job leaves its job in RQ's
-StartedJobRegistry; `StartedJobRegistry.cleanup` (called by the web process
-every few seconds and by workers' maintenance) retries it on another worker
-while retries are left, else marks it failed. A job is never silently lost.
+checks while decoding. A worker beats its heartbeat every few seconds, also while
+it decodes (`LiveWorker`), so a worker that dies mid-job leaves a StartedJobRegistry
+entry that expires within LIVENESS_SECONDS; `StartedJobRegistry.cleanup` (called
+by the web process every few seconds and by workers' maintenance) then retries it
+on another worker while retries are left, else marks it failed. A job is never
+silently lost, nor stuck for long. When Redis does not answer, every call of the
+runner raises `QueueUnavailable` (the API answers 503); redis-py reconnects on its
+own once Redis is back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +38,25 @@ log = logging.getLogger(__name__)
 
 CANCEL_KEY = "acai-omr:cancel:{}"
 REAP_EVERY_SECONDS = 5.0
+LIVENESS_SECONDS = 45  # a worker silent this long is dead: its job is retried or failed, /api/status drops it
+BEAT_SECONDS = 10  # how often a busy worker beats (an idle one beats as it waits for jobs)
+
+
+class QueueUnavailable(Exception):
+    """Redis does not answer: jobs can be neither queued nor followed until it is back."""
+
+    message = "The job queue (Redis) does not answer; nothing was lost, try again in a minute."
+
+
+@contextlib.contextmanager
+def _redis_calls():
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except RedisError as error:
+        log.warning("Redis: %s", error)
+        raise QueueUnavailable() from error
 
 # ---------------------------------------------------------------- worker side
 
@@ -109,8 +134,55 @@ def run_worker(redis_url: str, queue_name: str, weights_dir: str | None, burst: 
     holder.get()  # fail now, with the weights error, rather than on the first job
     set_worker_model(holder)
     connection = Redis.from_url(redis_url)
-    worker = SimpleWorker([Queue(queue_name, connection=connection)], connection=connection)
+    worker = live_worker_class()([Queue(queue_name, connection=connection)], connection=connection,
+                                 worker_ttl=LIVENESS_SECONDS - 5)  # an idle worker beats every worker_ttl - 15 s
     worker.work(burst=burst, with_scheduler=False)
+
+
+def live_worker_class():
+    """RQ's SimpleWorker with a heartbeat that keeps beating while a job runs.
+
+    RQ beats only between jobs (or from a forked horse's monitor), so a SimpleWorker killed
+    mid-job was noticed only after job_timeout + 60 s (657 s seen). This one beats every
+    BEAT_SECONDS from a thread and keeps its registry entries LIVENESS_SECONDS ahead.
+    """
+    from rq import SimpleWorker
+    from rq.worker import WorkerStatus
+
+    class LiveWorker(SimpleWorker):
+        def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+            return LIVENESS_SECONDS
+
+        def execute_job(self, job, queue):
+            execution = self.prepare_execution(job)
+            stop = threading.Event()
+
+            def beat():
+                while not stop.wait(BEAT_SECONDS):
+                    try:
+                        self.maintain_heartbeats(job, execution)
+                    except Exception as error:  # Redis away for a moment: the next beat tries again
+                        log.warning("heartbeat: %s", error)
+
+            beating = threading.Thread(target=beat, name="acai-omr-heartbeat", daemon=True)
+            beating.start()
+            try:
+                self.perform_job(job, queue, execution)
+            finally:
+                stop.set()
+                beating.join()
+            self.set_state(WorkerStatus.IDLE)
+
+    return LiveWorker
+
+
+def live_workers(queue) -> int:
+    """Workers on `queue` that beat within LIVENESS_SECONDS (a killed one stays registered for a while)."""
+    from rq import Worker
+
+    cutoff = time.time() - LIVENESS_SECONDS
+    return sum(1 for worker in Worker.all(queue=queue)
+               if worker.last_heartbeat is not None and worker.last_heartbeat.timestamp() >= cutoff)
 
 
 # ---------------------------------------------------------------- web side
@@ -148,6 +220,14 @@ class QueueJobRunner(JobRunner):
             return False
 
     def submit(self, job: Job, pages: dict[int, Path]) -> None:
+        try:
+            with _redis_calls():
+                self._enqueue(job, pages)
+        except QueueUnavailable:
+            self.jobs.pop(job.id, None)
+            raise
+
+    def _enqueue(self, job: Job, pages: dict[int, Path]) -> None:
         from rq import Retry
 
         self.jobs[job.id] = job
@@ -176,6 +256,10 @@ class QueueJobRunner(JobRunner):
 
     def refresh(self, job: Job) -> None:
         """Pull the job's state from Redis into `job` (a no-op once the job has ended)."""
+        with _redis_calls():
+            self._pull(job)
+
+    def _pull(self, job: Job) -> None:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job as RqJob
         from rq.job import JobStatus
@@ -264,11 +348,12 @@ class QueueJobRunner(JobRunner):
             time.sleep(min(0.25, max(0.0, deadline - time.time())))
 
     def cancel(self, job: Job) -> None:
-        """Queued: removed from the queue at once. Running: the worker stops after its current batch."""
+        """Queued: removed from the queue at once. Running: the worker stops within a few decoding steps."""
         from rq.job import Job as RqJob
         from rq.job import JobStatus
 
-        self.connection.set(CANCEL_KEY.format(job.id), 1, ex=self.result_ttl)
+        with _redis_calls():
+            self.connection.set(CANCEL_KEY.format(job.id), 1, ex=self.result_ttl)
         try:
             rq_job = RqJob.fetch(job.id, connection=self.connection)
             if rq_job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context, url_for
 
 from acai_omr.inference.pipeline import TERMINAL, Job, SystemProgress
+from acai_omr.inference.queue import QueueUnavailable, live_workers
 from acai_omr.web.uploads import ID_PATTERN, UploadError, load_upload, new_id, save_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -64,6 +66,11 @@ def _upload_error(error: UploadError):
     return jsonify(error=error.message), error.status
 
 
+@bp.errorhandler(QueueUnavailable)
+def _queue_unavailable(error: QueueUnavailable):
+    return jsonify(error=error.message), 503, {"Retry-After": "30"}
+
+
 # ---------------------------------------------------------------- status
 
 
@@ -71,12 +78,10 @@ def _queue_status(s) -> dict:
     """Where jobs run: in this process, or through Redis to workers (with how many are listening)."""
     if not s.cfg.redis_url:
         return {"mode": "in-process", "ok": True}
-    from rq import Worker
-
     runner = s.runner
     if not runner.ping():
         return {"mode": "redis", "ok": False, "message": "Redis does not answer; jobs cannot be queued."}
-    return {"mode": "redis", "ok": True, "workers": Worker.count(queue=runner.queue)}
+    return {"mode": "redis", "ok": True, "workers": live_workers(runner.queue)}
 
 
 @bp.get("/status")
@@ -199,7 +204,11 @@ def create_job():
     directory.mkdir(parents=True)
     job = Job(id=job_id, directory=directory, systems=systems, title=upload.meta.get("title", ""))
     pages = {p: upload.directory / f"page-{p}.png" for p in {system.page for system in systems}}
-    s.runner.submit(job, pages)
+    try:
+        s.runner.submit(job, pages)
+    except QueueUnavailable:
+        shutil.rmtree(directory, ignore_errors=True)  # the upload stays: the same boxes can be sent again
+        raise
     return jsonify(dict(s.runner.snapshot(job), job_id=job_id, links=_links(job))), 202
 
 
