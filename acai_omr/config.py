@@ -364,6 +364,10 @@ class WebConfig:
     job_retries: int = 1  # re-runs of a job whose worker died or failed
     max_streams: int = 4  # progress streams open at once (each holds a server thread); more are told to poll
     stream_seconds: float = 60.0  # a progress stream ends after this long; the browser reconnects or polls
+    upload_rate: str = "60 per minute"  # uploads one client address may make ("" = no limit)
+    job_rate: str = "30 per minute"  # jobs one client address may start ("" = no limit)
+    max_active_jobs: int = 3  # queued or running jobs per client address (0 = no limit)
+    proxy_hops: int = 0  # reverse proxies in front (the nginx example: 1); the client address is read from X-Forwarded-For
 
 
 @dataclass

@@ -251,3 +251,14 @@ def test_with_redis_down_every_job_request_gets_503_with_a_message_and_recovers_
     finally:
         redis_process.terminate()
         redis_process.wait(10)
+
+
+def test_with_redis_the_per_client_counts_are_shared_by_every_web_process(tmp_path, weights_dir, page_png,
+                                                                           fresh_redis):  # noqa: F811
+    """Two app instances on one Redis: the second sees the uploads the first counted."""
+    first = make_app(tmp_path / "a", weights_dir, redis_url=fresh_redis, upload_rate="2 per minute").test_client()
+    second = make_app(tmp_path / "b", weights_dir, redis_url=fresh_redis, upload_rate="2 per minute").test_client()
+    assert upload(first, page_png).status_code == 201
+    assert upload(second, page_png).status_code == 201
+    refused = upload(first, page_png)
+    assert refused.status_code == 429 and "Too many uploads" in refused.get_json()["error"]

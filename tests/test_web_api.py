@@ -603,3 +603,41 @@ def test_expired_folders_are_removed_and_another_servers_work_is_kept(tmp_path, 
     app.extensions["acai_omr"]._last_clean = 0  # a minute has passed since the last clean-up
     app.test_client().get("/api/status")  # any request, not only an upload, lets expired folders go
     assert not fresh.exists() and other.exists()
+
+
+# ---------------------------------------------------------------- per-client limits
+
+
+def test_one_client_gets_429_with_a_message_past_its_upload_rate_and_others_are_not_held_back(
+        tmp_path, weights_dir, page_png):
+    """Bound: upload_rate per client address; behind one proxy hop the address is X-Forwarded-For's."""
+    client = make_app(tmp_path, weights_dir, upload_rate="2 per minute", proxy_hops=1).test_client()
+    me, other = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.9"}
+
+    def send(headers):
+        return client.post("/api/uploads", data={"file": (io.BytesIO(page_png), "page.png")}, headers=headers,
+                           content_type="multipart/form-data")
+
+    assert [send(me).status_code for _ in range(2)] == [201, 201]
+    refused = send(me)
+    assert refused.status_code == 429 and refused.headers.get("Retry-After")
+    assert "Too many uploads" in refused.get_json()["error"] and "at most 2 per minute" in refused.get_json()["error"]
+    assert send(other).status_code == 201
+
+
+def test_one_client_may_not_have_more_than_max_active_jobs_queued_or_running(tmp_path, weights_dir, page_png):
+    app = make_app(tmp_path, weights_dir, max_active_jobs=1)
+    client = app.test_client()
+    runner = app.extensions["acai_omr"].runner
+    blocker = threading.Event()
+    runner.pool.submit(blocker.wait)  # the inference thread is busy: the first job stays queued
+    uploaded = upload(client, page_png).get_json()
+    body = {"upload_id": uploaded["upload_id"], "systems": boxes_of(uploaded, keep=[0])}
+    first = client.post("/api/jobs", json=body)
+    assert first.status_code == 202
+    second = client.post("/api/jobs", json=body)
+    assert second.status_code == 429 and "wait for one to finish" in second.get_json()["error"]
+    blocker.set()
+    assert wait_for(client, first.get_json()["job_id"])["status"] == "done"
+    assert client.post("/api/jobs", json=body).status_code == 202  # a finished job no longer counts
+    runner.shutdown()

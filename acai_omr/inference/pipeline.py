@@ -116,6 +116,7 @@ class Job:
     directory: Path
     systems: list[SystemProgress]
     title: str = ""  # the score's title and the downloads' name: the uploaded file's name
+    client: str = ""  # the address that started it (per-client limits)
     status: str = "queued"  # queued, running, rendering, done, failed, cancelled
     message: str = ""
     render_error: str = ""

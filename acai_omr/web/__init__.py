@@ -20,6 +20,7 @@ from flask import Flask, jsonify, request
 
 from acai_omr.config import WebConfig
 from acai_omr.paths import REPO_ROOT
+from acai_omr.web import limits
 
 
 def resolve_web_config(overrides: WebConfig | dict | None = None) -> WebConfig:
@@ -33,6 +34,8 @@ def resolve_web_config(overrides: WebConfig | dict | None = None) -> WebConfig:
         cfg.redis_url = os.environ["ACAI_REDIS_URL"]
     if os.environ.get("ACAI_MAX_STREAMS"):
         cfg.max_streams = int(os.environ["ACAI_MAX_STREAMS"])
+    if os.environ.get("ACAI_PROXY_HOPS"):
+        cfg.proxy_hops = int(os.environ["ACAI_PROXY_HOPS"])
     if isinstance(overrides, WebConfig):
         cfg = dataclasses.replace(overrides)
     elif overrides:
@@ -115,6 +118,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp)
+    limits.init_app(app, web_cfg)
 
     @app.before_request
     def _clean_now_and_then():

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 
 from acai_omr.inference.pipeline import TERMINAL, Job, SystemProgress
 from acai_omr.inference.queue import QueueUnavailable, live_workers
+from acai_omr.web.limits import active_jobs_message, client_address
 from acai_omr.web.uploads import ID_PATTERN, UploadError, load_upload, new_id, save_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -199,10 +200,17 @@ def create_job():
     weights = s.model.status()
     if not weights["ok"]:
         raise ApiError(weights["message"], 503)
+    client = client_address()
+    mine = [job for job in list(s.runner.jobs.values()) if job.client == client and job.status not in TERMINAL]
+    for job in mine:
+        s.runner.refresh(job)  # in Redis mode a job may have ended since anyone looked
+    refusal = active_jobs_message(mine, client, s.cfg.max_active_jobs)
+    if refusal:
+        raise ApiError(refusal, 429)
     job_id = new_id()
     directory = s.work_dir / "jobs" / job_id
     directory.mkdir(parents=True)
-    job = Job(id=job_id, directory=directory, systems=systems, title=upload.meta.get("title", ""))
+    job = Job(id=job_id, directory=directory, systems=systems, title=upload.meta.get("title", ""), client=client)
     pages = {p: upload.directory / f"page-{p}.png" for p in {system.page for system in systems}}
     try:
         s.runner.submit(job, pages)
