@@ -262,3 +262,16 @@ def test_with_redis_the_per_client_counts_are_shared_by_every_web_process(tmp_pa
     assert upload(second, page_png).status_code == 201
     refused = upload(first, page_png)
     assert refused.status_code == 429 and "Too many uploads" in refused.get_json()["error"]
+
+
+def test_a_job_that_finishes_on_a_worker_while_the_web_server_restarts_is_served_by_the_new_one(
+        tmp_path, weights_dir, page_png, fresh_redis):  # noqa: F811
+    before = make_app(tmp_path, weights_dir, redis_url=fresh_redis).test_client()
+    job_id = submit(before, page_png, keep=[0])
+    del before  # the web server stops; the worker does not depend on it
+    worker = subprocess.run([sys.executable, "-m", "acai_omr.cli", "worker", "--redis-url", fresh_redis,
+                             "--weights", str(weights_dir), "--burst"], capture_output=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    after = make_app(tmp_path, weights_dir, redis_url=fresh_redis).test_client()
+    assert after.get(f"/api/jobs/{job_id}").get_json()["status"] == "done"
+    assert after.get(f"/api/jobs/{job_id}/result.musicxml").status_code == 200

@@ -641,3 +641,31 @@ def test_one_client_may_not_have_more_than_max_active_jobs_queued_or_running(tmp
     assert wait_for(client, first.get_json()["job_id"])["status"] == "done"
     assert client.post("/api/jobs", json=body).status_code == 202  # a finished job no longer counts
     runner.shutdown()
+
+
+def test_a_restarted_server_still_serves_finished_jobs_and_says_which_were_cut_short(tmp_path, weights_dir,
+                                                                                      page_png):
+    """Two app instances on one work folder, one after the other: the second is the restart."""
+    before = make_app(tmp_path, weights_dir)
+    client = before.test_client()
+    uploaded = upload(client, page_png).get_json()
+    body = {"upload_id": uploaded["upload_id"], "systems": boxes_of(uploaded, keep=[0])}
+    finished = client.post("/api/jobs", json=body).get_json()["job_id"]
+    assert wait_for(client, finished)["status"] == "done"
+    lmx = client.get(f"/api/jobs/{finished}/result.lmx").data
+    runner = before.extensions["acai_omr"].runner
+    blocker = threading.Event()
+    runner.pool.submit(blocker.wait)
+    cut_short = client.post("/api/jobs", json=body).get_json()["job_id"]  # queued when the server stops
+    runner.shutdown()
+    blocker.set()
+
+    after = make_app(tmp_path, weights_dir).test_client()
+    job = after.get(f"/api/jobs/{finished}").get_json()
+    assert job["status"] == "done" and [s["state"] for s in job["systems"]] == ["done"]
+    assert after.get(f"/api/jobs/{finished}/result.lmx").data == lmx
+    stopped = after.get(f"/api/jobs/{cut_short}").get_json()
+    assert stopped["status"] == "failed" and "restarted" in stopped["message"]
+    assert after.get(f"/api/uploads/{uploaded['upload_id']}").status_code == 200  # and the upload to try again
+    assert after.delete(f"/api/jobs/{finished}").get_json()["status"] == "deleted"
+    assert after.get(f"/api/jobs/{finished}").status_code == 404

@@ -14,7 +14,10 @@ condition variable; web handlers read `snapshot()` and wait on `wait_change()`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -127,6 +130,30 @@ class Job:
     outputs: dict[str, str] = field(default_factory=dict)  # kind -> file name in directory
     cancel_event: threading.Event = field(default_factory=threading.Event)
 
+    SAVED_FIELDS = ("id", "title", "client", "status", "message", "render_error", "created", "finished_at",
+                    "score_pages", "outputs")
+
+    def save(self) -> None:
+        """Write job.json beside the job's files (atomically), so a restarted server still knows the job."""
+        record = {name: getattr(self, name) for name in self.SAVED_FIELDS}
+        record["systems"] = [dataclasses.asdict(system) for system in self.systems]
+        path = self.directory / "job.json"
+        if not self.directory.is_dir():
+            return  # deleted meanwhile
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> Job | None:
+        """The job a job.json in `directory` describes, or None when there is none (or it is unreadable)."""
+        try:
+            record = json.loads((directory / "job.json").read_text())
+            systems = [SystemProgress(**dict(system, box=tuple(system["box"]))) for system in record.pop("systems")]
+            return cls(directory=directory, systems=systems, **{k: record[k] for k in cls.SAVED_FIELDS if k in record})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
     def snapshot(self) -> dict:
         return {
             "id": self.id,
@@ -172,6 +199,8 @@ class JobRunner:
             for name, value in fields.items():
                 setattr(job, name, value)
             job.version += 1
+            if "status" in fields:
+                job.save()
             self.changed.notify_all()
 
     def update_system(self, job: Job, system: SystemProgress, **fields) -> None:
@@ -190,6 +219,22 @@ class JobRunner:
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
+    def restore(self, directory: Path) -> Job | None:
+        """A job this server does not hold, from the job.json in its folder (a restart, or another instance).
+
+        Finished jobs come back as they were. A job that was queued or running in this process when it
+        stopped cannot go on: it comes back failed, saying so.
+        """
+        job = Job.load(directory)
+        if job is None:
+            return None
+        with self.changed:
+            job = self.jobs.setdefault(job.id, job)
+            if job.status not in TERMINAL:
+                self.update(job, status="failed", finished_at=time.time(),
+                            message="The server restarted while this job was being transcribed; please start it again.")
+        return job
+
     def refresh(self, job: Job) -> None:
         """Bring `job` up to date (in-process jobs always are; the queue runner pulls from Redis)."""
 
@@ -201,6 +246,7 @@ class JobRunner:
 
     def submit(self, job: Job, pages: dict[int, Path]) -> None:
         self.jobs[job.id] = job
+        job.save()
         self.pool.submit(self._run_safely, job, pages)
 
     def cancel(self, job: Job) -> None:

@@ -231,6 +231,7 @@ class QueueJobRunner(JobRunner):
         from rq import Retry
 
         self.jobs[job.id] = job
+        job.save()
         crops = crop_systems(job.systems, pages, job.directory)
         s = self.settings
         payload = {
@@ -313,9 +314,12 @@ class QueueJobRunner(JobRunner):
                         setattr(system, name, value)
                         changed = True
             if changed:
+                status_before = job.status
                 for name, value in fields.items():
                     setattr(job, name, value)
                 job.version += 1
+                if job.status != status_before:
+                    job.save()
                 self.changed.notify_all()
 
     @staticmethod
@@ -333,6 +337,16 @@ class QueueJobRunner(JobRunner):
         job = self.jobs.get(job_id)
         if job is not None:
             self.refresh(job)
+        return job
+
+    def restore(self, directory: Path) -> Job | None:
+        """A job from its job.json: its worker does not depend on this process, so Redis has its state."""
+        job = Job.load(directory)
+        if job is None:
+            return None
+        with self.changed:
+            job = self.jobs.setdefault(job.id, job)
+        self.refresh(job)
         return job
 
     def snapshot(self, job: Job) -> dict:

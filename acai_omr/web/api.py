@@ -51,7 +51,9 @@ def _valid_id(value: str, what: str) -> str:
 
 
 def _job(job_id: str) -> Job:
-    job = state().runner.get(_valid_id(job_id, "job"))
+    s = state()
+    job_id = _valid_id(job_id, "job")
+    job = s.runner.get(job_id) or s.runner.restore(s.work_dir / "jobs" / job_id)
     if job is None:
         raise ApiError("No such job (it may have expired).", 404)
     return job
