@@ -9,7 +9,8 @@ import torch
 
 from acai_omr.data.dataset import SystemDataset
 from acai_omr.model.model import OMRModel
-from acai_omr.model.weights import load_model, model_from_checkpoint
+from acai_omr.model.weights import load_model
+from acai_omr.train.export import model_from_checkpoint
 
 
 def add_model_args(parser: argparse.ArgumentParser, systems: int, threads: int) -> None:

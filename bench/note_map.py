@@ -24,7 +24,8 @@ import torch
 from acai_omr.config import DegradeConfig
 from acai_omr.data.dataset import SystemDataset, collate_systems
 from acai_omr.lmx.reading_order import NOTE_LABELS
-from acai_omr.model.weights import load_model, model_from_checkpoint
+from acai_omr.model.weights import load_model
+from acai_omr.train.export import model_from_checkpoint
 from acai_omr.train.common import load_checkpoint
 from acai_omr.train.supervised import NoteMapHead
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from acai_omr.data.preprocess import load_gray
 from acai_omr.data.degrade import degrade
-from acai_omr.data.measures import barlines, count_measures, reading_spans
+from acai_omr.data.measures import count_measures
+from acai_omr.detect.barlines import barlines, reading_spans
 from acai_omr.paths import shared_dir
 
 

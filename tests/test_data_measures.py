@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from drawn import drawn_system
 
-from acai_omr.data.measures import barlines, barlines_degraded, crop_measures, reading_spans, split_measures, staff_lines
+from acai_omr.data.measures import crop_measures, split_measures
+from acai_omr.detect.barlines import barlines, barlines_degraded, reading_spans, staff_lines
 
 TWO_MEASURES = ("measure key:fifths:0 clef:G2 staff:1 clef:F4 staff:2 C4 voice:1 whole staff:1 "
                 "measure D4 voice:1 whole staff:1")

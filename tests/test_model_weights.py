@@ -199,11 +199,11 @@ def test_int8_loading_quantizes_linear_layers_and_keeps_the_logits_close(saved):
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile (Inductor) needs a C++ compiler")
 def test_compiled_decoder_decodes_the_same_tokens_as_eager(saved):
-    from acai_omr.inference.decode import greedy_decode
+    from acai_omr.inference.decode import compile_decoder, greedy_decode
 
     _, cfg, directory = saved
     eager, _ = load_model(directory)
-    compiled, _ = load_model(directory, compile=True)
+    compiled = compile_decoder(load_model(directory)[0])
     assert type(compiled.decoder).__name__ == "OptimizedModule", "compiling fell back to eager"
     torch.manual_seed(2)
     images = torch.rand(3, 1, cfg.image_height, 5 * cfg.patch_width)  # a batch size the warm-up did not use

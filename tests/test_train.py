@@ -568,7 +568,8 @@ def test_export_of_several_checkpoints_writes_their_mean_and_refuses_other_runs(
     import shutil
 
     from acai_omr.cli import main
-    from acai_omr.model.weights import load_model, model_from_checkpoint
+    from acai_omr.model.weights import load_model
+    from acai_omr.train.export import model_from_checkpoint
     from acai_omr.train.supervised import train_supervised
 
     run = tmp_path / "run"

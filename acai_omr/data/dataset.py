@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 
 from acai_omr.config import DatasetConfig, DegradeConfig
 from acai_omr.data.degrade import degrade, degrade_pair, degrade_with_points
-from acai_omr.data.measures import choose_run, crop_span, load_measure_bounds, measure_slice
+from acai_omr.data.measures import choose_run, load_measure_bounds, measure_slice
+from acai_omr.detect.barlines import crop_span
 from acai_omr.data.preprocess import fitted_size, load_gray, system_input
 from acai_omr.lmx.reading_order import NOTE_LABEL_INDEX
 from acai_omr.lmx.vocab import VOCAB

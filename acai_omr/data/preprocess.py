@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from acai_omr.detect.barlines import reading_spans
+
 PAPER = 255  # uint8 white, the padding of shrunk systems
 
 
@@ -89,7 +91,6 @@ def system_input(gray: np.ndarray, height: int, max_width: int) -> torch.Tensor:
 
 def reading_pieces(gray: np.ndarray, height: int, max_width: int, read_measures: int) -> list[torch.Tensor]:
     """The inputs a model that reads `read_measures` measures at a time decodes, left to right (the system
-    cut at its barlines, `acai_omr.data.measures.reading_spans`); the whole system when that is 0."""
-    from acai_omr.data.measures import reading_spans
+    cut at its barlines, `acai_omr.detect.barlines.reading_spans`); the whole system when that is 0."""
 
     return [system_input(gray[:, x0:x1], height, max_width) for x0, x1 in reading_spans(gray, read_measures)]

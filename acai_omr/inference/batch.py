@@ -30,7 +30,7 @@ def decode_crops(model, crops, read_measures: int | None = None, **options) -> l
 
 def system_pieces(crop, cfg, read_measures: int) -> list[tuple[torch.Tensor, int]]:
     """One system crop (PIL) -> model-ready pieces, left to right: runs of `read_measures` measures cut at
-    the barlines (`acai_omr.data.measures.reading_spans`), or the whole crop when that is 0."""
+    the barlines (`acai_omr.detect.barlines.reading_spans`), or the whole crop when that is 0."""
     from acai_omr.data.preprocess import gray_pixels, reading_pieces
 
     pieces = reading_pieces(gray_pixels(crop), cfg.image_height, cfg.max_image_width, read_measures)

@@ -12,6 +12,7 @@ eval mode while decoding and restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -335,3 +336,29 @@ def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_sample
         finished=finished,
         image_index=torch.arange(B, device=device).repeat_interleave(n_samples),
     )
+
+
+def compile_decoder(model):
+    """The model with its decoder step under torch.compile, compiled now on a blank image.
+
+    For long-lived workers only: the tokens are identical, the speed-up is not reliable
+    (bench/bench_inference.py: 1.1x faster in two runs, 1.2x slower in a third), and compiling
+    costs tens of seconds per process.
+    Compiling needs a C++ compiler; when it fails, the eager model is returned and the
+    reason printed, so a worker starts either way.
+    """
+    eager = model.decoder
+    model.decoder = torch.compile(eager, dynamic=True)
+    device = next(model.parameters()).device
+    cfg = model.cfg
+    try:
+        with torch.inference_mode():
+            for batch in (1, 2):  # the second batch size makes the compiled graphs batch-generic
+                images = torch.ones(batch, 1, cfg.image_height, 4 * cfg.patch_width, device=device)
+                widths = torch.full((batch,), 4 * cfg.patch_width, device=device)
+                greedy_decode(model, images, widths, max_len=4, constrained=True)
+    except Exception as error:  # no compiler, unsupported platform: run eager
+        print(f"torch.compile unavailable, decoding without it: {type(error).__name__}: {str(error)[:200]}",
+              file=sys.stderr)
+        model.decoder = eager
+    return model

@@ -69,7 +69,11 @@ class ModelHolder:
 
                 if self.torch_threads > 0:
                     torch.set_num_threads(self.torch_threads)
-                model, cfg = load_model(self.weights_dir, device=self.device, int8=self.int8, compile=self.compile)
+                model, cfg = load_model(self.weights_dir, device=self.device, int8=self.int8)
+                if self.compile:
+                    from acai_omr.inference.decode import compile_decoder
+
+                    model = compile_decoder(model)
                 model.eval()
                 for parameter in model.parameters():
                     parameter.requires_grad_(False)

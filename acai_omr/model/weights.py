@@ -11,8 +11,11 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from acai_omr.config import ModelConfig
+from acai_omr.model.model import OMRModel
 from acai_omr.paths import REPO_ROOT
 
 WEIGHTS_FILE = "model.safetensors"
@@ -28,8 +31,6 @@ class WeightsError(RuntimeError):
 
 def save_weights(model, cfg: ModelConfig, directory: str | Path) -> Path:
     """Write model.safetensors (fp16) and config.json into directory (created if needed)."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu", torch.float16).contiguous()
@@ -37,60 +38,6 @@ def save_weights(model, cfg: ModelConfig, directory: str | Path) -> Path:
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "dtype": "float16"})
     (directory / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     return directory
-
-
-def model_from_checkpoint(path: str | Path):
-    """-> (OMRModel in eval mode, ModelConfig) from a training checkpoint (`last.pt` / `best.pt` of a
-    supervised or GRPO run), built with the config the run saved.
-
-    A run with no dev evaluation (`--eval-every 0`) writes no `best_weights/`; this is how its last
-    step becomes weights (`acai-omr train export`).
-    """
-    from acai_omr.model.model import OMRModel
-    from acai_omr.train.common import load_checkpoint
-
-    try:
-        checkpoint = load_checkpoint(Path(path))
-    except (FileNotFoundError, ValueError) as error:
-        raise WeightsError(str(error)) from error
-    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint or "objective" not in checkpoint:
-        raise WeightsError(f"{path} is not a checkpoint of `acai-omr train supervised|grpo` (no model config)")
-    cfg = ModelConfig.from_dict(checkpoint["model_config"])
-    state = {}
-    for key, value in checkpoint["objective"].items():
-        key = key.removeprefix("module.")  # saved from a DistributedDataParallel wrapper
-        if key.startswith("model."):
-            state[key[len("model."):]] = value
-    model = OMRModel(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        phase = checkpoint.get("phase", "unknown")
-        raise WeightsError(f"{path} holds no OMR model (phase {phase}): {str(error)[:300]}") from error
-    return model.eval(), cfg
-
-
-def average_checkpoints(paths) -> tuple:
-    """-> (OMRModel in eval mode, ModelConfig) whose parameters are the mean of the checkpoints' models.
-
-    Averaging the last checkpoints of one run's low-learning-rate tail (the cosine's end) smooths
-    the noise of the final steps; every checkpoint must hold the same model config.
-    """
-    paths = list(paths)
-    if not paths:
-        raise WeightsError("no checkpoints to average")
-    model, cfg = model_from_checkpoint(paths[0])
-    total = {name: value.detach().double().clone() for name, value in model.state_dict().items()}
-    for path in paths[1:]:
-        other, other_cfg = model_from_checkpoint(path)
-        if other_cfg != cfg:
-            raise WeightsError(f"{path} holds a different model config than {paths[0]}; only one run's "
-                               "checkpoints can be averaged")
-        for name, value in other.state_dict().items():
-            total[name] += value.double()
-    reference = model.state_dict()
-    model.load_state_dict({name: (value / len(paths)).to(reference[name].dtype) for name, value in total.items()})
-    return model.eval(), cfg
 
 
 def load_config(directory: str | Path) -> ModelConfig:
@@ -119,36 +66,6 @@ def quantize_int8(model):
     return quantized.eval()
 
 
-def compile_decoder(model):
-    """The model with its decoder step under torch.compile, compiled now on a blank image.
-
-    For long-lived workers only: the tokens are identical, the speed-up is not reliable
-    (bench/bench_inference.py: 1.1x faster in two runs, 1.2x slower in a third), and compiling
-    costs tens of seconds per process.
-    Compiling needs a C++ compiler; when it fails, the eager model is returned and the
-    reason printed, so a worker starts either way.
-    """
-    import sys
-
-    from acai_omr.inference.decode import greedy_decode
-
-    eager = model.decoder
-    model.decoder = torch.compile(eager, dynamic=True)
-    device = next(model.parameters()).device
-    cfg = model.cfg
-    try:
-        with torch.inference_mode():
-            for batch in (1, 2):  # the second batch size makes the compiled graphs batch-generic
-                images = torch.ones(batch, 1, cfg.image_height, 4 * cfg.patch_width, device=device)
-                widths = torch.full((batch,), 4 * cfg.patch_width, device=device)
-                greedy_decode(model, images, widths, max_len=4, constrained=True)
-    except Exception as error:  # no compiler, unsupported platform: run eager
-        print(f"torch.compile unavailable, decoding without it: {type(error).__name__}: {str(error)[:200]}",
-              file=sys.stderr)
-        model.decoder = eager
-    return model
-
-
 ACCURACY_FILE = "accuracy.json"
 
 
@@ -165,18 +82,11 @@ def load_accuracy(directory: str | Path | None = None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def load_model(directory: str | Path | None = None, device: str | torch.device = "cpu", int8: bool = False,
-               compile: bool = False):
+def load_model(directory: str | Path | None = None, device: str | torch.device = "cpu", int8: bool = False):
     """-> (OMRModel in eval mode on device, ModelConfig); defaults to the repository's weights/.
 
     `int8` quantizes the linear layers for CPU inference (ignored on other devices).
-    `compile` puts the decoder step under torch.compile (see `compile_decoder`).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from acai_omr.model.model import OMRModel
-
     directory = Path(directory) if directory is not None else DEFAULT_WEIGHTS_DIR
     if not directory.is_dir():
         raise WeightsError(f"weights folder {directory} does not exist. {HOW_TO_GET}")
@@ -205,4 +115,4 @@ def load_model(directory: str | Path | None = None, device: str | torch.device =
         model = quantize_int8(model.eval())
     else:
         model = model.to(device).eval()
-    return (compile_decoder(model) if compile else model), cfg
+    return model, cfg

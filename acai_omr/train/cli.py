@@ -57,7 +57,8 @@ def register(subparsers) -> None:
 
 
 def run_export(args) -> int:
-    from acai_omr.model.weights import WeightsError, average_checkpoints, save_weights
+    from acai_omr.model.weights import WeightsError, save_weights
+    from acai_omr.train.export import average_checkpoints
 
     try:
         model, cfg = average_checkpoints(args.checkpoints)
