@@ -515,8 +515,8 @@
   function showResult(job) {
     const base = `/api/jobs/${job.id}`;
     const bust = `v=${job.version}`;
-    ["musicxml", "mxl", "mid", "pdf", "png", "lmx"].forEach((ext) => {
-      const a = $(`dl-${ext}`);
+    document.querySelectorAll("[data-format]").forEach((a) => {  // the buttons come from the server's format registry
+      const ext = a.dataset.format;
       const available = job.outputs.includes(ext);
       a.href = available ? `${base}/result.${ext}?download=1` : "#";
       a.classList.toggle("unavailable", !available);

@@ -15,22 +15,23 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acai_omr.render.formats import FORMATS
+
 INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".heic", ".heif", ".pdf"}
-FORMATS = ("musicxml", "mxl", "midi", "lmx", "json")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "transcribe", help="Transcribe pages, PDFs or system images to MusicXML (or mxl, midi, lmx, json)",
+        "transcribe", help="Transcribe pages, PDFs or system images to MusicXML (or another format of the registry)",
         description="Transcribe images and PDFs of pianoform music. Folders are searched recursively for "
                     f"{', '.join(sorted(INPUT_SUFFIXES))} files. Systems are detected on each page unless "
                     "--system (each image is one system crop) or --boxes gives them. One output per input.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", type=Path, help="image files, PDFs or folders")
     parser.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR", help="output folder")
-    parser.add_argument("--format", choices=FORMATS, default="musicxml",
-                        help="musicxml (default), mxl (compressed), midi (via MuseScore), lmx (one line of "
-                             "tokens per system) or json (per-system LMX, boxes, confidence)")
+    parser.add_argument("--format", choices=[name for f in FORMATS.values() for name in (f.key, *f.aliases)],
+                        default="musicxml", metavar="FORMAT",
+                        help="; ".join(f"{f.key}: {f.description}" for f in FORMATS.values()) + " (default: musicxml)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--system", action="store_true", help="each input image is one system crop (no detection)")
     mode.add_argument("--boxes", type=Path, action="append", metavar="FILE",
@@ -142,33 +143,16 @@ def systems_of(path: Path, args, reports: dict[str, dict]):
 
 
 def write_outputs(systems, stem: str, out_dir: Path, fmt: str, source: Path) -> Path:
-    """One input's systems -> out_dir/<stem>.<ext>."""
+    """One input's systems -> out_dir/<stem>.<ext>, in the format the registry names `fmt`."""
     from acai_omr.inference.batch import assemble
-    from acai_omr.render.outputs import render_batch, write_mxl
+    from acai_omr.render.formats import ScoreText, format_named, write_formats
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "lmx":
-        path = out_dir / f"{stem}.lmx"
-        path.write_text("".join(" ".join(s.tokens) + "\n" for s in systems), encoding="utf-8")
-        return path
-    if fmt == "json":
-        assemble(systems)  # fills each system's repairs
-        path = out_dir / f"{stem}.json"
-        path.write_text(json.dumps({"input": str(source), "systems": [s.to_json() for s in systems]}, indent=1)
-                        + "\n", encoding="utf-8")
-        return path
-    musicxml = assemble(systems, title=source.stem.replace("_", " "))
-    if fmt == "mxl":
-        return write_mxl(musicxml, out_dir / f"{stem}.mxl")
-    path = out_dir / f"{stem}.musicxml"
-    path.write_text(musicxml, encoding="utf-8")
-    if fmt == "midi":
-        try:
-            render_batch([(path, out_dir / stem, ("mid",))])
-        finally:
-            path.unlink(missing_ok=True)
-        return out_dir / f"{stem}.mid"
-    return path
+    chosen = format_named(fmt)
+    musicxml = assemble(systems, title=source.stem.replace("_", " "))  # also fills each system's repairs
+    score = ScoreText(musicxml, [" ".join(s.tokens) for s in systems],
+                      {"input": str(source), "systems": [s.to_json() for s in systems]})
+    return write_formats(score, out_dir / stem, [chosen.key])[chosen.key]
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from PIL import Image
 
 from acai_omr.inference.confidence import confidence_words
+from acai_omr.render.formats import FORMATS
 
 
 log = logging.getLogger(__name__)
@@ -402,33 +403,36 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
 
 
 def write_score(results: list, directory: Path, title: str, progress) -> None:
-    """The joined score of these systems as MusicXML, compressed MusicXML and LMX, offered for download."""
+    """The joined score of these systems in every in-process web format (MusicXML, .mxl, LMX), offered
+    for download at once; MuseScore's formats follow in `render_outputs`."""
     from acai_omr.inference.batch import assemble
-    from acai_omr.render.outputs import write_mxl
+    from acai_omr.render.formats import WEB_FORMATS, ScoreText, write_formats
 
-    musicxml = assemble(results, title=title)
-    (directory / "score.musicxml").write_text(musicxml, encoding="utf-8")
-    (directory / "score.lmx").write_text("\n".join(" ".join(r.tokens) for r in results) + "\n", encoding="utf-8")
-    write_mxl(musicxml, directory / "score.mxl")
-    progress.update(outputs={"musicxml": "score.musicxml", "lmx": "score.lmx", "mxl": "score.mxl"})
+    score = ScoreText(assemble(results, title=title), [" ".join(r.tokens) for r in results])
+    keys = [f.key for f in WEB_FORMATS if not f.by_musescore]
+    write_formats(score, directory / "score", keys)
+    progress.update(outputs={key: FORMATS[key].job_file for key in keys})
 
 
 def render_outputs(directory: Path, readable: list[int], timeout: float, progress) -> None:
-    """The score as PNG pages, PDF and MIDI, then each readable system alone (trimmed PNG).
+    """The score in MuseScore's web formats (PNG pages, PDF, MIDI), then each readable system alone
+    (trimmed PNG).
 
     Two MuseScore calls, so that a system MuseScore cannot draw costs only its own
     picture; a failure of the score itself is reported as the job's render_error.
     """
+    from acai_omr.render.formats import WEB_FORMATS, ScoreText, write_formats
     from acai_omr.render.outputs import RenderError, render_batch
 
+    score = ScoreText((directory / "score.musicxml").read_text(encoding="utf-8"), [])
+    keys = [f.key for f in WEB_FORMATS if f.by_musescore]
     try:
-        score = render_batch([(directory / "score.musicxml", directory / "score", ("png", "pdf", "mid"))],
-                             timeout=timeout)[0]
+        write_formats(score, directory / "score", keys, timeout=timeout)
     except RenderError as error:
         progress.update(render_error=f"Rendering failed: {error}. The MusicXML is still available.")
         return
-    progress.update(outputs={"pdf": "score.pdf", "mid": "score.mid", "png": "score-1.png"},
-                    score_pages=len(score.pngs))
+    progress.update(outputs={key: FORMATS[key].job_file for key in keys},
+                    score_pages=len(list(directory.glob("score-*.png"))))
 
     batch = [(directory / f"system-{index}.musicxml", directory / f"render-{index}", ("png",)) for index in readable]
     try:

@@ -17,19 +17,12 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 
 from acai_omr.inference.pipeline import TERMINAL, Job, SystemProgress
 from acai_omr.inference.queue import QueueUnavailable, live_workers
+from acai_omr.render.formats import WEB_FORMATS
 from acai_omr.web.limits import active_jobs_message, client_address
 from acai_omr.web.uploads import ID_PATTERN, UploadError, load_upload, new_id, save_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-RESULT_FILES = {  # extension -> (output kind, file name, mimetype)
-    "musicxml": ("musicxml", "score.musicxml", "application/vnd.recordare.musicxml+xml"),
-    "mxl": ("mxl", "score.mxl", "application/vnd.recordare.musicxml"),
-    "lmx": ("lmx", "score.lmx", "text/plain"),  # Flask adds "; charset=utf-8" to text types itself
-    "pdf": ("pdf", "score.pdf", "application/pdf"),
-    "mid": ("mid", "score.mid", "audio/midi"),
-    "png": ("png", "score-1.png", "image/png"),  # page 1 of the rendered score
-}
 SSE_HEARTBEAT_SECONDS = 15.0
 
 
@@ -226,7 +219,7 @@ def _links(job: Job) -> dict:
     return {
         "self": url_for("api.get_job", job_id=job.id),
         "events": url_for("api.job_events", job_id=job.id),
-        "results": {ext: url_for("api.job_result", job_id=job.id, ext=ext) for ext in RESULT_FILES},
+        "results": {f.key: url_for("api.job_result", job_id=job.id, ext=f.key) for f in WEB_FORMATS},
     }
 
 
@@ -286,9 +279,10 @@ def _job_file(job: Job, name: str) -> Path:
 @bp.get("/jobs/<job_id>/result.<ext>")
 def job_result(job_id: str, ext: str):
     job = _job(job_id)
-    if ext not in RESULT_FILES:
-        raise ApiError(f"Unknown result type .{ext}; choose one of {', '.join(RESULT_FILES)}.", 404)
-    kind, name, mimetype = RESULT_FILES[ext]
+    offered = {f.key: f for f in WEB_FORMATS}
+    if ext not in offered:
+        raise ApiError(f"Unknown result type .{ext}; choose one of {', '.join(offered)}.", 404)
+    kind, name, mimetype = ext, offered[ext].job_file, offered[ext].mime
     if kind not in job.outputs:
         if job.status not in TERMINAL:
             raise ApiError("The job is not finished yet.", 409)

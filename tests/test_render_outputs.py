@@ -62,3 +62,49 @@ def test_missing_mscore_is_reported_clearly(tmp_path, score_file, monkeypatch):
     monkeypatch.setenv("ACAI_MSCORE", str(tmp_path / "no-such-mscore"))
     with pytest.raises(RenderError, match="not found"):
         render_batch([(score_file, tmp_path / "out", ("png",))], timeout=10)
+
+
+# ---------------------------------------------------------------- the format registry
+
+
+@needs_mscore
+def test_every_registered_format_is_written_by_its_writer_and_is_what_it_says(tmp_path):
+    """One registry entry per format: each writes a file of its kind (MuseScore's in one call)."""
+    import json
+
+    from acai_omr.render.formats import FORMATS, ScoreText, write_formats
+
+    score = ScoreText(delinearize(LMX).to_musicxml(), [LMX], {"systems": [{"lmx": LMX}]})
+    written = write_formats(score, tmp_path / "piece", list(FORMATS))
+    assert sorted(written) == sorted(FORMATS)
+    assert parse_score_string(written["musicxml"].read_bytes()).tag == "score-partwise"
+    assert zipfile.is_zipfile(written["mxl"])
+    assert written["mid"].read_bytes().startswith(b"MThd")
+    assert written["pdf"].read_bytes().startswith(b"%PDF")
+    assert Image.open(written["png"]).format == "PNG"
+    assert written["lmx"].read_text().splitlines() == [LMX]
+    assert json.loads(written["json"].read_text()) == score.report
+
+
+@needs_mscore
+def test_drawing_formats_alone_leaves_no_musicxml_behind_but_keeps_an_existing_one(tmp_path):
+    from acai_omr.render.formats import ScoreText, write_formats
+
+    score = ScoreText(delinearize(LMX).to_musicxml(), [LMX])
+    write_formats(score, tmp_path / "a", ["mid"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mid"]
+    (tmp_path / "b.musicxml").write_text(score.musicxml)
+    write_formats(score, tmp_path / "b", ["pdf"])
+    assert (tmp_path / "b.musicxml").exists() and (tmp_path / "b.pdf").exists()
+
+
+def test_the_cli_the_api_and_the_page_offer_the_registry_s_formats():
+    from acai_omr import create_app
+    from acai_omr.render.formats import FORMATS, WEB_FORMATS, format_named
+
+    assert format_named("midi") is FORMATS["mid"]  # the CLI's old name still works
+    app = create_app({"TESTING": True, "WEB": {"render": False}})
+    page = app.test_client().get("/").get_data(as_text=True)
+    for output in WEB_FORMATS:
+        assert f'data-format="{output.key}"' in page and output.label in page
+    assert "json" not in {f.key for f in WEB_FORMATS}  # the CLI's report is not a web download
