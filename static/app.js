@@ -52,6 +52,7 @@
         $("banner").hidden = false;
       }
       state.limits = status.limits;
+      state.states = status.states;  // job statuses and system states, with their words, from the server
       showAccuracy(status.weights.accuracy);
     } catch (e) { /* the upload will report problems */ }
   }
@@ -414,9 +415,10 @@
 
   // ---------------------------------------------------------------- transcription
 
-  function isRunning() { return state.job && !["done", "failed", "cancelled"].includes(state.job.status); }
+  function isRunning() { return state.job && !(state.states ? state.states.terminal : []).includes(state.job.status); }
 
   async function transcribe() {
+    if (!state.states) await checkStatus();  // the state vocabulary, should the first look have failed
     if (isRunning()) return;
     clearError();
     const systems = orderedBoxes().map(({ page, box }) => ({
@@ -471,10 +473,9 @@
     if (state.pollTimer) { clearTimeout(state.pollTimer); state.pollTimer = null; }
   }
 
-  const STATE_WORDS = { queued: "queued", encoding: "encoding", decoding: "decoding", done: "done", failed: "failed", cancelled: "cancelled" };
-
   function renderProgress(job) {
-    $("job-message").textContent = job.message || job.status;
+    const words = state.states || { job_statuses: {}, system_states: {} };
+    $("job-message").textContent = job.message || words.job_statuses[job.status] || job.status;
     const done = job.systems.filter((s) => s.state === "done").length;
     $("job-progress").max = job.systems.length + 1;
     $("job-progress").value = done + (job.status === "done" ? 1 : 0);
@@ -483,7 +484,7 @@
     job.systems.forEach((s) => {
       const li = document.createElement("li");
       const badge = document.createElement("span");
-      badge.className = `state ${s.state}`; badge.textContent = STATE_WORDS[s.state] || s.state;
+      badge.className = `state ${s.state}`; badge.textContent = words.system_states[s.state] || s.state;
       li.append(badge, `page ${pageNumber(s.page)}`);
       if (s.state === "done") li.append(` — ${s.confidence_words || "read"}`);
       else if (s.state === "decoding" && s.tokens) li.append(` — ${s.tokens} tokens so far`);

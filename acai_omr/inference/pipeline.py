@@ -14,32 +14,21 @@ condition variable; web handlers read `snapshot()` and wait on `wait_change()`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
-import shutil
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from acai_omr.inference.confidence import confidence_words
+from acai_omr.inference.jobs import TERMINAL, Job, JobCancelled, JobRunner, JobStatus, SystemProgress, SystemState
 from acai_omr.render.formats import FORMATS
 
 
 log = logging.getLogger(__name__)
-
-TERMINAL = ("done", "failed", "cancelled")
-
-
-class JobCancelled(Exception):
-    """Raised inside a worker when the user cancelled the job."""
-
 
 # ---------------------------------------------------------------- model
 
@@ -104,81 +93,6 @@ def crop_box(page: Image.Image, box: tuple[float, float, float, float], quad: li
 
 
 @dataclass
-class SystemProgress:
-    index: int
-    page: int
-    box: tuple[float, float, float, float]
-    quad: list | None = None  # detected corners, kept while the user leaves the box unchanged
-    state: str = "queued"  # queued, encoding, decoding, done, failed, cancelled
-    tokens: int = 0
-    confidence: float | None = None
-    finished: bool | None = None  # the decoder produced <eos> (False: cut at the token limit)
-    errors: int = 0  # delinearizer soft errors
-    message: str = ""
-    rendered: bool = False
-
-
-@dataclass
-class Job:
-    id: str
-    directory: Path
-    systems: list[SystemProgress]
-    title: str = ""  # the score's title and the downloads' name: the uploaded file's name
-    client: str = ""  # the address that started it (per-client limits)
-    status: str = "queued"  # queued, running, rendering, done, failed, cancelled
-    message: str = ""
-    render_error: str = ""
-    created: float = field(default_factory=time.time)
-    finished_at: float | None = None
-    version: int = 0
-    score_pages: int = 0
-    outputs: dict[str, str] = field(default_factory=dict)  # kind -> file name in directory
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-
-    SAVED_FIELDS = ("id", "title", "client", "status", "message", "render_error", "created", "finished_at",
-                    "score_pages", "outputs")
-
-    def save(self) -> None:
-        """Write job.json beside the job's files (atomically), so a restarted server still knows the job."""
-        record = {name: getattr(self, name) for name in self.SAVED_FIELDS}
-        record["systems"] = [dataclasses.asdict(system) for system in self.systems]
-        path = self.directory / "job.json"
-        if not self.directory.is_dir():
-            return  # deleted meanwhile
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record))
-        os.replace(temporary, path)
-
-    @classmethod
-    def load(cls, directory: Path) -> Job | None:
-        """The job a job.json in `directory` describes, or None when there is none (or it is unreadable)."""
-        try:
-            record = json.loads((directory / "job.json").read_text())
-            systems = [SystemProgress(**dict(system, box=tuple(system["box"]))) for system in record.pop("systems")]
-            return cls(directory=directory, systems=systems, **{k: record[k] for k in cls.SAVED_FIELDS if k in record})
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-
-    def snapshot(self) -> dict:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "message": self.message,
-            "render_error": self.render_error,
-            "version": self.version,
-            "score_pages": self.score_pages,
-            "outputs": sorted(self.outputs),
-            "systems": [
-                {"index": s.index, "page": s.page, "box": list(s.box), "state": s.state, "tokens": s.tokens,
-                 "confidence": s.confidence, "confidence_words": confidence_words(s.confidence),
-                 "finished": s.finished, "errors": s.errors, "message": s.message,
-                 "rendered": s.rendered}
-                for s in self.systems
-            ],
-        }
-
-
-@dataclass
 class PipelineSettings:
     render: bool = True
     render_timeout: float = 120
@@ -187,67 +101,14 @@ class PipelineSettings:
     batch_size: int = 8  # systems decoded together (sorted by width, KV-cached)
 
 
-class JobRunner:
-    """Runs jobs in a bounded thread pool and tracks their progress."""
+class LocalJobRunner(JobRunner):
+    """Runs jobs in this process: a bounded thread pool sharing one model."""
 
     def __init__(self, model: ModelHolder, settings: PipelineSettings, pool_size: int = 1):
+        super().__init__()
         self.model = model
         self.settings = settings
         self.pool = ThreadPoolExecutor(max_workers=max(1, pool_size), thread_name_prefix="acai-job")
-        self.jobs: dict[str, Job] = {}
-        self.changed = threading.Condition()
-
-    # -- bookkeeping -------------------------------------------------
-
-    def update(self, job: Job, **fields) -> None:
-        with self.changed:
-            for name, value in fields.items():
-                setattr(job, name, value)
-            job.version += 1
-            if "status" in fields:
-                job.save()
-            self.changed.notify_all()
-
-    def update_system(self, job: Job, system: SystemProgress, **fields) -> None:
-        with self.changed:
-            for name, value in fields.items():
-                setattr(system, name, value)
-            job.version += 1
-            self.changed.notify_all()
-
-    def wait_change(self, job: Job, seen_version: int, timeout: float) -> dict:
-        """Block until the job's version passes seen_version (or timeout); return a snapshot."""
-        with self.changed:
-            self.changed.wait_for(lambda: job.version > seen_version, timeout=timeout)
-            return job.snapshot()
-
-    def get(self, job_id: str) -> Job | None:
-        return self.jobs.get(job_id)
-
-    def restore(self, directory: Path) -> Job | None:
-        """A job this server does not hold, from the job.json in its folder (a restart, or another instance).
-
-        Finished jobs come back as they were. A job that was queued or running in this process when it
-        stopped cannot go on: it comes back failed, saying so.
-        """
-        job = Job.load(directory)
-        if job is None:
-            return None
-        with self.changed:
-            job = self.jobs.setdefault(job.id, job)
-            if job.status not in TERMINAL:
-                self.update(job, status="failed", finished_at=time.time(),
-                            message="The server restarted while this job was being transcribed; please start it again.")
-        return job
-
-    def refresh(self, job: Job) -> None:
-        """Bring `job` up to date (in-process jobs always are; the queue runner pulls from Redis)."""
-
-    def snapshot(self, job: Job) -> dict:
-        with self.changed:
-            return job.snapshot()
-
-    # -- lifecycle ---------------------------------------------------
 
     def submit(self, job: Job, pages: dict[int, Path]) -> None:
         self.jobs[job.id] = job
@@ -258,16 +119,10 @@ class JobRunner:
         """Stop a job: a queued one at once, a running one after its current system."""
         with self.changed:
             job.cancel_event.set()
-            if job.status == "queued":  # its worker will return as soon as it is picked up
+            if job.status == JobStatus.QUEUED:  # its worker will return as soon as it is picked up
                 for system in job.systems:
-                    system.state = "cancelled"
-                self.update(job, status="cancelled", message="Cancelled.", finished_at=time.time())
-
-    def forget(self, job_id: str) -> None:
-        job = self.jobs.pop(job_id, None)
-        if job is not None:
-            job.cancel_event.set()
-            shutil.rmtree(job.directory, ignore_errors=True)
+                    system.state = SystemState.CANCELLED
+                self.update(job, status=JobStatus.CANCELLED, message="Cancelled.", finished_at=time.time())
 
     def shutdown(self) -> None:
         for job in list(self.jobs.values()):
@@ -282,14 +137,14 @@ class JobRunner:
             run_job(job, pages, self)
         except JobCancelled:
             for system in job.systems:
-                if system.state not in ("done", "failed"):
-                    system.state = "cancelled"
-            kept = sum(system.state == "done" for system in job.systems)
+                if system.state not in (SystemState.DONE, SystemState.FAILED):
+                    system.state = SystemState.CANCELLED
+            kept = sum(system.state == SystemState.DONE for system in job.systems)
             message = f"Cancelled; the {kept} finished system(s) can be downloaded." if job.outputs else "Cancelled."
-            self.update(job, status="cancelled", message=message, finished_at=time.time())
+            self.update(job, status=JobStatus.CANCELLED, message=message, finished_at=time.time())
         except Exception as error:
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            self.update(job, status="failed", message=_user_message(error), finished_at=time.time())
+            self.update(job, status=JobStatus.FAILED, message=_user_message(error), finished_at=time.time())
 
 
 def _user_message(error: Exception) -> str:
@@ -307,7 +162,7 @@ def _check_cancel(job: Job) -> None:
 class LocalProgress:
     """Progress reports of an in-process job: straight into its `Job`, under the runner's condition."""
 
-    def __init__(self, job: Job, runner: JobRunner):
+    def __init__(self, job: Job, runner: LocalJobRunner):
         self.job, self.runner = job, runner
         self.by_index = {s.index: s for s in job.systems}
 
@@ -337,10 +192,10 @@ def crop_systems(systems: list[SystemProgress], pages: dict[int, Path], director
     return crops
 
 
-def run_job(job: Job, pages: dict[int, Path], runner: JobRunner) -> None:
+def run_job(job: Job, pages: dict[int, Path], runner: LocalJobRunner) -> None:
     """Transcribe every system of an in-process job, join them, write and render the outputs."""
     _check_cancel(job)
-    runner.update(job, status="running", message="Loading the model…")
+    runner.update(job, status=JobStatus.RUNNING, message="Loading the model…")
     model, _ = runner.model.get()
     crops = crop_systems(job.systems, pages, job.directory)
     transcribe_job(model, crops, [(s.index, s.page, s.box) for s in job.systems], job.directory,
@@ -360,9 +215,9 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     max_len = settings.max_tokens or None
     if max_len is not None:
         max_len = min(max_len, model.cfg.max_tokens - 1)
-    progress.update(status="running", message="Transcribing…")
+    progress.update(status=JobStatus.RUNNING, message="Transcribing…")
     for index, _, _ in systems:
-        progress.update_system(index, state="decoding")
+        progress.update_system(index, state=SystemState.DECODING)
     finished: dict[int, object] = {}  # row -> SystemResult, as batches finish
 
     def on_tokens(counts: dict[int, int]) -> None:  # live "decoding, N tokens" while a batch runs
@@ -378,7 +233,7 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
             index = systems[row][0]
             (directory / f"system-{index}.musicxml").write_text(result.musicxml(), encoding="utf-8")
             message = "" if result.part is not None else "the model's output could not be read as music"
-            progress.update_system(index, state="done", tokens=len(result.tokens),
+            progress.update_system(index, state=SystemState.DONE, tokens=len(result.tokens),
                                    confidence=round(result.confidence, 4), finished=result.finished,
                                    errors=len(result.errors), message=message)
         progress.check_cancel()
@@ -396,10 +251,10 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     write_score(results, directory, title, progress)
 
     if settings.render:
-        progress.update(status="rendering", message="Rendering the score with MuseScore…")
+        progress.update(status=JobStatus.RENDERING, message="Rendering the score with MuseScore…")
         render_outputs(directory, [index for (index, _, _), r in zip(systems, results) if r.part is not None],
                        settings.render_timeout, progress)
-    progress.update(status="done", message="Done.", finished_at=time.time())
+    progress.update(status=JobStatus.DONE, message="Done.", finished_at=time.time())
 
 
 def write_score(results: list, directory: Path, title: str, progress) -> None:

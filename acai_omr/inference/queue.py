@@ -1,7 +1,7 @@
 """Scale-out: transcription jobs through Redis Queue (RQ) to `acai-omr worker` processes.
 
 Without a Redis URL the web app runs jobs in its own thread pool
-(`pipeline.JobRunner`). With one, `QueueJobRunner` takes its place: the web
+(`pipeline.LocalJobRunner`). With one, `QueueJobRunner` takes its place: the web
 process crops the systems (cheap) and enqueues the crops; any number of
 `acai-omr worker` processes, on any machine that reaches Redis, load the model
 once, decode, assemble and render, and hand the files back through Redis as
@@ -30,9 +30,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from acai_omr.inference.pipeline import (
-    TERMINAL, Job, JobCancelled, JobRunner, ModelHolder, PipelineSettings, crop_systems, transcribe_job,
-)
+from acai_omr.inference.jobs import TERMINAL, Job, JobCancelled, JobRunner, JobStatus, SystemState
+from acai_omr.inference.pipeline import ModelHolder, PipelineSettings, crop_systems, transcribe_job
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ def run_queued_job(payload: dict) -> dict:
     rq_job = get_current_job()
     progress = QueueProgress(rq_job, rq_job.connection)
     holder = _MODEL or ModelHolder(None)
-    progress.update(status="running", message="Loading the model…")
+    progress.update(status=JobStatus.RUNNING, message="Loading the model…")
     model, _ = holder.get()
     crops = [Image.open(io.BytesIO(data)).convert("L") for data in payload["crops"]]
     systems = [(s["index"], s["page"], tuple(s["box"])) for s in payload["systems"]]
@@ -195,7 +194,7 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 
 class QueueJobRunner(JobRunner):
-    """The web app's job runner when a Redis URL is configured: same interface as JobRunner.
+    """The web app's job runner when a Redis URL is configured: a sibling of `LocalJobRunner`.
 
     Jobs are enqueued to RQ; their state is pulled from Redis whenever a handler
     looks at them (`refresh`), and the result files are written into the job's
@@ -207,7 +206,8 @@ class QueueJobRunner(JobRunner):
         from redis import Redis
         from rq import Queue
 
-        super().__init__(ModelHolder(None), settings, pool_size=1)
+        super().__init__()
+        self.settings = settings
         self.connection = Redis.from_url(redis_url)
         self.queue = Queue(queue_name, connection=self.connection)
         self.job_timeout, self.retries, self.result_ttl = job_timeout, retries, result_ttl
@@ -263,7 +263,7 @@ class QueueJobRunner(JobRunner):
     def _pull(self, job: Job) -> None:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job as RqJob
-        from rq.job import JobStatus
+        from rq.job import JobStatus as RqStatus
 
         if job.status in TERMINAL:
             return
@@ -272,16 +272,16 @@ class QueueJobRunner(JobRunner):
         try:
             rq_job = RqJob.fetch(job.id, connection=self.connection)
         except NoSuchJobError:
-            self.update(job, status="failed", message="The job was lost from the queue.", finished_at=time.time())
+            self.update(job, status=JobStatus.FAILED, message="The job was lost from the queue.", finished_at=time.time())
             return
         status = rq_job.get_status(refresh=True)
         state = rq_job.get_meta(refresh=True).get("acai", {})
-        if status != JobStatus.FINISHED and state.get("status") in TERMINAL:
+        if status != RqStatus.FINISHED and state.get("status") in TERMINAL:
             # The worker writes "done" into the meta a moment before RQ stores its result (the files).
             # Only RQ's status may end the job: a job ended from the meta would never fetch its files,
             # since refresh stops at a terminal status (seen in CI as a finished job without a PDF).
             state = {k: v for k, v in state.items() if k not in ("status", "message", "finished_at")}
-        if status == JobStatus.FINISHED:
+        if status == RqStatus.FINISHED:
             result = rq_job.return_value() or {}
             state = result.get("state", state)
             job.directory.mkdir(parents=True, exist_ok=True)
@@ -289,27 +289,31 @@ class QueueJobRunner(JobRunner):
                 (job.directory / Path(name).name).write_bytes(data)
             if result.get("cancelled"):
                 message = "Cancelled; the finished systems can be downloaded." if state.get("outputs") else "Cancelled."
-                self._apply(job, state, status="cancelled", message=message, finished_at=time.time())
+                self._apply(job, state, status=JobStatus.CANCELLED, message=message, finished_at=time.time())
                 return
-            self._apply(job, state, status="done", message="Done.", finished_at=time.time())
-        elif status == JobStatus.FAILED:
-            self._apply(job, state, status="failed", message=self._failure_message(rq_job), finished_at=time.time())
-        elif status in (JobStatus.CANCELED, JobStatus.STOPPED):
-            self._apply(job, state, status="cancelled", message="Cancelled.", finished_at=time.time())
-        elif status == JobStatus.STARTED:
+            self._apply(job, state, status=JobStatus.DONE, message="Done.", finished_at=time.time())
+        elif status == RqStatus.FAILED:
+            self._apply(job, state, status=JobStatus.FAILED, message=self._failure_message(rq_job), finished_at=time.time())
+        elif status in (RqStatus.CANCELED, RqStatus.STOPPED):
+            self._apply(job, state, status=JobStatus.CANCELLED, message="Cancelled.", finished_at=time.time())
+        elif status == RqStatus.STARTED:
             self._apply(job, state)
         else:  # queued, or queued again after a retry (_apply changes nothing if it already says so)
-            self._apply(job, {}, status="queued", message="Waiting for a worker…")
+            self._apply(job, {}, status=JobStatus.QUEUED, message="Waiting for a worker…")
 
     def _apply(self, job: Job, state: dict, **final) -> None:
         fields = {k: state[k] for k in ("status", "message", "render_error", "score_pages") if k in state}
         if "outputs" in state:
             fields["outputs"] = dict(state["outputs"])
         fields.update(final)
+        if "status" in fields:
+            fields["status"] = JobStatus(fields["status"])  # the worker's meta is JSON: plain strings
         with self.changed:
             changed = any(getattr(job, k) != v for k, v in fields.items() if k != "finished_at")
             for system in job.systems:
                 for name, value in state.get("systems", {}).get(str(system.index), {}).items():
+                    if name == "state":
+                        value = SystemState(value)
                     if getattr(system, name) != value:
                         setattr(system, name, value)
                         changed = True
@@ -364,15 +368,15 @@ class QueueJobRunner(JobRunner):
     def cancel(self, job: Job) -> None:
         """Queued: removed from the queue at once. Running: the worker stops within a few decoding steps."""
         from rq.job import Job as RqJob
-        from rq.job import JobStatus
+        from rq.job import JobStatus as RqStatus
 
         with _redis_calls():
             self.connection.set(CANCEL_KEY.format(job.id), 1, ex=self.result_ttl)
         try:
             rq_job = RqJob.fetch(job.id, connection=self.connection)
-            if rq_job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            if rq_job.get_status(refresh=True) in (RqStatus.QUEUED, RqStatus.SCHEDULED, RqStatus.DEFERRED):
                 rq_job.cancel()
-                self.update(job, status="cancelled", message="Cancelled.", finished_at=time.time())
+                self.update(job, status=JobStatus.CANCELLED, message="Cancelled.", finished_at=time.time())
         except Exception as error:  # the job may have finished meanwhile; refresh will tell
             log.info("cancel %s: %s", job.id, error)
 
@@ -386,4 +390,4 @@ class QueueJobRunner(JobRunner):
             pass
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing runs here: the workers go on with their jobs."""

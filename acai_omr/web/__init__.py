@@ -50,7 +50,7 @@ class AppState:
     """What the handlers share: settings, work folder, the model holder and the job runner."""
 
     def __init__(self, cfg: WebConfig):
-        from acai_omr.inference.pipeline import JobRunner, ModelHolder, PipelineSettings
+        from acai_omr.inference.pipeline import LocalJobRunner, ModelHolder, PipelineSettings
         from acai_omr.web.uploads import remove_expired
 
         self.cfg = cfg
@@ -67,7 +67,7 @@ class AppState:
             self.runner = QueueJobRunner(cfg.redis_url, settings, cfg.queue_name, cfg.job_timeout, cfg.job_retries,
                                          result_ttl=cfg.ttl_seconds)
         else:
-            self.runner = JobRunner(self.model, settings, cfg.pool_size)
+            self.runner = LocalJobRunner(self.model, settings, cfg.pool_size)
         self._last_clean = time.time()
         self._clean_lock = threading.Lock()
         # progress streams hold a server thread each: a bounded share, so uploads and /healthz always get one

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context, url_for
 
-from acai_omr.inference.pipeline import TERMINAL, Job, SystemProgress
+from acai_omr.inference.jobs import TERMINAL, Job, SystemProgress, vocabulary
 from acai_omr.inference.queue import QueueUnavailable, live_workers
 from acai_omr.render.formats import WEB_FORMATS
 from acai_omr.web.limits import active_jobs_message, client_address
@@ -88,6 +88,7 @@ def status():
     return jsonify(
         weights=s.model.status(),
         queue=_queue_status(s),
+        states=vocabulary(),
         limits={"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels, "max_side": cfg.max_side,
                 "max_pdf_pages": cfg.max_pdf_pages, "max_systems": cfg.max_systems},
     )

@@ -14,7 +14,7 @@ from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from acai_omr.config import WebConfig
-from acai_omr.inference.pipeline import TERMINAL
+from acai_omr.inference.jobs import TERMINAL
 
 RATE_LIMITED_ROUTES = {  # endpoint -> (WebConfig field with its limit, what the user was doing)
     "api.create_upload": ("upload_rate", "uploads"),
