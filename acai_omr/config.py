@@ -97,15 +97,6 @@ class DegradeConfig:
 
 
 @dataclass
-class DatasetConfig:
-    """How training images are shaped into tensors."""
-
-    height: int = 192  # every system is resized to this height (aspect kept)
-    max_width: int = 2304  # wider systems are shrunk uniformly and padded with white above/below
-    patch_width: int = 16  # batch widths are rounded up to a multiple of this
-
-
-@dataclass
 class ModelConfig:
     """Shape of the image-to-LMX transformer (ViT encoder + LMX decoder) and its MAE head.
 
@@ -192,7 +183,6 @@ class TrainConfig:
 
     data: str = "data"  # dataset root holding <split>/manifest.jsonl
     out: str = "runs/train"  # run folder: last.pt, best.pt, log.jsonl, best_weights/
-    model: str = "small"  # ModelConfig preset: small (CPU) or large (GPU)
     steps: int = 20000  # optimizer steps in total (the cosine schedule ends here)
     batch_size: int = 8  # per process
     lr: float = 3e-4  # peak learning rate
@@ -222,6 +212,7 @@ class TrainConfig:
 class MaeTrainConfig(TrainConfig):
     """MAE pretraining of the encoder: degraded image in, clean image reconstructed."""
 
+    model: str = "small"  # ModelConfig preset: small (CPU) or large (GPU)
     out: str = "runs/mae"
     steps: int = 5000
     batch_size: int = 16
@@ -230,9 +221,18 @@ class MaeTrainConfig(TrainConfig):
 
 
 @dataclass
-class SupervisedTrainConfig(TrainConfig):
+class ReadingTrainConfig(TrainConfig):
+    """Training that reads images into LMX, its checkpoints chosen by greedy TEDn on a dev split."""
+
+    eval_split: str = "dev"  # dev (rendered, data/dev) or lieder-dev, used to pick the best checkpoint
+    eval_max_len: int = 0  # greedy decoding cap during dev evaluation; 0 = the model's default
+
+
+@dataclass
+class SupervisedTrainConfig(ReadingTrainConfig):
     """Image -> LMX training: teacher forcing, then scheduled sampling."""
 
+    model: str = "small"  # ModelConfig preset: small (CPU) or large (GPU)
     out: str = "runs/supervised"
     init_mae: str = ""  # MAE checkpoint (last.pt/best.pt) whose encoder initialises ours
     init_weights: str = ""  # weights folder (e.g. weights/) to continue from; wins over --init-mae
@@ -259,12 +259,10 @@ class SupervisedTrainConfig(TrainConfig):
     # Few crops hold a system's header (1 in 4 with 4-measure systems) and few systems print a time signature:
     crop_first_share: float = 0.0  # chance a crop starts at the first measure (clefs, key); then systems printing a time signature always do
     image_height: int = 0  # systems resized to this height; 0 = the preset's or the --init-weights' (those carry over)
-    eval_split: str = "dev"  # dev (rendered, data/dev) or lieder-dev, used to pick the best checkpoint
-    eval_max_len: int = 0  # greedy decoding cap during dev evaluation; 0 = the model's default
 
 
 @dataclass
-class GrpoConfig:
+class GrpoConfig(ReadingTrainConfig):
     """Reinforcement phase: GRPO on a TEDn-based reward, starting from supervised weights.
 
     Schedules: every `*_start` value holds for the first `explore_frac` of
@@ -272,36 +270,24 @@ class GrpoConfig:
     `anneal_end_frac` of `steps` and kept afterwards.
     """
 
-    init: str = ""  # weights folder (model.safetensors + config.json) the policy starts from; required
-    data: str = "data"  # dataset root holding <split>/manifest.jsonl
+    # the shared training settings, with GRPO's own defaults
     out: str = "runs/grpo"  # run folder: last.pt, best.pt, log.jsonl, best_weights/ (kept only if dev TEDn improves)
     steps: int = 2000  # optimizer steps in total
     batch_size: int = 4  # images per step
-    group_size: int = 8  # G: samples drawn per image
-    updates_per_rollout: int = 1  # optimizer steps on one batch of samples (>1 makes the ratio clipping bite)
     lr: float = 1e-5  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine floor as a fraction of the peak
     warmup_steps: int = 20  # linear LR warm-up steps
     weight_decay: float = 0.0  # AdamW weight decay (0: stay near the supervised weights)
-    beta2: float = 0.98  # AdamW second-moment decay
     grad_clip: float = 1.0  # gradient-norm clip; 0 = none
     seed: int = 0  # seeds sampling, data order and augmentation
-    augment: bool = True  # on-the-fly scan/photo degradation of training images
-    degrade_strength: float = 1.0  # DegradeConfig.strength for training images (1 = the defaults)
-    p_clean: float = 0.1  # chance a training image is left undegraded (DegradeConfig.p_clean)
-    max_tokens: int = 512  # drop training systems with longer label sequences
     num_workers: int = 0  # DataLoader worker processes
-    threads: int = 0  # CPU threads for torch; 0 = the cores left over after data workers
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp32
     log_every: int = 1  # steps between JSONL log records (reward components, schedule values)
     ckpt_every: int = 50  # steps between last.pt checkpoints
-    keep_ckpts: int = 0  # also keep the last N checkpoints as step-NNNNNN.pt (for `train export` to average)
     eval_every: int = 200  # steps between greedy dev evaluations (also run before the first and after the last step); 0 = only those two
-    eval_split: str = "dev"  # dev (rendered, data/dev) or lieder-dev
-    eval_limit: int = 32  # dev systems per evaluation
-    eval_max_len: int = 0  # greedy decoding cap during dev evaluation; 0 = the model's default
-    time_limit_min: float = 0.0  # stop cleanly (checkpoint + eval) after this many minutes; 0 = none
-    resume: bool = True  # continue from <out>/last.pt when it exists
+    # GRPO's own
+    init: str = ""  # weights folder (model.safetensors + config.json) the policy starts from; required
+    group_size: int = 8  # G: samples drawn per image
+    updates_per_rollout: int = 1  # optimizer steps on one batch of samples (>1 makes the ratio clipping bite)
     # objective
     clip_eps: float = 0.2  # PPO clip range of the per-token importance ratio
     adv_eps: float = 1e-4  # advantage = (R - group mean) / (group std + adv_eps)

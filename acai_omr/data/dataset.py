@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from acai_omr.config import DatasetConfig, DegradeConfig
+from acai_omr.config import DegradeConfig, ModelConfig
 from acai_omr.data.degrade import degrade, degrade_pair, degrade_with_points
 from acai_omr.data.measures import choose_run, load_measure_bounds, measure_slice
 from acai_omr.detect.barlines import crop_span
@@ -98,7 +98,7 @@ class SystemDataset(Dataset):
         seed: int,
         max_tokens: int | None,
         return_clean: bool = False,
-        max_width: int = DatasetConfig.max_width,
+        max_width: int = ModelConfig.max_image_width,
         degrade_config: DegradeConfig | None = None,
         crop_measures: float = 0.0,
         max_crop_measures: int = 2,
@@ -277,7 +277,7 @@ def _learnable_records(records: list[dict], max_tokens: int | None) -> tuple[lis
 # ---------------------------------------------------------------- batching
 
 
-def collate_systems(items: list[dict], patch_width: int = DatasetConfig.patch_width) -> dict:
+def collate_systems(items: list[dict], patch_width: int = ModelConfig.patch_width) -> dict:
     """Stack items into a batch: images (and clean targets) padded with white to a common width that
     is a multiple of `patch_width`, token sequences padded with <pad>; true widths/lengths kept."""
     heights = {item["image"].shape[1] for item in items}
