@@ -3,7 +3,7 @@
 import argparse
 
 from acai_omr.lmx import cli, linearize_part, parse_score_string
-from test_lmx_support import FIXTURE_DIR, fixture_gold
+from lmx_support import FIXTURE_DIR, fixture_gold
 
 
 def run(*argv: str) -> int:

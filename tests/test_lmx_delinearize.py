@@ -8,7 +8,7 @@ import pytest
 from acai_omr.lmx import (
     DelinearizeResult, delinearize, find_piano_part, linearize_part, parse_score_string,
 )
-from test_lmx_support import FIXTURE_NAMES, conformance_gold, conformance_params, fixture_gold
+from lmx_support import FIXTURE_NAMES, conformance_gold, conformance_params, fixture_gold
 
 
 def errors(lmx: str) -> int:

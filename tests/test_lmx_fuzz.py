@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acai_omr.lmx import LMX_TOKENS, LinearizeError, delinearize, find_piano_part, linearize_part, parse_score_string
-from test_lmx_support import all_gold_sequences
+from lmx_support import all_gold_sequences
 
 JUNK = ["<bos>", "<eos>", "<pad>", "foo", "voice:13", "beats:17", "C10", "measure", "rest:measure", "backup", "forward"]
 TOKEN = st.sampled_from(list(LMX_TOKENS) + JUNK)

@@ -7,7 +7,7 @@ import pytest
 from acai_omr.lmx import (
     LinearizeError, find_piano_part, linearize_part, linearize_score, read_score, split_part_into_systems,
 )
-from test_lmx_support import (
+from lmx_support import (
     CONFORMANCE_DIR, FIXTURE_DIR, FIXTURE_NAMES, conformance_gold, conformance_params, fixture_gold,
 )
 

@@ -9,7 +9,7 @@ from acai_omr.lmx import (
     MusicXMLError, find_piano_part, linearize_part, parse_score_string, part_to_score, read_score,
     score_to_string, split_part_into_systems,
 )
-from test_lmx_support import FIXTURE_DIR
+from lmx_support import FIXTURE_DIR
 
 
 def test_read_musicxml_with_doctype():

@@ -3,9 +3,8 @@
 import pytest
 
 from acai_omr.lmx import find_piano_part, part_to_score, read_score, split_part_into_systems
-from test_lmx_support import CONFORMANCE_DIR, FIXTURE_DIR, conformance_gold, conformance_params, fixture_gold
-
-tedn = pytest.importorskip("acai_omr.metrics.tedn", reason="the TEDn module is not available")
+from acai_omr.metrics import tedn
+from lmx_support import CONFORMANCE_DIR, FIXTURE_DIR, conformance_gold, conformance_params, fixture_gold
 
 # spec §6: (gold_cost lmx flavour, gold_cost full flavour); a perfect prediction costs 0 and 2
 GOLDEN = {"grandstaff": (43, 45), "note_types": (72, 74), "one_empty_measure": (16, 18),

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from test_web_api import boxes_of, make_app, page_png, upload, wait_for, weights_dir  # noqa: F401
+from web_client import boxes_of, make_app, upload, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -88,7 +88,7 @@ def finish_with_a_worker(client, job_id, redis_url, weights, timeout):
         stop(worker)
 
 
-def submit(client, page_png, keep):  # noqa: F811
+def submit(client, page_png, keep):
     uploaded = upload(client, page_png).get_json()
     response = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
                                               "systems": boxes_of(uploaded, keep=keep)})
@@ -107,7 +107,7 @@ def wait_status(client, job_id, wanted, timeout=60):
 
 
 def test_a_queued_job_is_transcribed_by_a_worker_process_with_the_same_result_as_in_process(
-        tmp_path, weights_dir, page_png, fresh_redis):  # noqa: F811
+        tmp_path, weights_dir, page_png, fresh_redis):
     local = make_app(tmp_path / "local", weights_dir).test_client()
     local_job = submit(local, page_png, keep=[0, 1, 2])
     assert wait_for(local, local_job)["status"] == "done"
@@ -128,7 +128,7 @@ def test_a_queued_job_is_transcribed_by_a_worker_process_with_the_same_result_as
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_worker_killed_mid_job_has_its_job_retried_or_reported_failed_never_lost(
-        tmp_path, weights_dir, page_png, fresh_redis, retries):  # noqa: F811
+        tmp_path, weights_dir, page_png, fresh_redis, retries):
     # rendering with MuseScore keeps the job running for seconds: time to kill its worker
     app = make_app(tmp_path, weights_dir, redis_url=fresh_redis, render=True, job_retries=retries, job_timeout=600)
     client = app.test_client()
@@ -165,7 +165,7 @@ def test_a_worker_killed_mid_job_has_its_job_retried_or_reported_failed_never_lo
 
 
 def test_a_job_whose_worker_has_written_done_but_not_yet_its_result_is_not_done_yet(
-        tmp_path, weights_dir, page_png, fresh_redis):  # noqa: F811
+        tmp_path, weights_dir, page_png, fresh_redis):
     """The worker saves status "done" in the job's meta just before RQ stores the returned files; a web
     refresh in that window must not end the job, or it stays "done" for good without any file."""
     from redis import Redis
@@ -187,7 +187,7 @@ def test_a_job_whose_worker_has_written_done_but_not_yet_its_result_is_not_done_
 
 
 def test_cancelling_a_queued_job_removes_it_before_any_worker_takes_it(tmp_path, weights_dir, page_png,
-                                                                        fresh_redis):  # noqa: F811
+                                                                        fresh_redis):
     client = make_app(tmp_path, weights_dir, redis_url=fresh_redis).test_client()
     job_id = submit(client, page_png, keep=[0])
     assert client.delete(f"/api/jobs/{job_id}").get_json()["status"] == "cancelled"
@@ -207,7 +207,7 @@ def test_worker_without_redis_url_or_weights_says_what_is_missing(tmp_path, fres
 
 
 def test_with_redis_down_every_job_request_gets_503_with_a_message_and_recovers_without_a_restart(
-        tmp_path, weights_dir, page_png):  # noqa: F811
+        tmp_path, weights_dir, page_png):
     """Its own redis-server, stopped and started again on the same port under a running app."""
     server = shutil.which("redis-server")
     if server is None:
@@ -254,7 +254,7 @@ def test_with_redis_down_every_job_request_gets_503_with_a_message_and_recovers_
 
 
 def test_with_redis_the_per_client_counts_are_shared_by_every_web_process(tmp_path, weights_dir, page_png,
-                                                                           fresh_redis):  # noqa: F811
+                                                                           fresh_redis):
     """Two app instances on one Redis: the second sees the uploads the first counted."""
     first = make_app(tmp_path / "a", weights_dir, redis_url=fresh_redis, upload_rate="2 per minute").test_client()
     second = make_app(tmp_path / "b", weights_dir, redis_url=fresh_redis, upload_rate="2 per minute").test_client()
@@ -265,7 +265,7 @@ def test_with_redis_the_per_client_counts_are_shared_by_every_web_process(tmp_pa
 
 
 def test_a_job_that_finishes_on_a_worker_while_the_web_server_restarts_is_served_by_the_new_one(
-        tmp_path, weights_dir, page_png, fresh_redis):  # noqa: F811
+        tmp_path, weights_dir, page_png, fresh_redis):
     before = make_app(tmp_path, weights_dir, redis_url=fresh_redis).test_client()
     job_id = submit(before, page_png, keep=[0])
     del before  # the web server stops; the worker does not depend on it

@@ -14,11 +14,10 @@ from PIL import Image
 
 from acai_omr.cli import main as cli_main
 from acai_omr.lmx.musicxml import parse_score_string
-from test_web_api import page_png, weights_dir  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory, page_png):  # noqa: F811
+def library(tmp_path_factory, page_png):
     """in/page.png (engraved page), in/scans/doc.pdf (two pages), in/broken.png, in/notes.txt (ignored)."""
     root = tmp_path_factory.mktemp("library") / "in"
     (root / "scans").mkdir(parents=True)
@@ -37,7 +36,7 @@ def run(args, capsys):
 
 
 def test_a_folder_of_mixed_inputs_gives_one_score_per_good_input_and_a_failure_summary(
-        library, weights_dir, tmp_path, capsys):  # noqa: F811
+        library, weights_dir, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, stderr = run([library, tmp_path / "nowhere.png", "--weights", weights_dir, "-o", out], capsys)
     assert code == 1
@@ -52,7 +51,7 @@ def test_a_folder_of_mixed_inputs_gives_one_score_per_good_input_and_a_failure_s
     assert breaks(doc_score, "new-page") == 1  # the PDF's second page
 
 
-def test_formats_json_mxl_and_lmx_hold_every_system(library, weights_dir, tmp_path, capsys):  # noqa: F811
+def test_formats_json_mxl_and_lmx_hold_every_system(library, weights_dir, tmp_path, capsys):
     page = library / "page.png"
     code, _, _ = run([page, "--weights", weights_dir, "-o", tmp_path, "--format", "json"], capsys)
     assert code == 0
@@ -71,7 +70,7 @@ def test_formats_json_mxl_and_lmx_hold_every_system(library, weights_dir, tmp_pa
         assert parse_score_string(archive.read("score.musicxml")).tag == "score-partwise"
 
 
-def test_boxes_from_detect_are_used_instead_of_detection(library, weights_dir, tmp_path, capsys):  # noqa: F811
+def test_boxes_from_detect_are_used_instead_of_detection(library, weights_dir, tmp_path, capsys):
     page = library / "page.png"
     boxes = tmp_path / "boxes.json"
     assert cli_main(["detect", str(page), "-o", str(boxes)]) == 0
@@ -85,14 +84,14 @@ def test_boxes_from_detect_are_used_instead_of_detection(library, weights_dir, t
     assert len(systems) == 1 and systems[0]["box"] == [round(kept[k], 1) for k in ("x0", "y0", "x1", "y1")]
 
 
-def test_a_blank_page_is_a_failure_that_says_no_systems_were_found(weights_dir, tmp_path, capsys):  # noqa: F811
+def test_a_blank_page_is_a_failure_that_says_no_systems_were_found(weights_dir, tmp_path, capsys):
     blank = tmp_path / "blank.png"
     Image.new("L", (800, 1000), 255).save(blank)
     code, _, stderr = run([blank, "--weights", weights_dir, "-o", tmp_path / "out"], capsys)
     assert code == 1 and "no music systems found" in stderr
 
 
-def test_midi_output_comes_from_musescore(library, weights_dir, tmp_path, capsys):  # noqa: F811
+def test_midi_output_comes_from_musescore(library, weights_dir, tmp_path, capsys):
     code, _, stderr = run([library / "page.png", "--weights", weights_dir, "-o", tmp_path, "--format", "midi"],
                           capsys)
     assert code == 0, stderr

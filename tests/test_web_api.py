@@ -17,47 +17,11 @@ import zlib
 import pytest
 from PIL import Image
 
-from acai_omr import create_app
 from acai_omr.lmx.musicxml import parse_score_string
-
-TINY_MAX_TOKENS = 40
-
-
-# ---------------------------------------------------------------- fixtures
+from web_client import TINY_MAX_TOKENS, boxes_of, make_app, upload, wait_for
 
 
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    import torch
-
-    from acai_omr.config import ModelConfig
-    from acai_omr.model.model import OMRModel
-    from acai_omr.model.weights import save_weights
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(image_height=64, enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2,
-                      mae_dec_dim=16, mae_dec_depth=1, mae_dec_heads=2, max_tokens=128)
-    return save_weights(OMRModel(cfg), cfg, tmp_path_factory.mktemp("weights"))
-
-
-@pytest.fixture(scope="module")
-def page_png() -> bytes:
-    """An engraved page (Verovio, a Lieder training piece) as PNG bytes."""
-    from acai_omr.data.pages import render_page
-    from shared_data import CORPORA, require
-
-    require(CORPORA)
-    image, _ = render_page(seed=3, page=0, staff_space_px=10)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def make_app(tmp_path, weights_dir, **web):
-    settings = dict(work_dir=str(tmp_path / "work"), weights_dir=str(weights_dir), max_tokens=TINY_MAX_TOKENS,
-                    render=False, torch_threads=1)
-    settings.update(web)
-    return create_app({"TESTING": True, "WEB": settings})
+# ---------------------------------------------------------------- fixtures (weights_dir, page_png: conftest.py)
 
 
 @pytest.fixture()
@@ -65,11 +29,6 @@ def client(tmp_path, weights_dir):
     app = make_app(tmp_path, weights_dir)
     yield app.test_client()
     app.extensions["acai_omr"].runner.shutdown()
-
-
-def upload(client, data: bytes, name: str = "page.png", **form):
-    return client.post("/api/uploads", data={"file": (io.BytesIO(data), name), **form},
-                       content_type="multipart/form-data")
 
 
 def image_bytes(fmt: str, size=(300, 200), **save) -> bytes:
@@ -85,23 +44,6 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def boxes_of(upload_json, page=0, keep=None):
-    boxes = upload_json["pages"][page]["boxes"]
-    if keep is not None:
-        boxes = [boxes[i] for i in keep]
-    return [dict(page=page, **{k: b[k] for k in ("x0", "y0", "x1", "y1", "quad")}) for b in boxes]
-
-
-def wait_for(client, job_id, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        snapshot = client.get(f"/api/jobs/{job_id}").get_json()
-        if snapshot["status"] in ("done", "failed", "cancelled"):
-            return snapshot
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {snapshot}")
 
 
 # ---------------------------------------------------------------- page and status
