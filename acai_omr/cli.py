@@ -21,6 +21,8 @@ COMMAND_GROUPS: dict[str, tuple[str, list[str]]] = {
     "web": ("The web app: upload a page, edit system boxes, download MusicXML", ["acai_omr.web.cli"]),
     "data": ("Training data: render corpora into labelled system images, inspect them",
              ["acai_omr.data.cli", "acai_omr.data.show_cli"]),
+    "diagnose": ("What a model gets wrong beyond TEDn: pitch, key and time errors; confidence; image use",
+                 ["acai_omr.inference.diagnose", "acai_omr.train.diagnose"]),
 }
 
 

@@ -33,14 +33,14 @@ import time
 import torch
 
 from acai_omr.inference.batch import decode_prepared
-from acai_omr.inference.decode import mask_logits, resolve_max_len, _grammar
+from acai_omr.inference.decode import mask_logits, resolve_max_len, grammar_for
 from acai_omr.lmx.vocab import VOCAB
 from acai_omr.model.weights import quantize_int8
 
 
 def naive_decode(model, image, width, max_len: int) -> list[int]:
     """Greedy decoding of one system without a cache: step t runs the decoder over all t tokens so far."""
-    grammar = _grammar(True)
+    grammar = grammar_for(True)
     tokens = torch.tensor([[VOCAB.bos_id]])
     states = grammar.initial(1, tokens.device)
     finished = torch.zeros(1, dtype=torch.bool)

@@ -4,7 +4,7 @@ The encoder stays in torch (it runs once per batch); the step loop, which is whe
 decoding spends its time, runs in ONNX Runtime. One step takes the new token, its
 position, the cross-attention keys/values and mask (computed once per batch) and each
 layer's past self-attention keys/values, and returns the logits and the grown
-keys/values. Token choice reuses the product's greedy loop (`_decode_steps`) and
+keys/values. Token choice reuses the product's greedy loop (`decode_steps`) and
 grammar mask, so any difference in output comes from the arithmetic alone.
 
 Needs `onnx` and `onnxruntime` (`poetry install --with accel`).
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from acai_omr.inference.batch import padded_batches
-from acai_omr.inference.decode import _collect, _decode_steps, _grammar, mask_logits, resolve_max_len
+from acai_omr.inference.decode import collect_results, decode_steps, grammar_for, mask_logits, resolve_max_len
 
 
 class DecoderStep(nn.Module):
@@ -94,7 +94,7 @@ def greedy_ort(sess, model, images, widths, max_len: int, constrained: bool = Tr
     cfg = model.cfg
     layers, heads, head_dim = cfg.dec_depth, cfg.dec_heads, cfg.dec_dim // cfg.dec_heads
     past_names, cross_names, _ = _names(layers)
-    grammar = _grammar(constrained)
+    grammar = grammar_for(constrained)
     B = images.shape[0]
     with torch.inference_mode():
         memory, valid = model.encode(images, widths)
@@ -115,8 +115,8 @@ def greedy_ort(sess, model, images, widths, max_len: int, constrained: bool = Tr
         token_logp, token = logp.max(dim=-1)
         return token, token_logp
 
-    ids, logps, _ = _decode_steps(B, torch.device("cpu"), resolve_max_len(model, max_len), grammar, pick)
-    return _collect(ids, logps)
+    ids, logps, _ = decode_steps(B, torch.device("cpu"), resolve_max_len(model, max_len), grammar, pick)
+    return collect_results(ids, logps)
 
 
 def decode_prepared_ort(sess, model, prepared, batch_size: int, max_len: int):

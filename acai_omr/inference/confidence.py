@@ -1,6 +1,6 @@
 """How sure the model is of a system, as one figure in 0..1, and what that means for a musician.
 
-Candidates are compared by `bench/confidence.py` (rank correlation with each system's TEDn); the
+Candidates are compared by `acai-omr diagnose confidence` (rank correlation with each system's TEDn); the
 product reports `system_confidence`.
 """
 
@@ -42,7 +42,7 @@ CANDIDATES: dict[str, Callable[[list[str], list[float]], float]] = {
 
 def system_confidence(tokens: list[str], logprobs: list[float]) -> float:
     """The confidence the product reports: the mean probability of the pitches written (the figure that
-    ranks systems by their TEDn best of the candidates, `bench/confidence.py` on rendered dev); the mean
+    ranks systems by their TEDn best of the candidates, `acai-omr diagnose confidence` on rendered dev); the mean
     token probability for a system without pitches."""
     return pitch_probability(tokens, logprobs) if any(t in _PITCHES for t in tokens) else mean_probability(
         tokens, logprobs)

@@ -104,7 +104,7 @@ def next_token_logprobs(model: OMRModel, cache, last_tokens, finished, states, g
     return F.log_softmax(mask_logits(logits, finished, states, grammar, remaining), dim=-1)
 
 
-def _grammar(constrained: bool):
+def grammar_for(constrained: bool):
     if not constrained:
         return None
     from acai_omr.inference.grammar import lmx_grammar
@@ -164,7 +164,7 @@ class HeaderReader:
 PROGRESS_EVERY = 16  # decoding steps between `on_step` reports
 
 
-def _decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None):
+def decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None):
     """The step loop greedy decoding and sampling share: ``pick(last, finished, states, remaining)``
     chooses each row's next token and its log-probability; finished rows get <pad> (log-prob 0).
     ``on_step(tokens per row)`` hears every PROGRESS_EVERY steps how many tokens each row has written."""
@@ -216,7 +216,7 @@ def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, m
     tokens compete as one (`pitch_grouped_argmax`), and with `read_header` a model's header head names
     the key and time signature (`HeaderReader`), as the product decodes."""
     max_len = resolve_max_len(model, max_len)
-    grammar = _grammar(constrained)
+    grammar = grammar_for(constrained)
     B, device = images.shape[0], images.device
     with eval_mode(model):
         cache, header = _start(model, images, widths, max_len, 1, read_header)
@@ -231,11 +231,11 @@ def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, m
                 token, token_logp = header.apply(token, token_logp, logp, finished)
             return token, token_logp
 
-        ids, logps, _ = _decode_steps(B, device, max_len, grammar, pick, on_step)
-    return _collect(ids, logps)
+        ids, logps, _ = decode_steps(B, device, max_len, grammar, pick, on_step)
+    return collect_results(ids, logps)
 
 
-def _collect(ids: torch.Tensor, logps: torch.Tensor) -> list[DecodeResult]:
+def collect_results(ids: torch.Tensor, logps: torch.Tensor) -> list[DecodeResult]:
     """Rows of generated ids (padded after <eos>) -> DecodeResults."""
     results = []
     for row_ids, row_logp in zip(ids.tolist(), logps.tolist()):
@@ -261,7 +261,7 @@ def beam_search(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, bea
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     max_len = resolve_max_len(model, max_len)
-    grammar = _grammar(constrained)
+    grammar = grammar_for(constrained)
     B, K, device = images.shape[0], beam_size, images.device
     R = B * K
     with eval_mode(model):
@@ -298,7 +298,7 @@ def beam_search(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, bea
         mean = (scores.view(R) / lengths).view(B, K)
         mean = torch.where(torch.isfinite(mean), mean, torch.full_like(mean, float("-inf")))
         best = torch.arange(B, device=device) * K + mean.argmax(dim=1)
-    return _collect(ids[best], logps[best])
+    return collect_results(ids[best], logps[best])
 
 
 def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_samples: int, temperature: float = 1.0,
@@ -312,7 +312,7 @@ def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_sample
     if n_samples < 1 or temperature <= 0:
         raise ValueError("n_samples must be >= 1 and temperature > 0")
     max_len = resolve_max_len(model, max_len)
-    grammar = _grammar(constrained)
+    grammar = grammar_for(constrained)
     B, device = images.shape[0], images.device
     R = B * n_samples
     with eval_mode(model):
@@ -328,7 +328,7 @@ def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_sample
             token = torch.multinomial(logp.exp(), 1).squeeze(1)
             return token, logp.gather(1, token[:, None]).squeeze(1)
 
-        ids, logps, finished = _decode_steps(R, device, max_len, grammar, pick)
+        ids, logps, finished = decode_steps(R, device, max_len, grammar, pick)
     return SampleResult(
         token_ids=ids,
         logprobs=logps,

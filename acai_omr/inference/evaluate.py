@@ -162,7 +162,7 @@ def evaluate_model(model, samples: list[EvalSample], device, beam: int = 1, max_
     results, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size,
                                   constrained=constrained, group_pitches=group_pitches, read_header=read_header)
     report = score(samples, [r.tokens for r in results], flavor)
-    for row, result in zip(report["systems"], results):  # what `bench/confidence.py` ranks systems by
+    for row, result in zip(report["systems"], results):  # what `acai-omr diagnose confidence` ranks systems by
         row["confidence"] = round(result.confidence, 4)
         row["token_logprobs"] = [round(v, 3) for v in result.token_logprobs]
     report["summary"]["seconds_per_system"] = seconds / max(1, len(samples))

@@ -1,22 +1,17 @@
-"""Does the model read the image? Teacher-forced dev loss with the real images, blank pages and
-another system's image.
+"""`acai-omr diagnose image-use`: does the model read the image?
 
-A decoder that has collapsed into a language model of LMX scores the same loss whatever image it
-is given (the gap is ~0); a model that reads the music does much worse on a blank or wrong image.
-The linear-stem weights shipped on 2026-12-02 gave 1.228 nats with the real images, 1.234 with blank
+Teacher-forced dev loss with the real images, blank pages and another system's image. A decoder
+that has collapsed into a language model of LMX scores the same loss whatever image it is given
+(the gap is ~0); a model that reads the music does much worse on a blank or wrong image. The
+linear-stem weights shipped on 2026-12-02 gave 1.228 nats with the real images, 1.234 with blank
 pages (gap 0.006) and wrote the same opening for every system; this is the check that found it.
 
-    poetry run python bench/image_use.py --weights weights --data data --split dev --systems 48
+The loss gap can hide that the notes are not read: it also counts the measure layout, clefs and
+rests a glance gives. `accuracy` splits the teacher-forced accuracy by token class (pitch,
+duration, key, ...) with the real image and with another system's.
 
-`--weights` also takes a training checkpoint (`runs/<run>/last.pt`), to watch a run as it goes;
-`--crop-measures 1` scores one-or-two-measure crops instead of whole systems (the shorter the
-label, the less of it a language model can guess, so the gap shows sooner).
-
-The loss gap can hide that the notes are not read: it also counts the measure layout, clefs
-and rests a glance gives. `accuracy` splits the teacher-forced accuracy by token class (pitch,
-duration, key, ...) with the real image and with another system's: on 2026-12-02 the shipped
-weights, 0.41 nats better than a blank page, named 36% of the pitches with the real image and
-34% with another system's.
+    acai-omr diagnose image-use --weights weights --data data --split dev --systems 48
+    acai-omr diagnose image-use --weights runs/<run>/last.pt --crop-measures 1   # a run as it goes
 """
 
 from __future__ import annotations
@@ -26,13 +21,8 @@ import json
 import random
 from collections import Counter
 
-import torch
-
-from acai_omr.data.dataset import collate_systems
 from acai_omr.lmx.reading_order import NOTE_LABEL_INDEX, REST
 from acai_omr.lmx.vocab import VOCAB
-from acai_omr.train.supervised import SupervisedObjective
-from dev_model import add_model_args, load_for_bench
 
 
 DURATIONS = {"maxima", "long", "breve", "whole", "half", "quarter", "eighth", "16th", "32nd", "64th", "128th",
@@ -50,7 +40,7 @@ def token_class(token: str) -> str:
     return token.split(":")[0]
 
 
-def count_correct(logits: torch.Tensor, tokens: torch.Tensor, correct: Counter, total: Counter | None) -> None:
+def count_correct(logits, tokens, correct: Counter, total: Counter | None) -> None:
     """Add each target token's class to `total` and, when the argmax names it, to `correct`."""
     predicted, targets = logits.argmax(-1), tokens[:, 1:]
     for row in range(targets.shape[0]):
@@ -63,14 +53,19 @@ def count_correct(logits: torch.Tensor, tokens: torch.Tensor, correct: Counter, 
                 total[name] += 1
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_args(parser, systems=48, threads=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def run_image_use(args: argparse.Namespace) -> int:
+    import torch  # not at CLI start-up
 
-    model, cfg, dataset = load_for_bench(args)
+    from acai_omr.data.dataset import SystemDataset, collate_systems
+    from acai_omr.model.weights import load_model
+    from acai_omr.train.export import model_from_checkpoint
+    from acai_omr.train.supervised import SupervisedObjective
+
+    torch.set_num_threads(args.threads)
+    model, cfg = (model_from_checkpoint if args.weights.endswith(".pt") else load_model)(args.weights)
+    model = model.float().eval()
+    dataset = SystemDataset(args.data, args.split, cfg.image_height, augment=False, seed=0, max_tokens=cfg.max_tokens,
+                            max_width=cfg.max_image_width, crop_measures=args.crop_measures)
     chosen = random.Random(args.seed).sample(range(len(dataset)), min(args.systems, len(dataset)))
     objective = SupervisedObjective(model).eval()
     totals = {"real": 0.0, "blank": 0.0, "other_system": 0.0}
@@ -96,7 +91,20 @@ def main() -> None:
                           for name, count in total.most_common(8)}
     report.update(weights=args.weights, split=args.split, systems=len(chosen), crop_measures=args.crop_measures)
     print(json.dumps(report))
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("image-use", help="does the model read the image? (loss with real, blank and "
+                                   "other systems' images)", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="weights", help="weights folder, or a run's last.pt")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--systems", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--crop-measures", type=float, default=0.0,
+                        help="share of systems cut to 1-2 measures (acai_omr.data.measures)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run_image_use)
