@@ -26,7 +26,16 @@ from pathlib import Path
 from acai_omr.inference.confidence import confidence_words
 
 
-class JobStatus(str, Enum):
+class _State(str, Enum):
+    """A state that is its own string: it compares, hashes, prints and goes to JSON as its value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __hash__ = str.__hash__  # equal to its value, so it must hash like it: "done" in TERMINAL
+
+
+class JobStatus(_State):
     QUEUED = "queued"
     RUNNING = "running"
     RENDERING = "rendering"
@@ -34,23 +43,13 @@ class JobStatus(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    def __str__(self) -> str:
-        return self.value
 
-    __hash__ = str.__hash__  # equal to its value, so it must hash like it: "done" in TERMINAL
-
-
-class SystemState(str, Enum):
+class SystemState(_State):
     QUEUED = "queued"
     DECODING = "decoding"
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
-
-    __hash__ = str.__hash__  # equal to its value, so it must hash like it: "done" in TERMINAL
 
 
 TERMINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
