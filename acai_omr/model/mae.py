@@ -78,15 +78,12 @@ class MaskedAutoencoder(nn.Module):
         kept.scatter_(1, keep_index, keep_valid)
         return keep_index, keep_valid, valid & ~kept
 
-    def forward(self, degraded: torch.Tensor, clean: torch.Tensor, widths: torch.Tensor, mask_ratio: float = 0.75):
-        """-> (loss, pred [B,N,ph*pw] in normalised-patch units, mask [B,N] float: 1 = hidden valid patch).
+    def forward_encoder(self, degraded: torch.Tensor, widths: torch.Tensor, mask_ratio: float):
+        """Mask, then encode the visible patches only.
 
-        The loss is the mean squared error over hidden valid patches only.
+        -> (latent [B,K,enc_dim] of the kept patches, keep_index [B,K], keep_valid [B,K],
+        valid [B,N] patches inside the image, masked [B,N] hidden valid patches).
         """
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        if degraded.shape != clean.shape:
-            raise ValueError(f"degraded {list(degraded.shape)} and clean {list(clean.shape)} differ in shape")
         ph, pw = self.cfg.patch_height, self.cfg.patch_width
         self.encoder.check_input(degraded, widths)
         valid = self.encoder.valid_patches(widths, degraded.shape[3] // pw)
@@ -97,11 +94,15 @@ class MaskedAutoencoder(nn.Module):
         degraded = torch.where(hidden_pixels.bool(), torch.ones((), dtype=degraded.dtype, device=degraded.device),
                                degraded)
         tokens, _ = self.encoder.embed_patches(degraded, widths)
-        B, N, D = tokens.shape
+        D = tokens.shape[2]
         visible = tokens.gather(1, keep_index[:, :, None].expand(-1, -1, D))
         latent = self.encoder.run_blocks(visible, keep_valid)
+        return latent, keep_index, keep_valid, valid, masked
 
-        # decoder: every valid position gets either its encoded patch or the mask token
+    def forward_decoder(self, latent: torch.Tensor, keep_index: torch.Tensor, keep_valid: torch.Tensor,
+                        valid: torch.Tensor) -> torch.Tensor:
+        """Every valid position gets its encoded patch or the mask token -> pred [B,N,ph*pw]."""
+        B, N = valid.shape
         x = self.mask_token.expand(B, N, -1).clone()
         encoded = self.to_decoder(latent)
         rows = torch.arange(B, device=x.device)[:, None].expand_as(keep_index)
@@ -111,16 +112,32 @@ class MaskedAutoencoder(nn.Module):
         attend = key_padding_mask(valid)
         for block in self.blocks:
             x = block(x, attend)
-        pred = self.head(self.norm(x))
+        return self.head(self.norm(x))
 
-        # target: clean patches, each normalised by its own mean/variance (padding region set to white)
+    def forward_loss(self, clean: torch.Tensor, widths: torch.Tensor, pred: torch.Tensor,
+                     masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean squared error over hidden valid patches against the clean image's patches, each
+        normalised by its own mean and variance (padding set to white) -> (loss, mask [B,N] float)."""
         inside = torch.arange(clean.shape[3], device=clean.device)[None, :] < widths[:, None]
         clean = torch.where(inside[:, None, None, :], clean, torch.ones((), dtype=clean.dtype, device=clean.device))
-        target = patchify(clean, self.cfg.patch_height, pw)
+        target = patchify(clean, self.cfg.patch_height, self.cfg.patch_width)
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
         target = (target - mean) / (var + 1e-6).sqrt()
         per_patch = ((pred - target) ** 2).mean(dim=-1)
         mask = masked.float()
-        loss = (per_patch * mask).sum() / mask.sum().clamp(min=1.0)
+        return (per_patch * mask).sum() / mask.sum().clamp(min=1.0), mask
+
+    def forward(self, degraded: torch.Tensor, clean: torch.Tensor, widths: torch.Tensor, mask_ratio: float = 0.75):
+        """-> (loss, pred [B,N,ph*pw] in normalised-patch units, mask [B,N] float: 1 = hidden valid patch).
+
+        The loss is the mean squared error over hidden valid patches only.
+        """
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        if degraded.shape != clean.shape:
+            raise ValueError(f"degraded {list(degraded.shape)} and clean {list(clean.shape)} differ in shape")
+        latent, keep_index, keep_valid, valid, masked = self.forward_encoder(degraded, widths, mask_ratio)
+        pred = self.forward_decoder(latent, keep_index, keep_valid, valid)
+        loss, mask = self.forward_loss(clean, widths, pred, masked)
         return loss, pred, mask
