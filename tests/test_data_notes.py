@@ -169,7 +169,7 @@ def test_degraded_items_keep_their_notes_on_the_page(tmp_path):
 
 
 def test_note_map_targets_mark_each_note_in_its_patch_and_the_loss_skips_images_without_notes():
-    from acai_omr.train.supervised import NoteMapHead
+    from acai_omr.model.heads import NoteMapHead
 
     head = NoteMapHead(dim=8, rows=4, patch_height=16, patch_width=16)
     rest = NOTE_LABELS.index("rest")

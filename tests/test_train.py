@@ -393,7 +393,7 @@ def test_token_dropout_replaces_only_real_tokens_after_bos_and_only_in_training(
 
 def test_symbol_presence_targets_and_max_pooling_ignore_padding():
     from acai_omr.lmx.vocab import VOCAB
-    from acai_omr.train.supervised import SymbolPresenceHead, symbol_presence
+    from acai_omr.model.heads import SymbolPresenceHead, symbol_presence
 
     tokens = torch.tensor([[VOCAB.bos_id, 5, 7, 7, VOCAB.eos_id, VOCAB.pad_id]])
     present = symbol_presence(tokens, len(VOCAB))
@@ -442,7 +442,7 @@ def test_memory_spread_is_zero_for_a_collapsed_encoder_and_ignores_padding():
 
 def test_patch_reconstruction_is_exact_for_the_right_readout_and_ignores_padding():
     from acai_omr.model.mae import patchify
-    from acai_omr.train.supervised import PatchReconstructionHead
+    from acai_omr.model.heads import PatchReconstructionHead
 
     torch.manual_seed(0)
     images = torch.rand(2, 1, 8, 12)
@@ -614,7 +614,7 @@ def test_reading_order_ctc_is_low_for_a_memory_that_spells_the_notes_and_ignores
     """The CTC head reads the patch grid column by column, top to bottom: a memory whose patches
     hold the notes in that order scores far better than one holding them in LMX's row-major order."""
     from acai_omr.lmx.vocab import VOCAB
-    from acai_omr.train.supervised import ReadingOrderCTCHead
+    from acai_omr.model.heads import ReadingOrderCTCHead
 
     vocab = len(VOCAB)
     head = ReadingOrderCTCHead(vocab, vocab, rows=2)

@@ -2,7 +2,7 @@
 
 LMX lists a measure voice by voice, jumping back to the barline at every
 `backup`, so its order is not the image's. The encoder's auxiliary CTC loss
-(`acai_omr.train.supervised.ReadingOrderCTCHead`) needs labels that follow the
+(`acai_omr.model.heads.ReadingOrderCTCHead`) needs labels that follow the
 picture: by measure, by onset (left to right), by staff (top to bottom), then
 from the highest pitch down, which is how the patch grid reads column by column,
 top to bottom. Rests count (their symbol is drawn); invisible rests do not.
