@@ -3,6 +3,9 @@
     pages = load_page_images("score.pdf", pages="1-2")
     result = detect_systems(pages[0])
     crops = [crop_system(pages[0], box) for box in result.boxes]
+
+`pages_io` reads images and PDFs (bounded); `normalize`, `staves`, `systems` find staves and
+systems; `barlines` finds a system's barlines and the measure runs it is read in; `draw` overlays.
 """
 
 from .pages_io import PageInputError, load_page_images, parse_pages
