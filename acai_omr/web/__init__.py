@@ -47,7 +47,11 @@ def resolve_web_config(overrides: WebConfig | dict | None = None) -> WebConfig:
 
 
 class AppState:
-    """What the handlers share: settings, work folder, the model holder and the job runner."""
+    """What the handlers share: settings, work folder, the model holder and the job runner.
+
+    A Flask extension: `AppState(cfg).init_app(app)` attaches it (`app.extensions["acai_omr"]`) and
+    its housekeeping (expired work cleaned before requests, at most once a minute).
+    """
 
     def __init__(self, cfg: WebConfig):
         from acai_omr.inference.pipeline import LocalJobRunner, ModelHolder, PipelineSettings
@@ -73,6 +77,11 @@ class AppState:
         # progress streams hold a server thread each: a bounded share, so uploads and /healthz always get one
         self.streams = threading.BoundedSemaphore(max(cfg.max_streams, 0) or 1)
         self.streams_enabled = cfg.max_streams > 0
+
+    def init_app(self, app: Flask) -> AppState:
+        app.extensions["acai_omr"] = self
+        app.before_request(self.maybe_clean)
+        return self
 
     def maybe_clean(self) -> None:
         """Remove expired uploads and jobs, at most once a minute (called before every request)."""
@@ -111,7 +120,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config)
     # the request body limit is a little over the file limit so the multipart envelope fits
     app.config["MAX_CONTENT_LENGTH"] = web_cfg.max_upload_bytes + 64 * 1024
-    app.extensions["acai_omr"] = AppState(web_cfg)
+    AppState(web_cfg).init_app(app)
 
     from acai_omr.web.api import bp as api_bp
     from acai_omr.web.pages import bp as pages_bp
@@ -119,10 +128,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(pages_bp)
     app.register_blueprint(api_bp)
     limits.init_app(app, web_cfg)
-
-    @app.before_request
-    def _clean_now_and_then():
-        app.extensions["acai_omr"].maybe_clean()
 
     @app.after_request
     def _security_headers(response):
