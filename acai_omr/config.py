@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -322,6 +322,29 @@ class GrpoConfig(ReadingTrainConfig):
 
 
 @dataclass
+class DecodeConfig:
+    """How systems are decoded: one set of settings for every path (CLI, evaluation, web jobs, workers)."""
+
+    batch_size: int = 8  # systems decoded together (sorted by width, KV-cached)
+    beam: int = 1  # beam size; 1 = greedy (what the product serves)
+    max_tokens: int = 0  # LMX tokens generated per piece read (a system, or a run of measures); 0 = the model's limit
+    constrained: bool = True  # decode following the LMX grammar (always-parseable output)
+    read_measures: int = -1  # measures per piece read; -1 = the weights' own, 0 = whole systems
+
+    def options(self, model_max_tokens: int | None = None) -> dict:
+        """Keyword arguments of `inference.batch.decode_systems` (the token cap fitted to the model's)."""
+        max_len = self.max_tokens or None
+        if max_len is not None and model_max_tokens is not None:
+            max_len = min(max_len, model_max_tokens - 1)
+        return {"batch_size": self.batch_size, "beam": self.beam, "max_len": max_len, "constrained": self.constrained}
+
+    @property
+    def pieces(self) -> int | None:
+        """`read_measures` for `decode_crops` (None = the weights' own)."""
+        return None if self.read_measures < 0 else self.read_measures
+
+
+@dataclass
 class WebConfig:
     """The web app's limits and resources (`create_app` reads it; ACAI_* env vars and app config override)."""
 
@@ -338,10 +361,8 @@ class WebConfig:
     render_timeout: int = 120  # seconds per MuseScore call
     render: bool = True  # render PNG/PDF/MIDI with MuseScore (off: MusicXML/LMX only)
     device: str = "cpu"
-    max_tokens: int = 0  # LMX tokens generated per piece read (a system, or a run of measures); 0 = the model's limit
-    constrained: bool = True  # decode following the LMX grammar (always-parseable output)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # how a job's systems are decoded
     torch_threads: int = 0  # CPU threads torch may use in the web process; 0 = torch's default
-    batch_size: int = 8  # systems of a job decoded together
     int8: bool = False  # dynamic int8 quantization on CPU: no faster once batched and changes the output: off
     compile: bool = False  # torch.compile the decoder step: same output; 1.1x faster or 1.2x slower by run, ~1 min to compile
     redis_url: str = ""  # "" = jobs run in the web process; redis://host:port/db = through RQ to `acai-omr worker`s

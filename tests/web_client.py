@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 
 from acai_omr import create_app
+from acai_omr.config import DecodeConfig
+
+DECODE_FIELDS = {f.name for f in dataclasses.fields(DecodeConfig)}
 
 TINY_MAX_TOKENS = 40
 
 
 def make_app(tmp_path, weights_dir, **web):
-    settings = dict(work_dir=str(tmp_path / "work"), weights_dir=str(weights_dir), max_tokens=TINY_MAX_TOKENS,
-                    render=False, torch_threads=1)
+    """The app on the tiny model; `web` overrides WebConfig fields, or DecodeConfig's (max_tokens=...)."""
+    decode = {"max_tokens": TINY_MAX_TOKENS}
+    decode.update({name: web.pop(name) for name in list(web) if name in DECODE_FIELDS})
+    settings = dict(work_dir=str(tmp_path / "work"), weights_dir=str(weights_dir), decode=decode, render=False,
+                    torch_threads=1)
     settings.update(web)
     return create_app({"TESTING": True, "WEB": settings})
 

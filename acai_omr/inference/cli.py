@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acai_omr.config import DecodeConfig
 from acai_omr.render.formats import FORMATS
 
 INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".heic", ".heif", ".pdf"}
@@ -198,15 +199,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --max-len must be in 1..{cfg.max_tokens - 1}", file=sys.stderr)
         return 2
 
+    decoding = DecodeConfig(batch_size=args.batch_size, beam=args.beam, max_tokens=args.max_len or 0,
+                            constrained=args.constrained,
+                            read_measures=-1 if args.read_measures is None else args.read_measures)
     summary = Summary(inputs=len(files) + len(failures), failures=list(failures))
     used: set[str] = set()
     bar = tqdm(files, desc="transcribe", unit="input", disable=not args.progress, file=sys.stderr)
     for path in bar:
         try:
             crops, pages, boxes = systems_of(path, args, reports)
-            decoded = decode_crops(model, crops, read_measures=args.read_measures, batch_size=args.batch_size,
-                                   beam=args.beam, max_len=args.max_len,
-                                   constrained=args.constrained)
+            decoded = decode_crops(model, crops, read_measures=decoding.pieces, **decoding.options(cfg.max_tokens))
             systems = system_results(decoded, pages, boxes)
             out = write_outputs(systems, _unique_stem(path, used), args.output, args.format, path)
         except InputError as error:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from acai_omr.config import DecodeConfig
+
 LIEDER_DEV = "lieder-dev"
 
 
@@ -303,9 +305,10 @@ def run_eval_model(args) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    report = evaluate_model(model, samples, device, beam=args.beam, max_len=args.max_len,
-                            batch_size=args.batch_size, flavor=args.flavor, constrained=args.constrained,
-                            group_pitches=args.group_pitches, read_header=args.read_header)
+    decoding = DecodeConfig(batch_size=args.batch_size, beam=args.beam, max_tokens=args.max_len or 0,
+                            constrained=args.constrained, read_measures=read_measures)
+    report = evaluate_model(model, samples, device, flavor=args.flavor, group_pitches=args.group_pitches,
+                            read_header=args.read_header, **decoding.options(cfg.max_tokens))
     summary = report["summary"]
     summary.update({"split": args.split, "degraded": args.degraded, "weights": str(args.weights or "default"),
                     "int8": args.int8, "read_measures": read_measures,

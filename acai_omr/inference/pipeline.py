@@ -19,11 +19,12 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from acai_omr.config import DecodeConfig
 from acai_omr.inference.jobs import TERMINAL, Job, JobCancelled, JobRunner, JobStatus, SystemProgress, SystemState
 from acai_omr.render.formats import FORMATS
 
@@ -96,9 +97,7 @@ def crop_box(page: Image.Image, box: tuple[float, float, float, float], quad: li
 class PipelineSettings:
     render: bool = True
     render_timeout: float = 120
-    max_tokens: int = 0
-    constrained: bool = True
-    batch_size: int = 8  # systems decoded together (sorted by width, KV-cached)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
 class LocalJobRunner(JobRunner):
@@ -212,9 +211,6 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     """
     from acai_omr.inference.batch import decode_crops, system_results
 
-    max_len = settings.max_tokens or None
-    if max_len is not None:
-        max_len = min(max_len, model.cfg.max_tokens - 1)
     progress.update(status=JobStatus.RUNNING, message="Transcribing…")
     for index, _, _ in systems:
         progress.update_system(index, state=SystemState.DECODING)
@@ -240,8 +236,8 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
 
     try:
         progress.check_cancel()
-        decoded = decode_crops(model, crops, batch_size=settings.batch_size, max_len=max_len,
-                               constrained=settings.constrained, on_batch=on_batch, on_tokens=on_tokens)
+        decoded = decode_crops(model, crops, read_measures=settings.decode.pieces, on_batch=on_batch,
+                               on_tokens=on_tokens, **settings.decode.options(model.cfg.max_tokens))
         progress.check_cancel()
     except JobCancelled:
         if finished:  # cancelling keeps what was already read: the finished systems, in reading order

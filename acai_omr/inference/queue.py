@@ -21,6 +21,7 @@ own once Redis is back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from acai_omr.config import DecodeConfig
 from acai_omr.inference.jobs import TERMINAL, Job, JobCancelled, JobRunner, JobStatus, SystemState
 from acai_omr.inference.pipeline import ModelHolder, PipelineSettings, crop_systems, transcribe_job
 
@@ -105,7 +107,9 @@ def run_queued_job(payload: dict) -> dict:
     model, _ = holder.get()
     crops = [Image.open(io.BytesIO(data)).convert("L") for data in payload["crops"]]
     systems = [(s["index"], s["page"], tuple(s["box"])) for s in payload["systems"]]
-    settings = PipelineSettings(**payload["settings"])
+    given = dict(payload["settings"])
+    settings = PipelineSettings(render=given["render"], render_timeout=given["render_timeout"],
+                                decode=DecodeConfig(**given["decode"]))
     with tempfile.TemporaryDirectory(prefix="acai-omr-job-") as tmp:
         try:
             transcribe_job(model, crops, systems, Path(tmp), settings, progress, title=payload.get("title", ""))
@@ -238,8 +242,8 @@ class QueueJobRunner(JobRunner):
             "crops": [_png_bytes(crop) for crop in crops],
             "systems": [{"index": x.index, "page": x.page, "box": list(x.box)} for x in job.systems],
             "title": job.title,
-            "settings": {"render": s.render, "render_timeout": s.render_timeout, "max_tokens": s.max_tokens,
-                         "constrained": s.constrained, "batch_size": s.batch_size},
+            "settings": {"render": s.render, "render_timeout": s.render_timeout,
+                         "decode": dataclasses.asdict(s.decode)},
         }
         self.queue.enqueue("acai_omr.inference.queue.run_queued_job", payload, job_id=job.id,
                            job_timeout=self.job_timeout, result_ttl=self.result_ttl, failure_ttl=self.result_ttl,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Flask, jsonify, request
 
-from acai_omr.config import WebConfig
+from acai_omr.config import DecodeConfig, WebConfig
 from acai_omr.paths import REPO_ROOT
 from acai_omr.web import limits
 
@@ -39,9 +39,12 @@ def resolve_web_config(overrides: WebConfig | dict | None = None) -> WebConfig:
     if isinstance(overrides, WebConfig):
         cfg = dataclasses.replace(overrides)
     elif overrides:
+        overrides = dict(overrides)
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(WebConfig)})
         if unknown:
             raise ValueError(f"unknown WebConfig field(s): {', '.join(unknown)}")
+        if isinstance(overrides.get("decode"), dict):
+            overrides["decode"] = DecodeConfig(**overrides["decode"])
         cfg = dataclasses.replace(cfg, **overrides)
     return cfg
 
@@ -63,8 +66,7 @@ class AppState:
         # only what has expired: another server may share this folder, and a restart keeps fresh uploads
         remove_expired(self.work_dir, ttl_seconds=cfg.ttl_seconds)
         self.model = ModelHolder(cfg.weights_dir or None, cfg.device, cfg.torch_threads, cfg.int8, cfg.compile)
-        settings = PipelineSettings(render=cfg.render, render_timeout=cfg.render_timeout,
-                                    max_tokens=cfg.max_tokens, constrained=cfg.constrained, batch_size=cfg.batch_size)
+        settings = PipelineSettings(render=cfg.render, render_timeout=cfg.render_timeout, decode=cfg.decode)
         if cfg.redis_url:
             from acai_omr.inference.queue import QueueJobRunner
 

@@ -58,7 +58,7 @@ def serving(work_dir: Path, weights_dir: Path, **web):
 
     from acai_omr import create_app
 
-    app = create_app({"WEB": dict(dict(work_dir=str(work_dir), weights_dir=str(weights_dir), max_tokens=40,
+    app = create_app({"WEB": dict(dict(work_dir=str(work_dir), weights_dir=str(weights_dir), decode={"max_tokens": 40},
                                        torch_threads=1, render=True), **web)})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
