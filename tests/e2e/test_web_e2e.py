@@ -232,7 +232,7 @@ def test_cancelling_mid_run_keeps_the_finished_systems_for_download(chromium, tm
     from conftest import serving
 
     path, _ = rendered_page
-    with serving(tmp_path_factory.mktemp("e2e-cancel"), e2e_weights, batch_size=1) as url:
+    with serving(tmp_path_factory.mktemp("e2e-cancel"), e2e_weights, decode={"max_tokens": 40, "batch_size": 1}) as url:
         page = chromium.new_page()
         try:
             page.goto(url)
