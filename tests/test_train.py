@@ -326,18 +326,18 @@ def test_a_later_time_limit_refit_can_lengthen_the_schedule_up_to_the_steps_aske
 
     from acai_omr.train.supervised import train_supervised
 
+    from acai_omr.train.common import TimeBudget
+
     cfg = tiny_supervised_config(tiny_data, tmp_path / "run", steps=5_000, time_limit_min=10.0)
     trainer = train_supervised(cfg, tiny_model_config(), stop_at=2)
-    now = time.perf_counter()
-    trainer._fit_to_time_limit(session_start=now, timed_from=now - 10.0, timed_steps=1)  # 10 s a step
-    slow = trainer.cfg.steps
+    trainer._fit_to_time_limit(TimeBudget(10.0, trainer.rt), per_step=10.0)  # 10 s a step, 10 minutes left
+    slow = trainer.horizon
     assert 2 < slow <= 2 + 0.85 * 600 / 10
-    now = time.perf_counter()
-    trainer._fit_to_time_limit(session_start=now, timed_from=now - 1.0, timed_steps=1)  # then 1 s a step
-    assert trainer.cfg.steps == trainer.schedule.total > 5 * slow
-    now = time.perf_counter()
-    trainer._fit_to_time_limit(session_start=now, timed_from=now - 0.001, timed_steps=1)
-    assert trainer.cfg.steps == 5_000  # the cap asked for
+    trainer._fit_to_time_limit(TimeBudget(10.0, trainer.rt), per_step=1.0)  # then 1 s a step
+    assert trainer.horizon == trainer.schedule.total > 5 * slow
+    trainer._fit_to_time_limit(TimeBudget(10.0, trainer.rt), per_step=0.001)
+    assert trainer.horizon == 5_000  # the cap asked for
+    assert trainer.cfg.steps == 5_000  # the config itself is never changed
 
 
 def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(tiny_data, tmp_path):

@@ -257,6 +257,57 @@ EvalFn = Callable[[int], dict]
 REFIT_AT = (25, 200)  # session steps after which a --time-limit-min run sizes its schedule
 
 
+class TimeBudget:
+    """A session's wall-clock limit (`--time-limit-min`; 0 = none): when to measure the pace, how many
+    steps fit in what is left, and whether time is up (agreed by every process under DDP).
+
+    The first steps pay for allocator and kernel warm-up, so the pace is timed from the fifth step of
+    this session, and measured again after more (REFIT_AT): batches differ in width, so 20 steps can
+    misjudge the pace by a fifth (a run fitted to 1,641 steps stopped near 1,350, before its decay).
+    15% of what is left is kept for evaluations and checkpoints.
+    """
+
+    def __init__(self, minutes: float, runtime: "Runtime"):
+        self.seconds = minutes * 60
+        self.rt = runtime
+        self.started = time.perf_counter()
+        self.session_steps = 0
+        self.timed_from: float | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.seconds > 0
+
+    def step_done(self) -> float | None:
+        """Count a step; the seconds per step when the schedule should be (re)fitted now, else None."""
+        self.session_steps += 1
+        if not self.limited:
+            return None
+        if self.session_steps == 5:
+            self.timed_from = time.perf_counter()
+        elif self.session_steps in REFIT_AT and self.timed_from is not None:
+            return (time.perf_counter() - self.timed_from) / max(1, self.session_steps - 5)
+        return None
+
+    def steps_that_fit(self, step: int, per_step: float, cap: int) -> int:
+        """The schedule length (at most `cap`) whose remaining steps end with 15% of the time to spare."""
+        remaining = self.seconds - (time.perf_counter() - self.started)
+        fit = step + int(0.85 * remaining / max(per_step, 1e-6))
+        if self.rt.distributed:
+            box = torch.tensor([float(fit)], device=self.rt.device)
+            dist.all_reduce(box, op=dist.ReduceOp.MIN)
+            fit = int(box.item())
+        return max(step + 1, min(cap, fit))
+
+    def out_of_time(self) -> bool:
+        over = self.limited and time.perf_counter() - self.started > self.seconds
+        if self.rt.distributed:  # all ranks must stop at the same step
+            flag = torch.tensor([float(over)], device=self.rt.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        return over
+
+
 @dataclass
 class LoopState:
     step: int = 0  # optimizer steps done
@@ -265,12 +316,13 @@ class LoopState:
     best_score: float = math.inf
     best_step: int = -1
     train_seconds: float = 0.0  # wall time spent in earlier sessions of this run
-    horizon: int = 0  # schedule length chosen to fit --time-limit-min (0 = cfg.steps)
+    horizon: int = 0  # schedule length chosen to fit --time-limit-min (0 = --steps)
     warmup: int = 0  # warm-up length chosen with the horizon (0 = derived from it)
 
 
 class Trainer:
-    """Runs `loss_fn` over the data for `cfg.steps` optimizer steps, resumable at any checkpoint.
+    """Runs `loss_fn` over the data for `cfg.steps` optimizer steps (or what a time limit fits: `horizon`),
+    resumable at any checkpoint.
 
     `objective` is the module that computes the loss (wrapped in DDP when
     distributed, so every forward goes through DDP); `loss_fn(objective, batch,
@@ -296,7 +348,7 @@ class Trainer:
         worker_init_fn: Callable[[int], None] | None = None,
     ):
         self.cfg, self.rt = cfg, runtime
-        self.step_cap = cfg.steps  # --steps as asked: a time-limit fit shortens cfg.steps, a refit may lengthen it again
+        self.horizon = cfg.steps  # the schedule's length: --steps, or what a time limit fits (cfg is never changed)
         self.out = Path(cfg.out)
         self.objective = objective.to(runtime.device)
         self.optimizer = build_optimizer(groups, cfg.lr, cfg.beta2, runtime.device)
@@ -433,30 +485,19 @@ class Trainer:
     # -- training
 
     def _set_horizon(self, steps: int) -> None:
-        """Size the run (LR and any cfg.steps-based schedule) to `steps`.
+        """Size the run (LR, and the schedules that read `self.horizon`) to `steps`.
 
         Warm-up is capped at a tenth of the new horizon: a 300-step warm-up in a
         112-step run would never reach the peak learning rate.
         """
-        self.cfg.steps = steps
+        self.horizon = steps
         self.schedule.total = max(1, steps)
         self.schedule.warmup = self.state.warmup or min(self.cfg.warmup_steps, max(1, steps // 10))
         self.state.horizon = steps
 
-    def _fit_to_time_limit(self, session_start: float, timed_from: float, timed_steps: int) -> None:
-        """With a time limit, size the schedule so warm-up and cosine decay complete before time runs out.
-
-        Measured after a few steps of this session and again after more (REFIT_AT); 15% of the
-        remaining time is kept for evaluations and checkpoints.
-        """
-        per_step = (time.perf_counter() - timed_from) / max(1, timed_steps)
-        remaining = self.cfg.time_limit_min * 60 - (time.perf_counter() - session_start)
-        fit = self.state.step + int(0.85 * remaining / max(per_step, 1e-6))
-        if self.rt.distributed:
-            box = torch.tensor([float(fit)], device=self.rt.device)
-            dist.all_reduce(box, op=dist.ReduceOp.MIN)
-            fit = int(box.item())
-        fit = max(self.state.step + 1, min(self.step_cap, fit))
+    def _fit_to_time_limit(self, budget: TimeBudget, per_step: float) -> None:
+        """With a time limit, size the schedule so warm-up and cosine decay complete before time runs out."""
+        fit = budget.steps_that_fit(self.state.step, per_step, self.cfg.steps)
         # a tenth of the fitted run, but not over before it begins: a short fit on slow steps (31 steps,
         # warm-up 3, fitted at step 25) would go straight from the long warm-up's tiny rates into the decay
         if not (self.state.warmup and self.state.step >= self.state.warmup):  # a refit after warm-up keeps it
@@ -468,19 +509,20 @@ class Trainer:
                   f"({per_step:.3f} s/step)", flush=True)
 
     def train(self, stop_at: int | None = None) -> LoopState:
-        """Train until cfg.steps (or `stop_at`, an interruption that keeps the schedule of cfg.steps)."""
+        """Train until the horizon (or `stop_at`, an interruption that keeps the horizon's schedule)."""
         cfg, rt = self.cfg, self.rt
         resumed = self.try_resume()
         if rt.is_main:
             self.log.write({"step": self.state.step, "kind": "start", "resumed": resumed,
                             "world_size": rt.world_size, "device": str(rt.device), "config": asdict(cfg)})
         self.model_for_ddp.train()
-        started = session_start = time.perf_counter()
+        budget = TimeBudget(cfg.time_limit_min, rt)
+        started = time.perf_counter()
         window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
         batches = self._batches()
         stop_reason = "steps"
-        session_steps, timed_from, fitted_here = 0, None, False
-        while self.state.step < (cfg.steps if stop_at is None else min(stop_at, cfg.steps)):
+        fitted_here = False
+        while self.state.step < (self.horizon if stop_at is None else min(stop_at, self.horizon)):
             batch = self._to_device(next(batches))
             with rt.autocast():
                 loss, extra = self.loss_fn(self.model_for_ddp, batch, self.state.step)
@@ -498,17 +540,13 @@ class Trainer:
                 window_tokens += int((batch["tokens"] != 0).sum())
 
             step = self.state.step
-            session_steps += 1
-            if cfg.time_limit_min > 0 and (not self.state.horizon or fitted_here):
-                if session_steps == 5:  # the first steps pay for allocator/kernel warm-up; time later ones
-                    timed_from = time.perf_counter()
-                elif session_steps in REFIT_AT:
-                    # batches differ in width, so 20 steps can misjudge the pace by a fifth (a run fitted
-                    # to 1,641 steps stopped near 1,350, before its decay): fit again on more steps
-                    self._fit_to_time_limit(session_start, timed_from, session_steps - 5)
-                    fitted_here = True
-            last_step = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            per_step = budget.step_done()
+            # a resumed run keeps the horizon an earlier session fitted, unless this one is fitting it
+            if per_step is not None and (not self.state.horizon or fitted_here):
+                self._fit_to_time_limit(budget, per_step)
+                fitted_here = True
+            last_step = self.horizon if stop_at is None else min(stop_at, self.horizon)
+            if step % cfg.log_every == 0 or step == self.horizon:
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": step, "kind": "train", "epoch": self.state.epoch, "loss": loss.item(),
@@ -523,11 +561,7 @@ class Trainer:
                     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "kind"), flush=True)
                 window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
 
-            out_of_time = cfg.time_limit_min > 0 and time.perf_counter() - session_start > cfg.time_limit_min * 60
-            if rt.distributed:  # all ranks must stop at the same step
-                flag = torch.tensor([float(out_of_time)], device=rt.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
+            out_of_time = budget.out_of_time()
             finishing = step >= last_step or out_of_time
             if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or finishing):
                 self._run_eval()

@@ -24,6 +24,8 @@ greedy dev TEDn is measured before the first step and at every evaluation, and
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 from dataclasses import dataclass, field
@@ -45,9 +47,11 @@ PAD_ID, BOS_ID = VOCAB.pad_id, VOCAB.bos_id
 # ---------------------------------------------------------------- curriculum
 
 
-def anneal(step: int, cfg: GrpoConfig, start: float, end: float) -> float:
-    """`start` during exploration, then linear to `end` at anneal_end_frac of the run, then `end`."""
-    begin, finish = cfg.explore_frac * cfg.steps, cfg.anneal_end_frac * cfg.steps
+def anneal(step: int, cfg: GrpoConfig, start: float, end: float, total_steps: int | None = None) -> float:
+    """`start` during exploration, then linear to `end` at anneal_end_frac of the run (`total_steps`, the
+    trainer's horizon; default --steps), then `end`."""
+    total = total_steps or cfg.steps
+    begin, finish = cfg.explore_frac * total, cfg.anneal_end_frac * total
     if step <= begin:
         return float(start)
     if step >= finish or finish <= begin:
@@ -55,17 +59,18 @@ def anneal(step: int, cfg: GrpoConfig, start: float, end: float) -> float:
     return start + (end - start) * (step - begin) / (finish - begin)
 
 
-def schedule_values(step: int, cfg: GrpoConfig, model_max_len: int) -> dict:
-    """Every scheduled value at `step` (all are logged)."""
-    top_k = round(anneal(step, cfg, cfg.top_k_start, cfg.top_k_end))
-    max_len = round(anneal(step, cfg, cfg.max_len_start, cfg.max_len_end))
+def schedule_values(step: int, cfg: GrpoConfig, model_max_len: int, total_steps: int | None = None) -> dict:
+    """Every scheduled value at `step` of `total_steps` (all are logged)."""
+    def at(start: float, end: float) -> float:
+        return anneal(step, cfg, start, end, total_steps)
+
     return {
-        "temperature": anneal(step, cfg, cfg.temperature_start, cfg.temperature_end),
-        "top_k": top_k,  # 0 = no truncation
-        "max_len": max(1, min(model_max_len, max_len)),
-        "beta": anneal(step, cfg, cfg.beta_start, cfg.beta_end),
-        "lambda_ce": anneal(step, cfg, cfg.lambda_ce_start, cfg.lambda_ce_end),
-        "lambda_len": anneal(step, cfg, cfg.lambda_len_start, cfg.lambda_len_end),
+        "temperature": at(cfg.temperature_start, cfg.temperature_end),
+        "top_k": round(at(cfg.top_k_start, cfg.top_k_end)),  # 0 = no truncation
+        "max_len": max(1, min(model_max_len, round(at(cfg.max_len_start, cfg.max_len_end)))),
+        "beta": at(cfg.beta_start, cfg.beta_end),
+        "lambda_ce": at(cfg.lambda_ce_start, cfg.lambda_ce_end),
+        "lambda_len": at(cfg.lambda_len_start, cfg.lambda_len_end),
     }
 
 
@@ -310,8 +315,8 @@ def train_grpo(cfg: GrpoConfig, evaluate=None, stop_at: int | None = None):
     problem = validate_config(cfg)
     if problem:
         raise ValueError(problem)
-    if cfg.eval_every <= 0:
-        cfg.eval_every = cfg.steps  # evaluate only before the first and after the last step
+    if cfg.eval_every <= 0:  # evaluate only before the first and after the last step (the caller's cfg is kept)
+        cfg = dataclasses.replace(cfg, eval_every=cfg.steps)
     runtime = setup_runtime(cfg.threads, cfg.num_workers, cfg.precision)
     scorer = RewardScorer(RewardParams.from_config(cfg), cfg.reward_workers)
     try:
@@ -332,7 +337,7 @@ def train_grpo(cfg: GrpoConfig, evaluate=None, stop_at: int | None = None):
         cache: dict = {}
 
         def loss_fn(obj, batch, step):
-            sched = schedule_values(step, cfg, model_max_len)
+            sched = schedule_values(step, cfg, model_max_len, trainer.horizon)
             fresh = step % cfg.updates_per_rollout == 0 or "rollout" not in cache
             if fresh:
                 cache["rollout"] = make_rollout(unwrap(obj).model, batch, cfg, sched, scorer, gold_xml)

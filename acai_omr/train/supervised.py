@@ -35,10 +35,12 @@ PAD_ID = VOCAB.pad_id
 # ---------------------------------------------------------------- scheduled sampling
 
 
-def sampling_schedule(step: int, cfg: SupervisedTrainConfig) -> tuple[float, float]:
-    """(teacher-forcing probability, Gumbel temperature) at `step`: constant, then a linear/geometric ramp."""
-    start = cfg.ss_start * cfg.steps
-    ramp = max(1.0, cfg.ss_ramp * cfg.steps)
+def sampling_schedule(step: int, cfg: SupervisedTrainConfig, total_steps: int | None = None) -> tuple[float, float]:
+    """(teacher-forcing probability, Gumbel temperature) at `step` of `total_steps` (the trainer's horizon;
+    default --steps): constant, then a linear/geometric ramp."""
+    total = total_steps or cfg.steps
+    start = cfg.ss_start * total
+    ramp = max(1.0, cfg.ss_ramp * total)
     if step < start:
         return 1.0, cfg.tau_start
     progress = min(1.0, (step - start) / ramp)
@@ -347,7 +349,7 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
                                                                 crop_first_share=cfg.crop_first_share)
 
         def loss_fn(obj, batch, step):
-            p_tf, tau = sampling_schedule(step, cfg)
+            p_tf, tau = sampling_schedule(step, cfg, trainer.horizon)
             return obj(batch["images"], batch["widths"], batch["tokens"], p_tf, tau,
                        note_points=batch.get("note_points"), has_notes=batch.get("has_notes"))
 
