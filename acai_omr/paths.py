@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = REPO_ROOT / "weights"  # the shipped weights (model.safetensors, config.json, accuracy.json)
 
 
 def shared_dir() -> Path:

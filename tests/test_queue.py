@@ -121,6 +121,7 @@ def test_a_queued_job_is_transcribed_by_a_worker_process_with_the_same_result_as
     job = finish_with_a_worker(client, job_id, fresh_redis, weights_dir, timeout=120)
     assert job["status"] == "done", job
     assert [s["state"] for s in job["systems"]] == ["done"] * 3
+    assert app.extensions["acai_omr"].model._loaded is None  # the web process never loaded the model
     assert client.get(f"/api/jobs/{job_id}/result.lmx").get_data(as_text=True) == expected
     assert client.get(f"/api/jobs/{job_id}/result.musicxml").status_code == 200
     assert client.get(f"/api/jobs/{job_id}/result.mxl").status_code == 200

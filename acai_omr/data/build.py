@@ -18,6 +18,12 @@ import cv2
 import numpy as np
 
 from acai_omr.config import DataBuildConfig
+from acai_omr.data.ingest import NormalizedCache, list_sources, normalize_sources
+from acai_omr.data.musescore_render import render_batch
+from acai_omr.data.verovio_render import VerovioEngraver, sample_options
+from acai_omr.lmx import linearize_part, part_to_score, read_score, score_to_string
+from acai_omr.paths import shared_dir
+from acai_omr.render.musescore import find_mscore
 
 SHARD_SIZE = 1000  # images per shards/NNNNN/ folder
 
@@ -50,8 +56,6 @@ _ENGRAVER = None  # one Verovio toolkit per worker process
 def _verovio():
     global _ENGRAVER
     if _ENGRAVER is None:
-        from acai_omr.data.verovio_render import VerovioEngraver
-
         _ENGRAVER = VerovioEngraver()
     return _ENGRAVER
 
@@ -62,9 +66,6 @@ def _piece_rng(unit: Unit, corpus: str, piece: str) -> random.Random:
 
 def run_unit(unit: Unit, cache_root: str, config: DataBuildConfig | None = None) -> UnitResult:
     """Render one unit; failures become error strings (never exceptions) so the build goes on."""
-    from acai_omr.data.ingest import NormalizedCache
-    from acai_omr.lmx import linearize_part, part_to_score, read_score, score_to_string
-
     config = config or DataBuildConfig()
     cache = NormalizedCache(Path(cache_root))
     result = UnitResult(unit)
@@ -79,16 +80,12 @@ def run_unit(unit: Unit, cache_root: str, config: DataBuildConfig | None = None)
         for (corpus, piece), score in scores:
             rng = _piece_rng(unit, corpus, piece)
             try:
-                from acai_omr.data.verovio_render import sample_options
-
                 staff_space = round(rng.uniform(config.min_staff_space, config.max_staff_space), 2)
                 rendered.append(((corpus, piece), _verovio().render_systems(
                     score, sample_options(rng), rng, staff_space, time_probability=config.time_probability)))
             except Exception as error:
                 rendered.append(((corpus, piece), f"verovio failed: {type(error).__name__}: {error}"))
     elif unit.engraver == "musescore":
-        from acai_omr.data.musescore_render import render_batch
-
         rng = random.Random(f"{unit.seed}/{unit.key}")
         try:
             outcomes = render_batch([score for _, score in scores], rng)
@@ -195,10 +192,6 @@ def _run_unit_args(args):
 def build_split(config: DataBuildConfig, progress: bool = True, max_passes: int = 50) -> dict:
     """Normalize the split's pieces, then render units until the split holds ``config.systems`` systems."""
     from tqdm import tqdm
-
-    from acai_omr.data.ingest import NormalizedCache, list_sources, normalize_sources
-    from acai_omr.paths import shared_dir
-    from acai_omr.render.musescore import find_mscore
 
     out = Path(config.out)
     cache = NormalizedCache(Path(config.cache) if config.cache else out / "cache" / "normalized")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from acai_omr.lmx.musicxml import split_part_into_systems
+from acai_omr.lmx.musicxml import sort_attributes, split_part_into_systems
 
 
 @dataclass
@@ -70,8 +70,6 @@ def shows_time(system: ET.Element) -> bool:
 
 
 def _restate_time(system: ET.Element, time: ET.Element) -> None:
-    from acai_omr.lmx.musicxml import sort_attributes
-
     head = _head_attributes(measures_of(system)[0])
     if head is None:
         head = ET.Element("attributes")

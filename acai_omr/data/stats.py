@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from acai_omr.data.dataset import read_manifest
 from acai_omr.lmx.vocab import LMX_TOKENS
 
 LENGTH_BINS = (0, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
 
 
 def split_stats(split_dir: Path) -> dict:
-    from acai_omr.data.dataset import read_manifest
-
     records = read_manifest(Path(split_dir) / "manifest.jsonl")
     lengths = np.array([len(r["lmx"].split()) for r in records]) if records else np.zeros(0, int)
     used = Counter(token for r in records for token in r["lmx"].split())

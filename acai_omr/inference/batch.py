@@ -14,7 +14,11 @@ from typing import Callable
 
 import torch
 
-from acai_omr.inference.decode import DecodeResult
+from acai_omr.data.preprocess import gray_pixels, reading_pieces
+from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score
+from acai_omr.inference.confidence import confidence_words, system_confidence
+from acai_omr.inference.decode import DecodeResult, beam_search, greedy_decode
+from acai_omr.lmx.delinearize import delinearize
 
 
 def decode_crops(model, crops, read_measures: int | None = None, **options) -> list[DecodeResult]:
@@ -31,8 +35,6 @@ def decode_crops(model, crops, read_measures: int | None = None, **options) -> l
 def system_pieces(crop, cfg, read_measures: int) -> list[tuple[torch.Tensor, int]]:
     """One system crop (PIL) -> model-ready pieces, left to right: runs of `read_measures` measures cut at
     the barlines (`acai_omr.detect.barlines.reading_spans`), or the whole crop when that is 0."""
-    from acai_omr.data.preprocess import gray_pixels, reading_pieces
-
     pieces = reading_pieces(gray_pixels(crop), cfg.image_height, cfg.max_image_width, read_measures)
     return [(piece, piece.shape[-1]) for piece in pieces]
 
@@ -115,8 +117,6 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
     progress within a batch. `on_batch(indices, results)` is called
     after each batch; it may raise (e.g. to cancel), which stops decoding.
     """
-    from acai_omr.inference.decode import beam_search, greedy_decode
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
@@ -179,8 +179,6 @@ class SystemResult:
         return self.delinearized.to_musicxml()
 
     def to_json(self) -> dict:
-        from acai_omr.inference.confidence import confidence_words
-
         return {"page": self.page, "box": [round(v, 1) for v in self.box], "lmx": " ".join(self.tokens),
                 "tokens": len(self.tokens), "confidence": round(self.confidence, 4),
                 "confidence_words": confidence_words(self.confidence), "finished": self.finished,
@@ -189,9 +187,6 @@ class SystemResult:
 
 def system_results(decoded: list[DecodeResult], pages: list[int], boxes) -> list[SystemResult]:
     """Delinearize each decoded system; a malformed token sequence yields part=None, never an exception."""
-    from acai_omr.inference.confidence import system_confidence
-    from acai_omr.lmx.delinearize import delinearize
-
     return [SystemResult(page, tuple(float(v) for v in box), result.tokens,
                          system_confidence(result.tokens, result.token_logprobs) if result.token_logprobs
                          else float(result.confidence), bool(result.finished), delinearize(result.tokens))
@@ -201,8 +196,6 @@ def system_results(decoded: list[DecodeResult], pages: list[int], boxes) -> list
 def assemble(systems: list[SystemResult], title: str = "") -> str:
     """One MusicXML score from the systems in reading order: system breaks, page breaks between pages; one
     key, a time signature and full measures (each system's `repairs` says what was changed)."""
-    from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score
-
     breaks, previous = [], None
     for system in systems:
         breaks.append(BREAK_PAGE if previous is not None and system.page != previous else BREAK_SYSTEM)

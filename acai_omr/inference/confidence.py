@@ -6,10 +6,27 @@ product reports `system_confidence`.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Callable
 
 from acai_omr.lmx.reading_order import NOTE_LABELS, REST
+from acai_omr.paths import WEIGHTS_DIR
+
+ACCURACY_FILE = "accuracy.json"
+
+
+def load_accuracy(directory: str | Path | None = None) -> dict | None:
+    """What the weights' own evaluation measured (`accuracy.json` beside them: TEDn, pitch figures, the
+    command and date), for the page to tell users how far to trust a transcription; None if absent."""
+    path = (Path(directory) if directory is not None else WEIGHTS_DIR) / ACCURACY_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
 
 _PITCHES = frozenset(label for label in NOTE_LABELS if label != REST)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from acai_omr.inference.grammar import lmx_grammar
+from acai_omr.lmx.reading_order import NOTE_LABELS, REST
 from acai_omr.lmx.vocab import VOCAB
 from acai_omr.model.model import KEY_IDS, MEASURE_ID, OMRModel, header_token_ids
 
@@ -25,8 +27,6 @@ PAD_ID, BOS_ID, EOS_ID = VOCAB.pad_id, VOCAB.bos_id, VOCAB.eos_id
 
 
 def _pitch_mask() -> torch.Tensor:
-    from acai_omr.lmx.reading_order import NOTE_LABELS, REST
-
     mask = torch.zeros(len(VOCAB.tokens), dtype=torch.bool)
     mask[[VOCAB.token_to_id[label] for label in NOTE_LABELS if label != REST]] = True
     return mask
@@ -107,7 +107,6 @@ def next_token_logprobs(model: OMRModel, cache, last_tokens, finished, states, g
 def grammar_for(constrained: bool):
     if not constrained:
         return None
-    from acai_omr.inference.grammar import lmx_grammar
 
     return lmx_grammar()
 

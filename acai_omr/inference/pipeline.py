@@ -25,9 +25,11 @@ from pathlib import Path
 from PIL import Image
 
 from acai_omr.config import DecodeConfig
+from acai_omr.detect import SystemBox, crop_system
+from acai_omr.inference.confidence import load_accuracy
 from acai_omr.inference.jobs import TERMINAL, Job, JobCancelled, JobRunner, JobStatus, SystemProgress, SystemState
-from acai_omr.render.formats import FORMATS
-
+from acai_omr.render.formats import FORMATS, WEB_FORMATS, ScoreText, write_formats
+from acai_omr.render.outputs import RenderError, render_batch
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +56,17 @@ class ModelHolder:
         """(model, cfg); raises `acai_omr.model.weights.WeightsError` with a clear message."""
         with self._lock:
             if self._loaded is None:
+                # torch comes in here, not at import: a web process that queues to workers never needs it
+                # (importing the web API: 73 MiB and no torch, against 544 MiB with it, measured)
                 import torch
 
+                from acai_omr.inference.decode import compile_decoder
                 from acai_omr.model.weights import load_model
 
                 if self.torch_threads > 0:
                     torch.set_num_threads(self.torch_threads)
                 model, cfg = load_model(self.weights_dir, device=self.device, int8=self.int8)
                 if self.compile:
-                    from acai_omr.inference.decode import compile_decoder
-
                     model = compile_decoder(model)
                 model.eval()
                 for parameter in model.parameters():
@@ -71,22 +74,22 @@ class ModelHolder:
                 self._loaded = (model, cfg)
             return self._loaded
 
-    def status(self) -> dict:
-        """{"ok": bool, "message": str} without raising."""
+    def status(self, load: bool = True) -> dict:
+        """{"ok": bool, "message": str, "accuracy": ...} without raising. `load=False` (a web process that
+        queues to workers, which hold the model) reports the weights' measured accuracy only."""
+        if not load:
+            return {"ok": True, "message": "transcription runs on the queue's workers",
+                    "accuracy": load_accuracy(self.weights_dir)}
         try:
             model, _ = self.get()
         except Exception as error:  # WeightsError, or a broken install
             return {"ok": False, "message": f"Model weights are not available: {error}"}
-        from acai_omr.model.weights import load_accuracy
-
         return {"ok": True, "message": f"model loaded ({model.num_parameters():,} parameters)",
                 "accuracy": load_accuracy(self.weights_dir)}
 
 
 def crop_box(page: Image.Image, box: tuple[float, float, float, float], quad: list | None = None) -> Image.Image:
     """Grayscale crop of one system; a detected box's quad (exact corners) is warped upright."""
-    from acai_omr.detect import SystemBox, crop_system
-
     return crop_system(page, SystemBox(*box, confidence=1.0, quad=quad or [])).convert("L")
 
 
@@ -209,7 +212,7 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     queue worker's) receives job and per-system updates and may raise to cancel.
     Shared by in-process jobs and queue workers, so both write the same files.
     """
-    from acai_omr.inference.batch import decode_crops, system_results
+    from acai_omr.inference.batch import decode_crops, system_results  # torch: see ModelHolder.get
 
     progress.update(status=JobStatus.RUNNING, message="Transcribing…")
     for index, _, _ in systems:
@@ -256,8 +259,7 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
 def write_score(results: list, directory: Path, title: str, progress) -> None:
     """The joined score of these systems in every in-process web format (MusicXML, .mxl, LMX), offered
     for download at once; MuseScore's formats follow in `render_outputs`."""
-    from acai_omr.inference.batch import assemble
-    from acai_omr.render.formats import WEB_FORMATS, ScoreText, write_formats
+    from acai_omr.inference.batch import assemble  # torch: see ModelHolder.get
 
     score = ScoreText(assemble(results, title=title), [" ".join(r.tokens) for r in results])
     keys = [f.key for f in WEB_FORMATS if not f.by_musescore]
@@ -272,9 +274,6 @@ def render_outputs(directory: Path, readable: list[int], timeout: float, progres
     Two MuseScore calls, so that a system MuseScore cannot draw costs only its own
     picture; a failure of the score itself is reported as the job's render_error.
     """
-    from acai_omr.render.formats import WEB_FORMATS, ScoreText, write_formats
-    from acai_omr.render.outputs import RenderError, render_batch
-
     score = ScoreText((directory / "score.musicxml").read_text(encoding="utf-8"), [])
     keys = [f.key for f in WEB_FORMATS if f.by_musescore]
     try:

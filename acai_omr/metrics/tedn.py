@@ -29,6 +29,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from acai_omr.lmx.delinearize import delinearize
+from acai_omr.lmx.musicxml import parse_score_string, read_score
 from acai_omr.metrics._jit import jit
 from acai_omr.metrics.zhang_shasha import FlatTree, tree_edit_distance
 
@@ -117,8 +119,6 @@ def prepare_gold(gold: str | Path | ET.Element) -> ET.Element:
     if isinstance(gold, ET.Element):
         root = copy.deepcopy(gold)
     elif isinstance(gold, (str, Path)):
-        from acai_omr.lmx.musicxml import parse_score_string, read_score
-
         if isinstance(gold, str) and gold.lstrip().startswith("<"):
             root = parse_score_string(gold, source="gold")
         else:
@@ -418,8 +418,6 @@ def _tokens(lmx: str | Sequence[str]) -> list[str]:
 
 def _delinearize(tokens: list[str]):
     """Delinearize with fractional durations; returns (part or None, n_errors, unparseable)."""
-    from acai_omr.lmx.delinearize import delinearize
-
     try:
         result = delinearize(tokens, fractional_durations=True)
     except Exception:  # a delinearizer crash scores like the reference: an empty prediction

@@ -16,11 +16,11 @@ from safetensors.torch import load_file, save_file
 
 from acai_omr.config import ModelConfig
 from acai_omr.model.model import OMRModel
-from acai_omr.paths import REPO_ROOT
+from acai_omr.paths import WEIGHTS_DIR
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-DEFAULT_WEIGHTS_DIR = REPO_ROOT / "weights"
+DEFAULT_WEIGHTS_DIR = WEIGHTS_DIR
 HOW_TO_GET = ("Train a model with `acai-omr train supervised` (it writes weights/), "
               "or pull the repository's weights/ folder (git lfs pull), or pass --weights DIR.")
 
@@ -64,22 +64,6 @@ def quantize_int8(model):
         quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     quantized.cfg = model.cfg
     return quantized.eval()
-
-
-ACCURACY_FILE = "accuracy.json"
-
-
-def load_accuracy(directory: str | Path | None = None) -> dict | None:
-    """What the weights' own evaluation measured (`accuracy.json` beside them: TEDn, pitch figures, the
-    command and date), for the page to tell users how far to trust a transcription; None if absent."""
-    import json
-
-    path = (Path(directory) if directory is not None else DEFAULT_WEIGHTS_DIR) / ACCURACY_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def load_model(directory: str | Path | None = None, device: str | torch.device = "cpu", int8: bool = False):

@@ -25,7 +25,6 @@ greedy dev TEDn is measured before the first step and at every evaluation, and
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import math
 from dataclasses import dataclass, field
@@ -36,8 +35,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from acai_omr.config import GrpoConfig
+from acai_omr.data.dataset import read_manifest, seed_worker
+from acai_omr.data.measures import measure_slice
+from acai_omr.inference.decode import sample
+from acai_omr.lmx.delinearize import delinearize
 from acai_omr.lmx.vocab import VOCAB
+from acai_omr.model.weights import load_model, save_weights
+from acai_omr.train.common import (
+    Trainer,
+    cleanup_runtime,
+    param_groups,
+    read_log,
+    seed_everything,
+    setup_runtime,
+    unwrap,
+)
 from acai_omr.train.reward import RewardComponents, RewardParams, RewardScorer, RewardWeights, combine
+from acai_omr.train.supervised import build_train_data, make_dev_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +203,6 @@ class GoldMusicXml:
     """
 
     def __init__(self, root: str | Path, split: str = "train"):
-        from acai_omr.data.dataset import read_manifest
-
         self.split_dir = Path(root) / split
         self.records = {str(r["id"]): r for r in read_manifest(self.split_dir / "manifest.jsonl")}
         self._cache: dict[str, str] = {}
@@ -198,9 +210,6 @@ class GoldMusicXml:
     def __call__(self, system_id: str, crop: tuple[int, int] | None = None) -> str:
         key = (system_id, None if crop is None else tuple(crop))
         if key not in self._cache:
-            from acai_omr.data.measures import measure_slice
-            from acai_omr.lmx.delinearize import delinearize
-
             record = self.records[system_id]
             lmx = record["lmx"].split() if isinstance(record["lmx"], str) else list(record["lmx"])
             if crop is not None:
@@ -249,8 +258,6 @@ class Rollout:
 def make_rollout(model: nn.Module, batch: dict, cfg: GrpoConfig, sched: dict, scorer: RewardScorer,
                  gold_xml) -> Rollout:
     """Sample G sequences per image (one batched, KV-cached decode), score them, normalise per group."""
-    from acai_omr.inference.decode import sample
-
     images, widths, gold = batch["images"], batch["widths"], batch["tokens"]
     result = sample(model, images, widths, n_samples=cfg.group_size, temperature=sched["temperature"],
                     top_k=sched["top_k"] or None, max_len=sched["max_len"])
@@ -306,12 +313,6 @@ def train_grpo(cfg: GrpoConfig, evaluate=None, stop_at: int | None = None):
     TEDn evaluation (lower is better). The starting weights' score is the bar:
     `best_weights/` is written only by an evaluation that beats it.
     """
-    from acai_omr.data.dataset import seed_worker
-    from acai_omr.model.weights import load_model, save_weights
-    from acai_omr.train.common import (Trainer, cleanup_runtime, param_groups, read_log, seed_everything,
-                                       setup_runtime, unwrap)
-    from acai_omr.train.supervised import build_train_data, make_dev_evaluator
-
     problem = validate_config(cfg)
     if problem:
         raise ValueError(problem)

@@ -13,12 +13,15 @@ from pathlib import Path
 import torch
 
 from acai_omr.config import MaeTrainConfig, ModelConfig
+from acai_omr.data.dataset import SystemDataset, collate_systems, seed_worker
+from acai_omr.model import OMRModel
+from acai_omr.model.mae import MaskedAutoencoder
+from acai_omr.train.common import Trainer, cleanup_runtime, param_groups, seed_everything, setup_runtime
+from acai_omr.train.supervised import build_train_data, model_config_named
 
 
 def make_mae_evaluator(cfg: MaeTrainConfig, mae, model_cfg: ModelConfig, device):
     """Mean reconstruction loss on a fixed dev subset with a fixed mask and degradation (lower is better)."""
-    from acai_omr.data.dataset import SystemDataset, collate_systems
-
     manifest = Path(cfg.data) / "dev" / "manifest.jsonl"
     if not manifest.exists():
         print(f"no dev split at {manifest}: MAE runs without dev evaluation", flush=True)
@@ -46,12 +49,6 @@ def make_mae_evaluator(cfg: MaeTrainConfig, mae, model_cfg: ModelConfig, device)
 
 def train_mae(cfg: MaeTrainConfig, model_cfg: ModelConfig | None = None, evaluate=None, stop_at: int | None = None):
     """Run (or resume) MAE pretraining; returns the Trainer (its .state, .objective = the MaskedAutoencoder)."""
-    from acai_omr.data.dataset import seed_worker
-    from acai_omr.model import OMRModel
-    from acai_omr.model.mae import MaskedAutoencoder
-    from acai_omr.train.common import Trainer, cleanup_runtime, param_groups, seed_everything, setup_runtime
-    from acai_omr.train.supervised import build_train_data, model_config_named
-
     runtime = setup_runtime(cfg.threads, cfg.num_workers, cfg.precision)
     try:
         model_cfg = model_cfg or model_config_named(cfg.model)

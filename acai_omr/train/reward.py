@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Sequence
 
+from acai_omr.lmx.delinearize import delinearize
+from acai_omr.metrics.tedn import prepare_gold, tedn
+
 log = logging.getLogger(__name__)
 
 REPEAT_NGRAMS = (2, 3, 4)
@@ -136,17 +139,12 @@ def combine(c: RewardComponents, w: RewardWeights) -> float:
 
 @lru_cache(maxsize=256)
 def _prepared_gold(gold_musicxml: str):
-    from acai_omr.metrics.tedn import prepare_gold
-
     return prepare_gold(gold_musicxml)
 
 
 def _measure_tedn(pred: list[str], gold_musicxml: str, params: RewardParams) -> tuple[float, bool, int]:
     """(TEDn in the configured mode, unparseable, soft errors); an unparseable sample is compared as empty."""
     import xml.etree.ElementTree as ET
-
-    from acai_omr.lmx.delinearize import delinearize
-    from acai_omr.metrics.tedn import tedn
 
     gold_part = _prepared_gold(gold_musicxml)  # tedn() copies before pruning: the cached part stays intact
     result = delinearize(pred, fractional_durations=True)

@@ -26,9 +26,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from acai_omr.config import DegradeConfig, ModelConfig, SupervisedTrainConfig
+from acai_omr.data.dataset import SystemDataset, collate_systems, seed_worker
+from acai_omr.data.sampler import WidthBucketSampler
+from acai_omr.inference.evaluate import evaluate_model, load_eval_samples
+from acai_omr.lmx.reading_order import reading_order
 from acai_omr.lmx.vocab import VOCAB
+from acai_omr.model import OMRModel
 from acai_omr.model.heads import NoteMapHead, PatchReconstructionHead, ReadingOrderCTCHead, SymbolPresenceHead
-from acai_omr.model.model import masked_mean
+from acai_omr.model.model import header_targets, masked_mean
+from acai_omr.model.weights import load_config, load_model, save_weights
+from acai_omr.train.common import (
+    Trainer,
+    cleanup_runtime,
+    load_checkpoint,
+    param_groups,
+    seed_everything,
+    setup_runtime,
+)
 
 PAD_ID = VOCAB.pad_id
 
@@ -89,8 +103,6 @@ def drop_tokens(tokens_in: torch.Tensor, rate: float) -> torch.Tensor:
 
 def reading_order_targets(tokens: torch.Tensor) -> list[list[int]]:
     """[B, T] LMX ids (with <bos>/<eos>/<pad>) -> each row's visible notes as ids, in reading order."""
-    from acai_omr.lmx.reading_order import reading_order
-
     return [VOCAB.encode(reading_order(VOCAB.decode(row.tolist()))) for row in tokens]
 
 
@@ -190,8 +202,6 @@ class SupervisedObjective(nn.Module):
     def header_loss(self, encoded, valid, tokens):
         """Cross-entropy of the header head's key and time answers, over the rows whose first measure
         names a key (system starts and printed key changes); 0 for a batch without one."""
-        from acai_omr.model.model import header_targets
-
         key_logits, time_logits = self.model.header(encoded, valid)
         key, time, has = header_targets(tokens)
         if not bool(has.any()):
@@ -217,8 +227,6 @@ def model_config_named(name: str) -> ModelConfig:
 
 def load_mae_encoder(model: nn.Module, path: str | Path, model_cfg: ModelConfig) -> int:
     """Copy the encoder weights of an MAE run's checkpoint into `model.encoder`; returns the tensor count."""
-    from acai_omr.train.common import load_checkpoint
-
     ckpt = load_checkpoint(Path(path))
     saved_cfg = ckpt.get("model_config")
     if saved_cfg is not None:
@@ -246,8 +254,6 @@ def run_model_config(cfg: SupervisedTrainConfig) -> ModelConfig:
     if not cfg.init_weights:
         shape = dataclasses.replace(preset, read_measures=read_measures)
     else:
-        from acai_omr.model.weights import load_config
-
         shape = dataclasses.replace(load_config(cfg.init_weights), center_memory=preset.center_memory,
                                     read_measures=read_measures)
     # the conv stem and the sin-cos positions have no weights tied to the height: any height loads the same tensors
@@ -262,8 +268,6 @@ def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
     The weights must have the tensors and shapes of `model_cfg` (see `run_model_config`). Settings
     without weights of their own (e.g. `center_memory`) may differ, so a run can switch them on for
     weights trained before they existed."""
-    from acai_omr.model.weights import load_model
-
     trained, trained_cfg = load_model(weights_dir, "cpu")
     ours = model.state_dict()
     theirs = trained.state_dict()
@@ -283,9 +287,6 @@ def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, c
     `crop_measures`: share of items cut to 1..max_crop_measures measures (labelled phases only), starting at
     the system's first measure with chance `crop_first_share`."""
     from functools import partial
-
-    from acai_omr.data.dataset import SystemDataset, collate_systems
-    from acai_omr.data.sampler import WidthBucketSampler
 
     dataset = SystemDataset(cfg.data, "train", height=model_cfg.image_height, augment=cfg.augment, seed=cfg.seed,
                             max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
@@ -316,10 +317,6 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
     `evaluate(model, step) -> metrics` overrides the default dev evaluation
     (greedy decoding of `eval_limit` systems of `eval_split`, scored by TEDn).
     """
-    from acai_omr.data.dataset import seed_worker
-    from acai_omr.model import OMRModel
-    from acai_omr.train.common import Trainer, cleanup_runtime, param_groups, seed_everything, setup_runtime
-
     runtime = setup_runtime(cfg.threads, cfg.num_workers, cfg.precision)
     try:
         seed_everything(cfg.seed + runtime.rank)
@@ -362,8 +359,6 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
         export_dir = Path(cfg.out) / "best_weights"
 
         def on_best(step, metrics):
-            from acai_omr.model.weights import save_weights
-
             save_weights(model, model_cfg, export_dir)
 
         trainer = Trainer(cfg, runtime, objective, groups, dataset, make_batch_sampler, collate, loss_fn,
@@ -377,8 +372,6 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
 
 def make_dev_evaluator(cfg: SupervisedTrainConfig, model: nn.Module, model_cfg: ModelConfig, device):
     """Greedy-decode a fixed dev subset and score it; `score` = corpus TEDn (lower is better)."""
-    from acai_omr.inference.evaluate import evaluate_model, load_eval_samples
-
     samples = load_eval_samples(cfg.eval_split, data_root=cfg.data, height=model_cfg.image_height,
                                 limit=cfg.eval_limit, degraded=False, max_width=model_cfg.max_image_width,
                                 read_measures=model_cfg.read_measures)

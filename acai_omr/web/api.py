@@ -86,7 +86,7 @@ def status():
     s = state()
     cfg = s.cfg
     return jsonify(
-        weights=s.model.status(),
+        weights=s.model.status(load=not cfg.redis_url),
         queue=_queue_status(s),
         states=vocabulary(),
         limits={"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels, "max_side": cfg.max_side,
@@ -193,7 +193,7 @@ def create_job():
     if upload is None:
         raise ApiError("No such upload (it may have expired); upload the file again.", 404)
     systems = _parse_systems(body, upload.meta, s.cfg.max_systems)
-    weights = s.model.status()
+    weights = s.model.status(load=not s.cfg.redis_url)  # with a queue, the workers load the model
     if not weights["ok"]:
         raise ApiError(weights["message"], 503)
     client = client_address()

@@ -18,8 +18,12 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from acai_omr.config import WebConfig
-from acai_omr.detect.pages_io import SINGLE_PICTURE_FORMATS  # importing it also lets Pillow open HEIC
+from acai_omr.config import DetectConfig, WebConfig
+from acai_omr.detect import PageInputError, detect_systems, load_page_images, parse_pages
+from acai_omr.detect.pages_io import (
+    SINGLE_PICTURE_FORMATS,  # importing it also lets Pillow open HEIC
+    open_header,
+)
 
 ID_PATTERN = r"[0-9a-f]{32}"
 VIEW_MAX_SIDE = 1600  # pixels: the page image sent to the browser
@@ -69,8 +73,6 @@ def sniff_type(head: bytes) -> str | None:
 def check_image_header(path: Path, kind: str, cfg: WebConfig, name: str = "The image") -> None:
     """Refuse images whose header claims too many pixels, before any pixel is decoded. Messages name the
     file (`name`) and the limit that applies, in the user's words."""
-    from acai_omr.detect.pages_io import open_header
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -117,9 +119,6 @@ class StoredUpload:
 
 def save_upload(file_storage, work_dir: Path, cfg: WebConfig, pages_spec: str | None = None) -> StoredUpload:
     """Validate an uploaded file, decode its pages, detect systems; raise UploadError when refused."""
-    from acai_omr.config import DetectConfig
-    from acai_omr.detect import PageInputError, detect_systems, load_page_images, parse_pages
-
     upload_id = new_id()
     directory = work_dir / "uploads" / upload_id
     directory.mkdir(parents=True)
