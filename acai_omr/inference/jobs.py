@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 from acai_omr.inference.confidence import confidence_words
 
@@ -69,6 +70,18 @@ def vocabulary() -> dict:
 
 class JobCancelled(Exception):
     """Raised inside a worker when the user cancelled the job."""
+
+
+class Progress(Protocol):
+    """What a running job reports through: `pipeline.LocalProgress` (straight into the `Job`) and
+    `queue.QueueProgress` (into the RQ job's meta, read by the web process)."""
+
+    def update(self, **fields) -> None: ...
+
+    def update_system(self, index: int, **fields) -> None: ...
+
+    def check_cancel(self) -> None:
+        """Raise `JobCancelled` if the user cancelled."""
 
 
 @dataclass
@@ -160,21 +173,21 @@ class JobRunner:
     def update(self, job: Job, **fields) -> None:
         if "status" in fields:
             fields["status"] = JobStatus(fields["status"])
-        with self.changed:
-            for name, value in fields.items():
-                setattr(job, name, value)
-            job.version += 1
-            if "status" in fields:
-                job.save()
-            self.changed.notify_all()
+        self._set(job, job, fields, save="status" in fields)
 
     def update_system(self, job: Job, system: SystemProgress, **fields) -> None:
         if "state" in fields:
             fields["state"] = SystemState(fields["state"])
+        self._set(job, system, fields)
+
+    def _set(self, job: Job, target, fields: dict, save: bool = False) -> None:
+        """Change `target` (the job or one of its systems), bump the job's version, wake the watchers."""
         with self.changed:
             for name, value in fields.items():
-                setattr(system, name, value)
+                setattr(target, name, value)
             job.version += 1
+            if save:
+                job.save()
             self.changed.notify_all()
 
     def wait_change(self, job: Job, seen_version: int, timeout: float) -> dict:

@@ -27,7 +27,9 @@ from PIL import Image
 from acai_omr.config import DecodeConfig
 from acai_omr.detect import SystemBox, crop_system
 from acai_omr.inference.confidence import load_accuracy
-from acai_omr.inference.jobs import TERMINAL, Job, JobCancelled, JobRunner, JobStatus, SystemProgress, SystemState
+from acai_omr.inference.jobs import (
+    TERMINAL, Job, JobCancelled, JobRunner, JobStatus, Progress, SystemProgress, SystemState,
+)
 from acai_omr.render.formats import FORMATS, WEB_FORMATS, ScoreText, write_formats
 from acai_omr.render.outputs import RenderError, render_batch
 
@@ -205,7 +207,7 @@ def run_job(job: Job, pages: dict[int, Path], runner: LocalJobRunner) -> None:
 
 
 def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int, tuple]], directory: Path,
-                   settings: PipelineSettings, progress, title: str = "") -> None:
+                   settings: PipelineSettings, progress: Progress, title: str = "") -> None:
     """Crops -> batched decoding -> per-system and whole-score files in `directory`, then rendering.
 
     `systems` holds (index, page, box) per crop. `progress` (LocalProgress, or the
@@ -256,7 +258,7 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     progress.update(status=JobStatus.DONE, message="Done.", finished_at=time.time())
 
 
-def write_score(results: list, directory: Path, title: str, progress) -> None:
+def write_score(results: list, directory: Path, title: str, progress: Progress) -> None:
     """The joined score of these systems in every in-process web format (MusicXML, .mxl, LMX), offered
     for download at once; MuseScore's formats follow in `render_outputs`."""
     from acai_omr.inference.batch import assemble  # torch: see ModelHolder.get
@@ -267,7 +269,7 @@ def write_score(results: list, directory: Path, title: str, progress) -> None:
     progress.update(outputs={key: FORMATS[key].job_file for key in keys})
 
 
-def render_outputs(directory: Path, readable: list[int], timeout: float, progress) -> None:
+def render_outputs(directory: Path, readable: list[int], timeout: float, progress: Progress) -> None:
     """The score in MuseScore's web formats (PNG pages, PDF, MIDI), then each readable system alone
     (trimmed PNG).
 
