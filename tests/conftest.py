@@ -12,6 +12,17 @@ import io
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: extra intra-op threads only add overhead (and stall badly on a busy machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny_model_config():
     from acai_omr.config import ModelConfig
 

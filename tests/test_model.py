@@ -8,13 +8,7 @@ from acai_omr.lmx.vocab import VOCAB
 from acai_omr.model.model import OMRModel, sincos_2d
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: extra intra-op threads only add overhead (and stall badly on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def tiny_config(**overrides) -> ModelConfig:

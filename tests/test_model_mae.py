@@ -8,12 +8,7 @@ from acai_omr.model.mae import MaskedAutoencoder, patchify, unpatchify
 from acai_omr.model.model import OMRModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(params=["conv", "linear"])
