@@ -33,7 +33,7 @@ from PIL import Image
 
 from acai_omr.config import DecodeConfig
 from acai_omr.inference.jobs import TERMINAL, Job, JobCancelled, JobRunner, JobStatus, SystemState
-from acai_omr.inference.pipeline import ModelHolder, PipelineSettings, crop_systems, transcribe_job
+from acai_omr.inference.pipeline import ModelHolder, PipelineSettings, crop_systems, give_memory_back, transcribe_job
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ def run_queued_job(payload: dict) -> dict:
             transcribe_job(model, crops, systems, Path(tmp), settings, progress, title=payload.get("title", ""))
         except JobCancelled:  # the finished systems' score, if any, comes back with the cancellation
             return {"cancelled": True, "state": progress.state, "files": _job_files(Path(tmp))}
+        finally:
+            give_memory_back()
         return {"cancelled": False, "state": progress.state, "files": _job_files(Path(tmp))}
 
 
