@@ -4,7 +4,8 @@ Subcommands live next to the code they drive. Each module listed in
 ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
 subcommands (with ``set_defaults(func=...)``) to the named group. Modules are
 imported when the parser is built, so they must keep heavy imports (torch,
-verovio, ...) inside the functions that run the command.
+verovio, ...) inside the functions that run the command: `acai-omr --help`
+takes 1.2-1.4 s, importing torch alone 2.6 s (measured 2026-12-05).
 """
 
 from __future__ import annotations
