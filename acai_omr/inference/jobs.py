@@ -201,19 +201,17 @@ class JobRunner:
 
     def restore(self, directory: Path) -> Job | None:
         """A job this server does not hold, from the job.json in its folder (a restart, or another instance).
-
-        Finished jobs come back as they were. A job that was queued or running in this process when it
-        stopped cannot go on: it comes back failed, saying so.
-        """
+        Finished jobs come back as they were; what becomes of an unfinished one is the runner's `_resume`."""
         job = Job.load(directory)
         if job is None:
             return None
         with self.changed:
             job = self.jobs.setdefault(job.id, job)
-            if job.status not in TERMINAL:
-                self.update(job, status=JobStatus.FAILED, finished_at=time.time(),
-                            message="The server restarted while this job was being transcribed; please start it again.")
+        self._resume(job)
         return job
+
+    def _resume(self, job: Job) -> None:
+        raise NotImplementedError
 
     def refresh(self, job: Job) -> None:
         """Bring `job` up to date (in-process jobs always are; the queue runner pulls from Redis)."""

@@ -120,6 +120,12 @@ class LocalJobRunner(JobRunner):
         job.save()
         self.pool.submit(self._run_safely, job, pages)
 
+    def _resume(self, job: Job) -> None:
+        """A job queued or running in this process when it stopped cannot go on: it ends failed, saying so."""
+        if job.status not in TERMINAL:
+            self.update(job, status=JobStatus.FAILED, finished_at=time.time(),
+                        message="The server restarted while this job was being transcribed; please start it again.")
+
     def cancel(self, job: Job) -> None:
         """Stop a job: a queued one at once, a running one after its current system."""
         with self.changed:
@@ -264,16 +270,16 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
             write_score([finished[row] for row in sorted(finished)], directory, title, progress)
         raise
     results = system_results(decoded, [p for _, p, _ in systems], [b for _, _, b in systems])
-    write_score(results, directory, title, progress)
+    score = write_score(results, directory, title, progress)
 
     if settings.render:
         progress.update(status=JobStatus.RENDERING, message="Rendering the score with MuseScore…")
-        render_outputs(directory, [index for (index, _, _), r in zip(systems, results) if r.part is not None],
-                       settings.render_timeout, progress)
+        readable = [index for (index, _, _), result in zip(systems, results) if result.part is not None]
+        render_outputs(score, directory, readable, settings.render_timeout, progress)
     progress.update(status=JobStatus.DONE, message="Done.", finished_at=time.time())
 
 
-def write_score(results: list, directory: Path, title: str, progress: Progress) -> None:
+def write_score(results: list, directory: Path, title: str, progress: Progress) -> ScoreText:
     """The joined score of these systems in every in-process web format (MusicXML, .mxl, LMX), offered
     for download at once; MuseScore's formats follow in `render_outputs`."""
     from acai_omr.inference.batch import assemble  # torch: see ModelHolder.get
@@ -282,16 +288,17 @@ def write_score(results: list, directory: Path, title: str, progress: Progress) 
     keys = [f.key for f in WEB_FORMATS if not f.by_musescore]
     write_formats(score, directory / "score", keys)
     progress.update(outputs={key: FORMATS[key].job_file for key in keys})
+    return score
 
 
-def render_outputs(directory: Path, readable: list[int], timeout: float, progress: Progress) -> None:
+def render_outputs(score: ScoreText, directory: Path, readable: list[int], timeout: float,
+                   progress: Progress) -> None:
     """The score in MuseScore's web formats (PNG pages, PDF, MIDI), then each readable system alone
     (trimmed PNG).
 
     Two MuseScore calls, so that a system MuseScore cannot draw costs only its own
     picture; a failure of the score itself is reported as the job's render_error.
     """
-    score = ScoreText((directory / "score.musicxml").read_text(encoding="utf-8"), [])
     keys = [f.key for f in WEB_FORMATS if f.by_musescore]
     try:
         write_formats(score, directory / "score", keys, timeout=timeout)

@@ -107,7 +107,7 @@ def run_queued_job(payload: dict) -> dict:
     model, _ = holder.get()
     crops = [Image.open(io.BytesIO(data)).convert("L") for data in payload["crops"]]
     systems = [(s["index"], s["page"], tuple(s["box"])) for s in payload["systems"]]
-    given = dict(payload["settings"])
+    given = payload["settings"]
     settings = PipelineSettings(render=given["render"], render_timeout=given["render_timeout"],
                                 decode=DecodeConfig(**given["decode"]))
     with tempfile.TemporaryDirectory(prefix="acai-omr-job-") as tmp:
@@ -133,7 +133,7 @@ def run_worker(redis_url: str, queue_name: str, weights_dir: str | None, burst: 
     its thread pools, and the model stays loaded between jobs.
     """
     from redis import Redis
-    from rq import Queue, SimpleWorker
+    from rq import Queue
 
     holder = ModelHolder(weights_dir, device, torch_threads, int8, compile)
     holder.get()  # fail now, with the weights error, rather than on the first job
@@ -349,15 +349,9 @@ class QueueJobRunner(JobRunner):
             self.refresh(job)
         return job
 
-    def restore(self, directory: Path) -> Job | None:
-        """A job from its job.json: its worker does not depend on this process, so Redis has its state."""
-        job = Job.load(directory)
-        if job is None:
-            return None
-        with self.changed:
-            job = self.jobs.setdefault(job.id, job)
+    def _resume(self, job: Job) -> None:
+        """Its worker does not depend on this process: Redis has the job's state."""
         self.refresh(job)
-        return job
 
     def snapshot(self, job: Job) -> dict:
         self.refresh(job)

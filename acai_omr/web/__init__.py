@@ -77,8 +77,7 @@ class AppState:
         self._last_clean = time.time()
         self._clean_lock = threading.Lock()
         # progress streams hold a server thread each: a bounded share, so uploads and /healthz always get one
-        self.streams = threading.BoundedSemaphore(max(cfg.max_streams, 0) or 1)
-        self.streams_enabled = cfg.max_streams > 0
+        self.streams = threading.BoundedSemaphore(cfg.max_streams) if cfg.max_streams > 0 else None
 
     def init_app(self, app: Flask) -> AppState:
         app.extensions["acai_omr"] = self

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 
 from acai_omr.inference.jobs import TERMINAL, Job, SystemProgress, vocabulary
 from acai_omr.inference.queue import QueueUnavailable, live_workers
-from acai_omr.render.formats import WEB_FORMATS
+from acai_omr.render.formats import FORMATS, WEB_FORMATS
 from acai_omr.web.limits import active_jobs_message, client_address
 from acai_omr.web.uploads import ID_PATTERN, UploadError, load_upload, new_id, save_upload
 
@@ -197,10 +197,7 @@ def create_job():
     if not weights["ok"]:
         raise ApiError(weights["message"], 503)
     client = client_address()
-    mine = [job for job in list(s.runner.jobs.values()) if job.client == client and job.status not in TERMINAL]
-    for job in mine:
-        s.runner.refresh(job)  # in Redis mode a job may have ended since anyone looked
-    refusal = active_jobs_message(mine, client, s.cfg.max_active_jobs)
+    refusal = active_jobs_message(s.runner, client, s.cfg.max_active_jobs)
     if refusal:
         raise ApiError(refusal, 429)
     job_id = new_id()
@@ -240,7 +237,7 @@ def job_events(job_id: str):
     job = _job(job_id)
     s = state()
     runner = s.runner
-    if not (s.streams_enabled and s.streams.acquire(blocking=False)):
+    if s.streams is None or not s.streams.acquire(blocking=False):
         response = jsonify(error="Too many progress streams are open; follow the job by polling "
                                  f"/api/jobs/{job.id} instead.")
         return response, 503, {"Retry-After": "5"}
@@ -280,18 +277,17 @@ def _job_file(job: Job, name: str) -> Path:
 @bp.get("/jobs/<job_id>/result.<ext>")
 def job_result(job_id: str, ext: str):
     job = _job(job_id)
-    offered = {f.key: f for f in WEB_FORMATS}
-    if ext not in offered:
-        raise ApiError(f"Unknown result type .{ext}; choose one of {', '.join(offered)}.", 404)
-    kind, name, mimetype = ext, offered[ext].job_file, offered[ext].mime
-    if kind not in job.outputs:
+    offered = FORMATS.get(ext)
+    if offered is None or not offered.job_file:
+        raise ApiError(f"Unknown result type .{ext}; choose one of {', '.join(f.key for f in WEB_FORMATS)}.", 404)
+    if ext not in job.outputs:
         if job.status not in TERMINAL:
             raise ApiError("The job is not finished yet.", 409)
-        if kind in ("pdf", "mid") and job.render_error:
+        if ext in ("pdf", "mid") and job.render_error:
             raise ApiError(job.render_error, 404)
         raise ApiError(f"This job has no .{ext} result ({job.message or job.status}).", 404)
     download = request.args.get("download") == "1"
-    return send_file(_job_file(job, name), mimetype=mimetype, as_attachment=download,
+    return send_file(_job_file(job, offered.job_file), mimetype=offered.mime, as_attachment=download,
                      download_name=f"{job.title or 'acai-omr-' + job.id[:8]}.{ext}", max_age=0)
 
 

@@ -22,8 +22,7 @@ RATE_LIMITED_ROUTES = {  # endpoint -> (WebConfig field with its limit, what the
 }
 
 
-def client_address() -> str:
-    return get_remote_address()
+client_address = get_remote_address  # the request's client (X-Forwarded-For's behind proxy_hops proxies)
 
 
 def init_app(app: Flask, cfg: WebConfig) -> Limiter:
@@ -49,14 +48,16 @@ def init_app(app: Flask, cfg: WebConfig) -> Limiter:
     return limiter
 
 
-def active_jobs_message(jobs, client: str, limit: int) -> str | None:
-    """Why this client may not start another job now (None: it may); `jobs` are fresh snapshots' jobs."""
+def active_jobs_message(runner, client: str, limit: int) -> str | None:
+    """Why this client may not start another job now (None: it may), from its jobs' fresh states."""
     if limit <= 0:
         return None
-    active = sum(1 for job in jobs if job.client == client and job.status not in TERMINAL)
+    active = 0
+    for job in list(runner.jobs.values()):
+        if job.client == client and job.status not in TERMINAL:
+            runner.refresh(job)  # in Redis mode a job may have ended since anyone looked
+            active += job.status not in TERMINAL
     if active >= limit:
         return (f"You already have {active} transcription{'s' if active > 1 else ''} queued or running; "
                 f"wait for one to finish (or cancel it) before starting another.")
     return None
-
-
