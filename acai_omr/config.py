@@ -330,13 +330,15 @@ class DecodeConfig:
     max_tokens: int = 0  # LMX tokens generated per piece read (a system, or a run of measures); 0 = the model's limit
     constrained: bool = True  # decode following the LMX grammar (always-parseable output)
     read_measures: int = -1  # measures per piece read; -1 = the weights' own, 0 = whole systems
+    stop_runaways: bool = True  # close a piece whose measure overruns every real one (inference.decode.RunawayLimits)
 
     def options(self, model_max_tokens: int | None = None) -> dict:
         """Keyword arguments of `inference.batch.decode_systems` (the token cap fitted to the model's)."""
         max_len = self.max_tokens or None
         if max_len is not None and model_max_tokens is not None:
             max_len = min(max_len, model_max_tokens - 1)
-        return {"batch_size": self.batch_size, "beam": self.beam, "max_len": max_len, "constrained": self.constrained}
+        return {"batch_size": self.batch_size, "beam": self.beam, "max_len": max_len, "constrained": self.constrained,
+                "stop_runaways": self.stop_runaways}
 
     @property
     def pieces(self) -> int | None:

@@ -106,8 +106,10 @@ def test_product_decoding_groups_pitches_unless_asked_not_to(model, batch):
     prepared = [(images[i, :, :, : int(widths[i])], int(widths[i])) for i in range(3)]
     grouped = greedy_decode(model, images, widths, max_len=20, constrained=True, group_pitches=True)
     plain = greedy_decode(model, images, widths, max_len=20, constrained=True)
-    assert [r.token_ids for r in decode_prepared(model, prepared, max_len=20)] == [r.token_ids for r in grouped]
-    assert ([r.token_ids for r in decode_prepared(model, prepared, max_len=20, group_pitches=False)]
+    # (an untrained model's notes run past any real measure: leave the runaway stop out of this comparison)
+    assert ([r.token_ids for r in decode_prepared(model, prepared, max_len=20, stop_runaways=False)]
+            == [r.token_ids for r in grouped])
+    assert ([r.token_ids for r in decode_prepared(model, prepared, max_len=20, group_pitches=False, stop_runaways=False)]
             == [r.token_ids for r in plain])
 
 

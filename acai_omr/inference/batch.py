@@ -17,7 +17,7 @@ import torch
 from acai_omr.data.preprocess import gray_pixels, reading_pieces
 from acai_omr.inference.assemble import BREAK_PAGE, BREAK_SYSTEM, assemble_score
 from acai_omr.inference.confidence import confidence_words, system_confidence
-from acai_omr.inference.decode import DecodeResult, beam_search, greedy_decode
+from acai_omr.inference.decode import DecodeResult, RunawayLimits, beam_search, greedy_decode
 from acai_omr.lmx.delinearize import delinearize
 
 
@@ -97,12 +97,12 @@ def join_results(pieces: list[DecodeResult]) -> DecodeResult:
                         token_logprobs=[v for p in pieces for v in p.token_logprobs],
                         logprob=sum(p.logprob for p in pieces),
                         confidence=sum(p.confidence * n for p, n in zip(pieces, counts)) / sum(counts),
-                        finished=all(p.finished for p in pieces))
+                        finished=all(p.finished for p in pieces), runaway=any(p.runaway for p in pieces))
 
 
 def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_size: int = 8, beam: int = 1,
                     max_len: int | None = None, constrained: bool = True, group_pitches: bool = True,
-                    read_header: bool = True,
+                    read_header: bool = True, stop_runaways: bool = True,
                     on_batch: Callable[[list[int], list[DecodeResult]], None] | None = None,
                     on_step: Callable[[list[int], list[int]], None] | None = None) -> list[DecodeResult]:
     """Model-ready images ([1, H, W] tensors with their valid widths) -> DecodeResult each, in the input order.
@@ -110,7 +110,8 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
     Greedy decoding (beam 1) writes the key and time signature the weights' header head reads unless
     `read_header` is False (`acai_omr.inference.decode.HeaderReader`), and
     lets the pitch tokens compete as one unless `group_pitches` is False
-    (`acai_omr.inference.decode.pitch_grouped_argmax`).
+    (`acai_omr.inference.decode.pitch_grouped_argmax`), and closes a looping piece early unless
+    `stop_runaways` is False (`acai_omr.inference.decode.RunawayLimits`).
 
     Images are sorted by width and decoded `batch_size` at a time (padded with
     white to the widest of the batch). `on_step(indices, tokens written)` hears greedy decoding's
@@ -129,7 +130,8 @@ def decode_prepared(model, prepared: list[tuple[torch.Tensor, int]], *, batch_si
             else:
                 step = None if on_step is None else (lambda counts, rows=indices: on_step(rows, counts))
                 decoded = greedy_decode(model, images, widths, max_len=max_len, constrained=constrained,
-                                        group_pitches=group_pitches, read_header=read_header, on_step=step)
+                                        group_pitches=group_pitches, read_header=read_header, on_step=step,
+                                        runaway=RunawayLimits() if stop_runaways else None)
             for i, result in zip(indices, decoded):
                 results[i] = result
             if on_batch is not None:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from acai_omr.inference.grammar import lmx_grammar
+from acai_omr.lmx.clock import MeasureClock
 from acai_omr.lmx.reading_order import NOTE_LABELS, REST
 from acai_omr.lmx.vocab import VOCAB
 from acai_omr.model.model import KEY_IDS, MEASURE_ID, OMRModel, header_token_ids
@@ -44,6 +45,7 @@ class DecodeResult:
     confidence: float  # mean per-token probability (<eos> included), 0..1
     finished: bool  # True if <eos> was produced; False if cut at max_len
     token_logprobs: list[float] = field(default_factory=list)  # log-prob of each generated token (no <eos>)
+    runaway: bool = False  # a measure overran every real measure's bounds and the piece was closed early
 
     @property
     def tokens(self) -> list[str]:
@@ -163,17 +165,65 @@ class HeaderReader:
 PROGRESS_EVERY = 16  # decoding steps between `on_step` reports
 
 
-def decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None):
+@dataclass(frozen=True)
+class RunawayLimits:
+    """A bound no real measure reaches; a piece whose measure passes it is looping, not reading.
+
+    A decoder that has lost its place sometimes writes the same notes over and over until the token
+    cap (the twelfth session's weights: 2 of 198 lieder-dev systems, each then scoring over 200%
+    TEDn). In the 68,753 measures of the Lieder training systems no voice gets further than 10
+    quarters into a measure; 16 (four whole notes) leaves room for a 4/2 or 6/2 measure. What is not
+    bounded: a loop that does not move time forward (chords, backups), which the token cap ends.
+    """
+
+    quarters: float = 16.0  # furthest any voice may get into one measure
+
+
+class RunawayGuard:
+    """Follows each row's measure (`MeasureClock`) and names the rows that overran `RunawayLimits`."""
+
+    def __init__(self, rows: int, limits: RunawayLimits):
+        self.limits = limits
+        self.clocks = [MeasureClock() for _ in range(rows)]
+        self.tripped = [False] * rows
+
+    def update(self, tokens: list[int], finished: list[bool]) -> list[int]:
+        """Feed one step's tokens; returns the rows that overran just now."""
+        newly = []
+        for row, (token, over) in enumerate(zip(tokens, finished)):
+            if over or self.tripped[row]:
+                continue
+            clock = self.clocks[row]
+            clock.feed(VOCAB.tokens[token])
+            if clock.peak > self.limits.quarters:
+                self.tripped[row] = True
+                newly.append(row)
+        return newly
+
+
+def decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None,
+                 runaway: RunawayLimits | None = None):
     """The step loop greedy decoding and sampling share: ``pick(last, finished, states, remaining)``
     chooses each row's next token and its log-probability; finished rows get <pad> (log-prob 0).
-    ``on_step(tokens per row)`` hears every PROGRESS_EVERY steps how many tokens each row has written."""
+    ``remaining`` (tokens each row may still write, <eos> included: an int, or a [rows] tensor once a
+    row has been cut short) lets the grammar close the last item in time.
+    ``on_step(tokens per row)`` hears every PROGRESS_EVERY steps how many tokens each row has written.
+    With ``runaway`` limits, a row whose measure overruns them is closed as soon as the grammar
+    allows (at once without a grammar); the fourth value returned flags those rows."""
     last = torch.full((rows,), BOS_ID, dtype=torch.long, device=device)
     states = grammar.initial(rows, device) if grammar else None
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     written = torch.zeros(rows, dtype=torch.long, device=device)  # real tokens per row, for on_step
+    guard = RunawayGuard(rows, runaway) if runaway is not None else None
+    deadline = None  # [rows] step by which each row must have written <eos>, once one is cut short
     steps_ids, steps_logp = [], []
     for step in range(max_len):
-        token, token_logp = pick(last, finished, states, max_len - step)
+        remaining = max_len - step if deadline is None else (deadline - step).clamp(min=1, max=max_len - step)
+        token, token_logp = pick(last, finished, states, remaining)
+        if deadline is not None and grammar is None:  # nothing to close: a cut row ends here
+            due = deadline <= step + 1
+            token = torch.where(due, EOS_ID, token)
+            token_logp = torch.where(due, 0.0, token_logp)
         token = torch.where(finished, PAD_ID, token)
         steps_ids.append(token)
         steps_logp.append(torch.where(finished, 0.0, token_logp))
@@ -186,7 +236,17 @@ def decode_steps(rows: int, device, max_len: int, grammar, pick, on_step=None):
         if on_step is not None and (step + 1) % PROGRESS_EVERY == 0:
             on_step(written.tolist())
         last = token
-    return torch.stack(steps_ids, 1), torch.stack(steps_logp, 1), finished
+        if guard is not None:
+            cut = guard.update(token.tolist(), finished.tolist())
+            if cut:
+                if deadline is None:
+                    deadline = torch.full((rows,), max_len, dtype=torch.long, device=device)
+                rows_cut = torch.tensor(cut, dtype=torch.long, device=device)
+                # the fewest tokens that close the open item and write <eos> (one, <eos>, without a grammar)
+                needed = grammar.shortest_ending(states[rows_cut]) if grammar is not None else 1
+                deadline[rows_cut] = step + 1 + needed
+    tripped = torch.tensor(guard.tripped if guard is not None else [False] * rows, dtype=torch.bool)
+    return torch.stack(steps_ids, 1), torch.stack(steps_logp, 1), finished, tripped
 
 
 def pitch_grouped_argmax(logp: torch.Tensor, pitch_mask: torch.Tensor = PITCH_MASK) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,10 +270,11 @@ def pitch_grouped_argmax(logp: torch.Tensor, pitch_mask: torch.Tensor = PITCH_MA
 
 def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, max_len: int | None = None,
                   constrained: bool = False, group_pitches: bool = False,
-                  read_header: bool = False, on_step=None) -> list[DecodeResult]:
+                  read_header: bool = False, on_step=None, runaway: RunawayLimits | None = None) -> list[DecodeResult]:
     """Most probable token at each step, for each image of the batch; with `group_pitches`, the pitch
-    tokens compete as one (`pitch_grouped_argmax`), and with `read_header` a model's header head names
-    the key and time signature (`HeaderReader`), as the product decodes."""
+    tokens compete as one (`pitch_grouped_argmax`), with `read_header` a model's header head names
+    the key and time signature (`HeaderReader`), and with `runaway` limits a looping piece is closed
+    early (`RunawayLimits`), as the product decodes."""
     max_len = resolve_max_len(model, max_len)
     grammar = grammar_for(constrained)
     B, device = images.shape[0], images.device
@@ -230,14 +291,15 @@ def greedy_decode(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, m
                 token, token_logp = header.apply(token, token_logp, logp, finished)
             return token, token_logp
 
-        ids, logps, _ = decode_steps(B, device, max_len, grammar, pick, on_step)
-    return collect_results(ids, logps)
+        ids, logps, _, tripped = decode_steps(B, device, max_len, grammar, pick, on_step, runaway)
+    return collect_results(ids, logps, tripped.tolist())
 
 
-def collect_results(ids: torch.Tensor, logps: torch.Tensor) -> list[DecodeResult]:
+def collect_results(ids: torch.Tensor, logps: torch.Tensor, runaway: list[bool] | None = None) -> list[DecodeResult]:
     """Rows of generated ids (padded after <eos>) -> DecodeResults."""
     results = []
-    for row_ids, row_logp in zip(ids.tolist(), logps.tolist()):
+    runaway = runaway or [False] * ids.shape[0]
+    for row_ids, row_logp, cut in zip(ids.tolist(), logps.tolist(), runaway):
         n = len(row_ids)
         finished = EOS_ID in row_ids
         if finished:
@@ -246,7 +308,7 @@ def collect_results(ids: torch.Tensor, logps: torch.Tensor) -> list[DecodeResult
         total = float(sum(logp))
         confidence = float(torch.tensor(logp).exp().mean()) if n else 0.0
         kept = n - 1 if finished else n
-        results.append(DecodeResult(row_ids[:kept], total, confidence, finished, logp[:kept]))
+        results.append(DecodeResult(row_ids[:kept], total, confidence, finished, logp[:kept], runaway=cut))
     return results
 
 
@@ -327,7 +389,7 @@ def sample(model: OMRModel, images: torch.Tensor, widths: torch.Tensor, n_sample
             token = torch.multinomial(logp.exp(), 1).squeeze(1)
             return token, logp.gather(1, token[:, None]).squeeze(1)
 
-        ids, logps, finished = decode_steps(R, device, max_len, grammar, pick)
+        ids, logps, finished, _ = decode_steps(R, device, max_len, grammar, pick)
     return SampleResult(
         token_ids=ids,
         logprobs=logps,

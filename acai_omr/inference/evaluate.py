@@ -117,7 +117,7 @@ def load_eval_samples(split: str, data_root: str | Path = "data", height: int = 
 
 def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
                batch_size: int = 8, constrained: bool = True, group_pitches: bool = True,
-               read_header: bool = True) -> tuple[list, float]:
+               read_header: bool = True, stop_runaways: bool = True) -> tuple[list, float]:
     """Decoded results per sample (in order: tokens, confidence, per-token log-probs) and the total
     decoding seconds.
 
@@ -130,7 +130,7 @@ def transcribe(model, samples: list[EvalSample], device, beam: int = 1, max_len:
     started = time.perf_counter()
     results = decode_systems(model, [s.model_inputs() for s in samples], batch_size=batch_size,
                              beam=beam, max_len=max_len, constrained=constrained, group_pitches=group_pitches,
-                             read_header=read_header)
+                             read_header=read_header, stop_runaways=stop_runaways)
     return results, time.perf_counter() - started
 
 
@@ -160,14 +160,17 @@ def score(samples: list[EvalSample], predictions: list[list[str]], flavor: str =
 
 def evaluate_model(model, samples: list[EvalSample], device, beam: int = 1, max_len: int | None = None,
                    batch_size: int = 8, flavor: str = "lmx", constrained: bool = True,
-                   group_pitches: bool = True, read_header: bool = True) -> dict:
+                   group_pitches: bool = True, read_header: bool = True, stop_runaways: bool = True) -> dict:
     results, seconds = transcribe(model, samples, device, beam=beam, max_len=max_len, batch_size=batch_size,
-                                  constrained=constrained, group_pitches=group_pitches, read_header=read_header)
+                                  constrained=constrained, group_pitches=group_pitches, read_header=read_header,
+                                  stop_runaways=stop_runaways)
     report = score(samples, [r.tokens for r in results], flavor)
     for row, result in zip(report["systems"], results):  # what `acai-omr diagnose confidence` ranks systems by
         row["confidence"] = round(result.confidence, 4)
         row["token_logprobs"] = [round(v, 3) for v in result.token_logprobs]
     report["summary"]["seconds_per_system"] = seconds / max(1, len(samples))
+    report["summary"]["runaway_stop"] = stop_runaways and beam == 1
+    report["summary"]["runaways"] = sum(r.runaway for r in results)  # systems with a piece closed early
     report["summary"]["beam"] = beam
     report["summary"]["constrained"] = constrained
     report["summary"]["group_pitches"] = group_pitches and beam == 1
@@ -274,6 +277,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-header", dest="read_header", action="store_false",
                    help="greedy: let the decoder write the key and time signature itself, not the weights' header "
                         "head (the product uses the head; this measures the difference)")
+    p.add_argument("--no-runaway-stop", dest="stop_runaways", action="store_false",
+                   help="greedy: let a looping piece run to the token cap (the product closes it early; "
+                        "this measures the difference)")
     p.add_argument("--flavor", default="lmx", choices=["lmx", "full"], help="TEDn flavour")
     p.add_argument("--seed", type=int, default=0, help="degradation seed")
     p.add_argument("--json", dest="json_out", default=None, help="write the full report (per system) here")
@@ -306,7 +312,8 @@ def run_eval_model(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     decoding = DecodeConfig(batch_size=args.batch_size, beam=args.beam, max_tokens=args.max_len or 0,
-                            constrained=args.constrained, read_measures=read_measures)
+                            constrained=args.constrained, read_measures=read_measures,
+                            stop_runaways=args.stop_runaways)
     report = evaluate_model(model, samples, device, flavor=args.flavor, group_pitches=args.group_pitches,
                             read_header=args.read_header, **decoding.options(cfg.max_tokens))
     summary = report["summary"]

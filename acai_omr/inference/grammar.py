@@ -170,18 +170,24 @@ class LMXGrammar:
     def initial(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.full((batch,), self.start_state, dtype=torch.long, device=device)
 
-    def allowed(self, states: torch.Tensor, remaining: int | None = None) -> torch.Tensor:
+    def allowed(self, states: torch.Tensor, remaining: int | torch.Tensor | None = None) -> torch.Tensor:
         """[B] states -> [B, V] bool of permitted next tokens.
 
-        With ``remaining`` (tokens left including this one) only tokens from
-        which <eos> can still be reached in time are permitted.
+        With ``remaining`` (tokens left including this one; one number, or one per row) only tokens
+        from which <eos> can still be reached in time are permitted.
         """
         table, steps = self._tensors(states.device)
         nxt = table[states]
         ok = nxt >= 0
         if remaining is not None:
+            if torch.is_tensor(remaining):
+                remaining = remaining[:, None]
             ok &= steps[nxt.clamp(min=0)] <= remaining - 1
         return ok
+
+    def shortest_ending(self, states: torch.Tensor) -> torch.Tensor:
+        """[B] states -> [B] fewest tokens (<eos> included) that complete each sequence."""
+        return self._tensors(states.device)[1][states]
 
     def advance(self, states: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Next states after emitting tokens [B]; a forbidden token raises ValueError."""
