@@ -164,6 +164,13 @@ def apply_geometry(image: np.ndarray, steps: list[Step]) -> np.ndarray:
     return _geometry(image, steps, None)[0]
 
 
+def apply_geometry_with_points(image: np.ndarray, steps: list[Step],
+                               points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image, points) after the geometry steps, the whole image taken as the system's box; points
+    [N, 2] (x, y) move as the pixels under them do (e.g. a page's curl, with its ground truth)."""
+    return _geometry(image, steps, np.asarray(points, np.float64).reshape(-1, 2))
+
+
 def _geometry(image: np.ndarray, steps: list[Step], points: np.ndarray | None):
     """(image, points) after the geometry steps; points [N, 2] (x, y) move as the pixels under them do."""
     box = (0, 0, image.shape[1], image.shape[0])  # where the system itself lies in the canvas

@@ -1,0 +1,67 @@
+"""MuseScore 3 bench pages: one true box per system MuseScore drew, disjoint, in reading order, around
+the staff lines of its own system (acai_omr.data.musescore_pages)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acai_omr.data.musescore_pages import PageRequest, SvgElement, assign_systems, engrave_pages
+from acai_omr.render.musescore import find_mscore
+from acai_omr.render.raster import available_backend
+
+from shared_data import CORPORA, require
+
+
+def _line(y: float, x0: float = 0.0, x1: float = 1000.0) -> SvgElement:
+    return SvgElement("", "StaffLines", x0, y - 0.5, x1, y + 0.5)
+
+
+def _staff(top: float, space: float = 10.0) -> list[SvgElement]:
+    return [_line(top + i * space) for i in range(5)]
+
+
+def test_gap_elements_go_to_the_system_they_stack_onto():
+    # two piano systems: staves at 0-40 and 100-140, then 300-340 and 400-440; in the gap, under the
+    # upper system, a chain of elements reaches down to 230 (ledger-line notes, a dynamic, a pedal
+    # mark), nearer to the lower system's staff than to the upper one's; a tempo mark sits above the
+    # lower system
+    elements = _staff(0) + _staff(100) + _staff(300) + _staff(400)
+    chain = [SvgElement("", "LedgerLine", 500, 150, 520, 190), SvgElement("", "Dynamic", 495, 195, 525, 212),
+             SvgElement("", "PedalSegment", 480, 216, 560, 232)]
+    tempo = SvgElement("", "Tempo", 20, 270, 120, 288)
+    title = SvgElement("", "Text", 300, -80, 700, -50)
+    systems, unknown = assign_systems(elements + chain + [tempo, title], staves_per_system=2)
+    assert len(systems) == 2 and not unknown
+    upper, lower = ({e.kind for e in s.elements} for s in systems)
+    assert {"LedgerLine", "Dynamic", "PedalSegment"} <= upper
+    assert "Tempo" in lower and "PedalSegment" not in lower
+    assert all(e.kind != "Text" for s in systems for e in s.elements)  # the title frame is the page's
+
+
+def test_a_musescore_page_has_one_disjoint_box_per_system(tmp_path):
+    if find_mscore() is None:
+        pytest.skip("MuseScore 3 is not installed (apt-get install musescore3, or set ACAI_MSCORE)")
+    if available_backend() is None:
+        pytest.skip("no SVG rasterizer installed (skia-python, resvg-py or cairosvg)")
+    lieder = sorted(require(CORPORA / "lieder" / "dev").glob("*.mxl"))
+    requests = [PageRequest(lieder[0], "voice+piano", "Bravura", 2), PageRequest(lieder[1], "piano", "Gonville", 4)]
+    pages = engrave_pages(requests, root=tmp_path)
+    for request, page in zip(requests, pages):
+        assert not isinstance(page, str), page
+        assert page.kind == request.kind and page.font == request.font
+        assert len(page.boxes) == page.musescore_systems == len(page.staff_boxes) >= 1
+        for box, staff in zip(page.boxes, page.staff_boxes):
+            # the box holds its system's staff lines (and the brace left of them), to a unit (1/360 inch)
+            assert box[0] < staff[0] and box[1] <= staff[1] + 1 and box[2] >= staff[2] - 1 and box[3] >= staff[3] - 1
+        for above, below in zip(page.boxes, page.boxes[1:]):
+            assert above[3] <= below[1]  # disjoint, top to bottom
+        gray, boxes = page.render(100)
+        assert gray.dtype == np.uint8 and len(boxes) == len(page.boxes)
+        h, w = gray.shape
+        for x0, y0, x1, y1 in boxes:
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert (gray[y0:y1, x0:x1] < 128).mean() > 0.01  # ink inside
+        # from the cache the second time, unchanged
+        again = engrave_pages([request], root=tmp_path)[0]
+        assert again.boxes == page.boxes
