@@ -16,8 +16,9 @@ Sources (`--source`, default both):
   (`**kern`) and Lieder *dev* piano parts. Engraved pages are cached under
   ~/.cache/acai-omr/bench-pages/ (or $ACAI_BENCH_PAGES), keyed by piece and seed.
 
-On voice + piano pages the true box of a system is the whole three-staff system (voice, lyrics and
-piano), for both sources: the box of a system's own ink (its elements drawn alone).
+On voice + piano pages the true box of a system is its piano pair, the unit the transcription model
+reads (brace, clefs, the piano's notes, dynamics and pedal marks; not the voice staff, its lyrics or its
+dynamics), for both sources: the box of the piano staves' own ink (their elements drawn alone).
 
 Split (`--split`, printed with the results): every piece belongs to one side by a hash of its name
 (a Chopin work with all its editions), and the page seeds of `tune` are even, those of `report` odd.

@@ -146,3 +146,26 @@ def test_render_page_boxes_cover_each_system():
         inside[y0:y1, x0:x1] = True
     ink = pixels < 128
     assert ink[inside].sum() / max(1, ink.sum()) > 0.9  # most ink is inside a system box
+
+
+def test_voice_plus_piano_pages_box_the_piano_staves():
+    # keep_all_parts engraves the voice too; each system's box is then its piano pair's ink alone: the
+    # same bottom as the whole system's, its top well under the voice staff (4 spaces and the gap)
+    import random
+
+    from acai_omr.data.pages import _engrave, page_and_boxes, piano_staff_numbers, sample_page_options
+    from acai_omr.data.verovio_render import STAFF_SPACE_SVG_PX
+
+    path = CORPORA / "lieder" / "dev" / f"{SHORT_PIECES[1]}.mxl"
+    options = sample_page_options(random.Random(0))
+    space = 10.0
+    zoom = space / STAFF_SPACE_SVG_PX * 100 / options["scale"]
+    svg = _engrave(path, options, keep_all_parts=True)[0]
+    piano = piano_staff_numbers(path)
+    assert len(piano) == 2
+    _, whole = page_and_boxes(svg, zoom)
+    _, boxes = page_and_boxes(svg, zoom, piano=piano)
+    assert whole and len(boxes) == len(whole)
+    for (x0, y0, x1, y1), (wx0, wy0, wx1, wy1) in zip(boxes, whole):
+        assert wx0 <= x0 and wx1 >= x1 and abs(y1 - wy1) <= 1
+        assert y0 - wy0 >= 8 * space

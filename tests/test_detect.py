@@ -66,6 +66,30 @@ def test_single_staves_and_voice_plus_piano_are_told_apart():
         assert iou(truth, (box.x0, box.y0, box.x1, box.y1)) >= 0.5
 
 
+@pytest.mark.parametrize("seed,angle,noise", [(3, 0.0, False), (4, 1.5, True), (6, -2.0, True)])
+def test_voice_plus_piano_is_boxed_as_its_piano_staves(seed, angle, noise):
+    # songs: a voice staff with lyrics over the piano; the model reads the piano pair, so the box (and
+    # the crop) holds the piano's two staves and their notes, not the voice staff or its lyrics
+    page = make_page(["voice+piano"] * 3, seed=seed, angle=angle, noise=noise)
+    result = detect_systems(page.image)
+    assert [b.kind for b in result.boxes] == ["voice+piano"] * 3, result.messages
+    assert any("left out" in m for m in result.messages)
+    tol = 2
+    for truth, box in zip(page.boxes, result.boxes):  # truth: the piano pair's own ink
+        assert [s.role for s in box.staves] == ["voice", "piano-upper", "piano-lower"]
+        voice, upper, lower = box.staves
+        assert box.x0 <= truth[0] + tol and box.y0 <= truth[1] + tol
+        assert box.x1 >= truth[2] - tol and box.y1 >= truth[3] - tol
+        assert box.y0 <= upper.y0 and box.y1 >= lower.y1
+        if not angle:  # nothing of the voice: its staff ends far above the box, its lyrics (~2 spaces under it) too
+            assert box.y0 >= voice.y1 + 3 * page.space
+        # the crop: one piano system (4 + 6.5 + 4 spaces of staves, notes a few spaces out), no voice staff
+        crop = crop_system(page.image, box)
+        assert crop.height < (14.5 + 8) * page.space
+        again = detect_systems(crop)
+        assert [b.kind for b in again.boxes] == ["piano"], again.messages
+
+
 def test_numpy_rgb_input_is_accepted():
     page = make_page(["piano"] * 3, seed=2)
     rgb = np.stack([np.asarray(page.image)] * 3, axis=2)
@@ -275,3 +299,39 @@ def test_cli_reports_bad_input_with_exit_code(tmp_path, capsys):
     bad.write_bytes(b"%PDF-1.7 broken")
     assert cli_main(["detect", str(bad)]) == 2
     assert "not a readable PDF" in capsys.readouterr().err
+
+
+def test_boxes_take_text_past_the_staff_end_and_a_dynamic_below_the_last_system():
+    import cv2
+
+    page = make_page(["piano", "piano"], seed=5, title=False)
+    gray = np.asarray(page.image).copy()
+    sp = page.space
+    first, last = page.boxes
+    # an expression mark above the first system whose words run on past the staves' right end
+    text_x, text_y = int(first[2] - 6 * sp), int(first[1] - 0.6 * sp)
+    cv2.putText(gray, "molto espressivo", (text_x, text_y), cv2.FONT_HERSHEY_SIMPLEX, sp / 22, 0, 2)
+    # a dynamic well below the last system's lowest ink
+    dyn_y = int(last[3] + 2.6 * sp)
+    cv2.putText(gray, "pp", (int(last[0] + 10 * sp), dyn_y), cv2.FONT_HERSHEY_SIMPLEX, sp / 18, 0, 2)
+    drawn = np.asarray(page.image) != gray
+    result = detect_systems(Image.fromarray(gray))
+    assert len(result.boxes) == 2
+    for box, part in zip(result.boxes, (slice(0, (first[3] + last[1]) // 2), slice((first[3] + last[1]) // 2, None))):
+        ys, xs = np.nonzero(drawn[part])
+        ys = ys + (part.start or 0)
+        assert box.x1 >= xs.max() and box.y0 <= ys.min() and box.y1 >= ys.max(), (box, xs.max(), ys.min(), ys.max())
+
+
+def test_noisy_low_light_page_still_found():
+    rng = np.random.default_rng(3)
+    page = make_page(["piano", "piano", "piano"], seed=3)
+    gray = np.asarray(page.image).astype(np.float32)
+    # faint ink, dim light falling off to one side, heavy sensor noise
+    h, w = gray.shape
+    light = (0.35 + 0.25 * np.linspace(0, 1, w))[None, :]
+    gray = (255 - (255 - gray) * 0.35) * light
+    gray += rng.normal(0, 14, gray.shape)
+    image = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8))
+    result = detect_systems(image)
+    assert len(result.boxes) == 3, result.messages

@@ -1,12 +1,12 @@
 """MuseScore 3 bench pages: one true box per system MuseScore drew, disjoint, in reading order, around
-the staff lines of its own system (acai_omr.data.musescore_pages)."""
+the staff lines of its own system (of its piano pair on voice + piano pages) (acai_omr.data.musescore_pages)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from acai_omr.data.musescore_pages import PageRequest, SvgElement, assign_systems, engrave_pages
+from acai_omr.data.musescore_pages import PageRequest, SvgElement, assign_systems, engrave_pages, split_piano
 from acai_omr.render.musescore import find_mscore
 from acai_omr.render.raster import available_backend
 
@@ -37,6 +37,28 @@ def test_gap_elements_go_to_the_system_they_stack_onto():
     assert {"LedgerLine", "Dynamic", "PedalSegment"} <= upper
     assert "Tempo" in lower and "PedalSegment" not in lower
     assert all(e.kind != "Text" for s in systems for e in s.elements)  # the title frame is the page's
+
+
+def test_a_voice_plus_piano_system_is_its_piano_pair():
+    # voice staff 0-40 with lyrics under it and a dynamic between them; piano 110-150 and 210-250 under
+    # a brace; in the gap a ledger-line note of the piano reaches up to 85; the system start line is
+    # drawn staff by staff (voice top -> piano top, then down the piano)
+    elements = _staff(0) + _staff(110) + _staff(210)
+    lyrics = [SvgElement("", "Lyrics", x, 66, x + 40, 78) for x in (100, 300, 500)]
+    voice_dynamic = SvgElement("", "Dynamic", 300, 48, 315, 58)
+    piano_note = [SvgElement("", "LedgerLine", 600, 95, 620, 96), SvgElement("", "Note", 604, 85, 616, 93)]
+    brace = SvgElement("", "Bracket", -20, 110, -5, 250)
+    start = [SvgElement("", "BarLine", 0, 0, 2, 110), SvgElement("", "BarLine", 0, 110, 2, 250)]
+    systems, _ = assign_systems(elements + lyrics + [voice_dynamic, brace] + piano_note + start, staves_per_system=3)
+    assert len(systems) == 1
+    piano, left_out = split_piano(systems[0])
+    assert piano.staff_box == (0.0, 110.0, 1000.0, 250.0) and len(piano.staves) == 2
+    kept = {(e.kind, e.y0) for e in piano.elements}
+    assert {("Bracket", 110), ("LedgerLine", 95), ("Note", 85), ("BarLine", 110)} <= kept
+    assert all(e.y0 >= 85 for e in piano.elements)  # nothing of the voice
+    gone = {(e.kind, e.y0) for e in left_out}
+    assert {("Lyrics", 66), ("Dynamic", 48), ("BarLine", 0)} <= gone
+    assert sum(e.kind == "StaffLines" for e in left_out) == 5
 
 
 def test_a_musescore_page_has_one_disjoint_box_per_system(tmp_path):

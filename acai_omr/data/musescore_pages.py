@@ -28,10 +28,20 @@ systems to the one it stacks onto (nearest chain of elements, MuseScore keeps th
 two systems' skylines apart by at least the minimum system distance), above the
 first / below the last system to that system. A system's box is the ink box of
 its own elements drawn alone (brace, clefs, ledger lines, dynamics, pedal marks,
-lyrics, tempo text included), exactly as `acai_omr.data.pages` boxes Verovio's
-systems. On voice + piano pages the box is the whole three-staff system (voice,
-its lyrics and the piano), the convention of the Verovio bench pages and of the
-detector's ``voice+piano`` boxes.
+tempo text included), exactly as `acai_omr.data.pages` boxes Verovio's systems.
+
+On voice + piano pages (and any score with more staves than the piano's) a
+system is its piano pair, the unit the transcription model reads: the pair the
+brace spans (else the lowest two staves). Within the system every element goes
+to one staff (`split_piano`): lyrics to the voice; a barline to the staff it
+starts on (the system start line's stretch from the voice down to the piano is
+the voice's); an element in a staff's band, or above the top staff / below the
+bottom one, to that staff; one in the gap between the voice and the piano to the
+side it stacks onto, as between systems; one reaching into both sides' staves is
+left out. The box is the ink of the piano's elements alone (brace included; the
+voice staff, its lyrics, dynamics, slurs, and the tempo text and measure numbers
+over it excluded), the convention of the Verovio bench pages and of the
+detector's ``voice+piano`` boxes; ``staff_boxes`` are the piano pair's lines.
 
 Boxes are kept in SVG units (MuseScore writes 360 units per inch); `render`
 rasterizes the page at any resolution and scales them. Pages are cached on disk
@@ -62,7 +72,7 @@ from acai_omr.render.musescore import MuseScoreError, convert_batch, find_mscore
 from acai_omr.render.raster import rasterize_svg
 
 SVG_DPI = 360.0  # MuseScore 3 SVG units per inch (an A4 page is 2976 units wide)
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: voice + piano systems are boxed as their piano pair
 Box = tuple[int, int, int, int]
 FloatBox = tuple[float, float, float, float]
 
@@ -339,6 +349,7 @@ class PageSystem:
     staff_box: FloatBox
     space: float
     elements: list[SvgElement] = field(default_factory=list)
+    staves: list[FloatBox] = field(default_factory=list)  # each staff's line extent, top to bottom
 
 
 def assign_systems(elements: list[SvgElement], staves_per_system: int) -> tuple[list[PageSystem], set[str]]:
@@ -353,8 +364,10 @@ def assign_systems(elements: list[SvgElement], staves_per_system: int) -> tuple[
         chunk = rows[start:start + per_system]
         space = float(np.median(np.diff([r[0] for r in chunk])))
         box = (min(r[1] for r in chunk), chunk[0][0], max(r[2] for r in chunk), chunk[-1][0])
+        staves = [(min(r[1] for r in chunk[k:k + 5]), chunk[k][0], max(r[2] for r in chunk[k:k + 5]), chunk[k + 4][0])
+                  for k in range(0, per_system, 5)]
         systems.append(PageSystem(box, space, [e for e in elements if e.kind == "StaffLines"
-                                               and box[1] - 0.5 <= e.cy <= box[3] + 0.5]))
+                                               and box[1] - 0.5 <= e.cy <= box[3] + 0.5], staves))
     unknown = set()
     gaps: dict[int, list[SvgElement]] = {}
     for e in elements:
@@ -419,6 +432,80 @@ def _split_gap(upper: PageSystem, lower: PageSystem, pending: list[SvgElement]) 
             d_up = np.minimum(d_up, gaps_to(boxes[i], True))
         else:
             d_low = np.minimum(d_low, gaps_to(boxes[i], False))
+
+
+VOICE_CLASSES = frozenset({"Lyrics", "LyricsLineSegment"})  # always the voice's, wherever they sit
+
+
+def _piano_pair(system: PageSystem) -> int:
+    """Index of the piano's upper staff in ``system``: the adjacent pair its brace (``Bracket``) spans,
+    else the lowest two staves."""
+    tops = [s[1] for s in system.staves]
+    bottoms = [s[3] for s in system.staves]
+    for e in system.elements:
+        if e.kind != "Bracket":
+            continue
+        for k in range(len(system.staves) - 1):
+            if (abs(e.y0 - tops[k]) <= 1.5 * system.space and abs(e.y1 - bottoms[k + 1]) <= 1.5 * system.space):
+                return k
+    return len(system.staves) - 2
+
+
+def split_piano(system: PageSystem) -> tuple[PageSystem, list[SvgElement]]:
+    """(the piano's two staves of a system as a system of their own, the elements left out).
+
+    A voice + piano system is read as its piano pair: the voice staff, its lyrics and everything
+    else of the voice are left out. Each element goes to a staff: lyrics to the voice; a barline
+    to the staff it starts on (MuseScore draws a system's start line staff by staff, each segment
+    down to the next staff); an element inside a staff's band (or above the top staff / below the
+    bottom one) to that staff; one in the gap between a voice staff and a piano staff to the one it
+    stacks onto (as between systems, `_split_gap`, the lyrics already the voice's); one in a gap
+    between two staves of the same side to that side. An element reaching into the bands of both
+    sides (a bracket around the whole system) is left out. A system of two staves is its own piano.
+    """
+    n = len(system.staves)
+    if n <= 2:
+        return system, []
+    k = _piano_pair(system)
+    piano_rows = {k, k + 1}
+    units = [PageSystem(s, system.space, [], [s]) for s in system.staves]
+    sp = system.space
+    pending: dict[int, list[SvgElement]] = {}  # gap index (between staff j and j + 1) -> elements
+    left_out: list[SvgElement] = []
+    for e in system.elements:
+        piano_hit = any(e.y0 < s[3] and e.y1 > s[1] for j, s in enumerate(system.staves) if j in piano_rows)
+        other_hit = any(e.y0 < s[3] and e.y1 > s[1] for j, s in enumerate(system.staves) if j not in piano_rows)
+        if e.kind == "BarLine":
+            y = e.y0
+        elif e.kind in VOICE_CLASSES:
+            others = [j for j in range(n) if j not in piano_rows]
+            j = min(others, key=lambda j: abs(e.cy - (system.staves[j][1] + system.staves[j][3]) / 2))
+            units[j].elements.append(e)
+            continue
+        elif piano_hit and other_hit:
+            left_out.append(e)
+            continue
+        else:
+            y = e.cy
+        for j, (_, top, _, bottom) in enumerate(system.staves):
+            if j == 0 and y < top - 0.5 * sp or top - 0.5 * sp <= y <= bottom + 0.5 * sp:
+                units[j].elements.append(e)
+                break
+            if j + 1 < n and bottom + 0.5 * sp < y < system.staves[j + 1][1] - 0.5 * sp:
+                pending.setdefault(j, []).append(e)
+                break
+        else:
+            units[-1].elements.append(e)
+    for j, elements in sorted(pending.items()):
+        if (j in piano_rows) == (j + 1 in piano_rows):
+            units[j].elements.extend(elements)  # between two staves of one side (the piano's own gap)
+        else:
+            _split_gap(units[j], units[j + 1], elements)
+    piano = PageSystem((min(system.staves[k][0], system.staves[k + 1][0]), system.staves[k][1],
+                        max(system.staves[k][2], system.staves[k + 1][2]), system.staves[k + 1][3]), sp,
+                       units[k].elements + units[k + 1].elements, system.staves[k:k + 2])
+    left_out += [e for j, u in enumerate(units) if j not in piano_rows for e in u.elements]
+    return piano, left_out
 
 
 def ink_box(head: str, elements: list[SvgElement], zoom: float = 1.0, threshold: int = 200) -> FloatBox | None:
@@ -528,6 +615,12 @@ class PageRequest:
         kind = "vp" if self.kind == "voice+piano" else "pf"
         return f"{self.path.stem[:40]}-{digest}-{kind}-{self.font}-s{self.seed}-v{CACHE_VERSION}"
 
+    @property
+    def sample_key(self) -> str:
+        """What the page's random choices (style, title frame, indent, page) are drawn from: the key of
+        cache version 1, so that a version bump (truth derived anew) engraves the same pages."""
+        return self.key.rsplit("-v", 1)[0] + "-v1"
+
 
 def cached_page(request: PageRequest, root: Path | None = None) -> MuseScorePage | str | None:
     """The page from the cache, the reason it failed before, or None when never tried."""
@@ -568,6 +661,7 @@ def _finish(request: PageRequest, folder: Path, xml: Path, svg_stem: Path, style
     notes = [f"unlisted classes given to systems: {sorted(unknown)}"] if unknown else []
     if len(systems) != counts[page]:
         raise ValueError(f"{len(systems)} systems drawn on page {page + 1}, MuseScore's MusicXML has {counts[page]}")
+    systems = [split_piano(system)[0] for system in systems]  # voice + piano: the piano pair alone
     boxes = []
     for system in systems:
         box = ink_box(head, system.elements)
@@ -625,7 +719,7 @@ def engrave_pages(requests: list[PageRequest], root: Path | None = None,
             if not mscx.exists():
                 fail(i, f"MuseScore import failed: {report.failures.get(str(mscx), report.log_tail[-300:])}")
                 continue
-            rng = random.Random(f"musescore-page/{r.key}")
+            rng = random.Random(f"musescore-page/{r.sample_key}")
             style = page_style(rng, r.font)
             meta = piece_metadata(r.path)
             indent = rng.uniform(3.0, 9.0) if rng.random() < 0.5 else 0.0

@@ -307,3 +307,43 @@ def apply_points(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
     pts = np.asarray(pts, np.float64).reshape(-1, 2)
     hom = np.hstack([pts, np.ones((len(pts), 1))]) @ matrix.T
     return hom[:, :2] / hom[:, 2:3]
+
+
+def periodic_spacing(flat: np.ndarray, strip: int = 48, min_space: float = 4.0) -> tuple[float, float] | None:
+    """(staff space, strength) from the vertical periodicity of thin horizontal strokes, or None.
+
+    Run lengths (`estimate_spacing`) read the space off single columns, which pixel noise on a
+    dark, grainy photo breaks into short runs of its own. Here the page's thin-line response
+    (vertical top-hat) is averaged over narrow strips (noise averages out, a staff line does
+    not), high-passed along y, and the strips' autocorrelations summed: five evenly spaced
+    lines give a peak at their spacing. `strength`: that peak over the autocorrelation at 0
+    (0..1). The lag found may be a multiple of the spacing: try its fractions as well.
+    """
+    h, w = flat.shape
+    if h < 64 or w < strip:
+        return None
+    dark = 255 - flat
+    response = cv2.morphologyEx(dark, cv2.MORPH_TOPHAT, np.ones((9, 1), np.uint8)).astype(np.float32)
+    n = max(1, w // strip)
+    edges = np.linspace(0, w, n + 1).astype(int)
+    prof = np.add.reduceat(response, edges[:-1], axis=1) / np.diff(edges)[None, :]  # (h, strips)
+    prof -= cv2.blur(prof, (1, 31))
+    size = 1 << int(np.ceil(np.log2(2 * h)))
+    spec = np.fft.rfft(prof, n=size, axis=0)
+    ac = np.fft.irfft((spec * np.conj(spec)).real.sum(axis=1), n=size)[: h // 8]
+    if ac[0] <= 0:
+        return None
+    lo = int(np.ceil(min_space))
+    if ac.size <= lo + 2:
+        return None
+    seg = ac[lo:]
+    # the strongest repeat: the spacing or a multiple of it (lines two or three spaces apart);
+    # callers try its fractions too and let the staves found decide
+    peaks = [i for i in range(1, seg.size - 1) if seg[i] >= seg[i - 1] and seg[i] > seg[i + 1] and seg[i] > 0]
+    if not peaks:
+        return None
+    k = max(peaks, key=lambda i: seg[i])
+    y0, y1, y2 = seg[k - 1], seg[k], seg[k + 1]
+    curve = y0 - 2 * y1 + y2
+    offset = 0.5 * (y0 - y2) / curve if curve < 0 else 0.0
+    return float(lo + k + offset), float(y1 / ac[0])

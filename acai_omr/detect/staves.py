@@ -156,6 +156,13 @@ def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: f
                 used.add(best)
 
     dark, noise = paper_darkness(gray) if gray is not None else (None, 0.0)
+    # a page holds at most one staff per ~6 spaces of height, in a piece or two; on grainy
+    # paper (or at a misread spacing) the comb chains thousands of short pieces of noise, which
+    # are not worth proving one by one: the longest, clearest chains go first, the rest never
+    chains = [c for c in chains if len(c["j"]) >= 2 or n_strips <= 2]
+    cap = max(40, int(2 * h / (6 * space)))
+    if len(chains) > cap:
+        chains = sorted(chains, key=lambda c: -len(c["j"]) * float(np.median(c["score"])))[:cap]
     staves, strengths = [], []
     for chain in chains:
         if len(chain["j"]) < 2 and n_strips > 2:

@@ -3,7 +3,9 @@
 Cheap stand-ins for engraved pages: five-line staves, clefs, note heads with stems, ledger lines,
 beams, barlines (shared by a piano's two staves), a system start line, a brace, dynamics, lyrics
 and a title. Each system is drawn onto its own layer too, so its ground-truth box is the box of
-its own ink, also after rotation.
+its own ink, also after rotation. A voice + piano system's box is its piano pair's (the unit the
+transcription model reads): the voice staff, its barlines and lyrics, and the stretch of the system
+start line beside them, are drawn on a layer of their own that is no system's.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ STAVES_PER_KIND = {"single": 1, "piano": 2, "voice+piano": 3}
 @dataclass
 class SyntheticPage:
     image: Image.Image  # grayscale page
-    boxes: list[tuple[int, int, int, int]]  # ink box (x0, y0, x1, y1) per system, top to bottom
+    # ink box (x0, y0, x1, y1) per system, top to bottom (of a voice + piano system: its piano pair's)
+    boxes: list[tuple[int, int, int, int]]
     kinds: list[str]
     space: float  # staff space in pixels
 
@@ -69,14 +72,19 @@ def _draw_staff_music(layer: np.ndarray, rng: np.random.Generator, x0: int, x1: 
 
 
 def _draw_system(layer: np.ndarray, rng: np.random.Generator, kind: str, x0: int, x1: int, top: float,
-                 sp: float, inner_gap: float) -> None:
+                 sp: float, inner_gap: float, voice_layer: np.ndarray | None = None) -> None:
+    """One system on `layer`; a voice + piano system's voice (staff, barlines, lyrics) on `voice_layer`."""
     n = STAVES_PER_KIND[kind]
     tops = [top + i * (4 * sp + inner_gap) for i in range(n)]
     t = max(1, int(round(sp / 8)))
-    for st in tops:
-        _draw_staff_music(layer, rng, x0, x1, st, sp, dense=bool(rng.random() < 0.5))
+    voice = layer if voice_layer is None or n != 3 else voice_layer
+    for i, st in enumerate(tops):
+        _draw_staff_music(voice if n == 3 and i == 0 else layer, rng, x0, x1, st, sp, dense=bool(rng.random() < 0.5))
     bottom = tops[-1] + 4 * sp
-    cv2.line(layer, (x0, int(tops[0])), (x0, int(bottom)), 255, max(1, t))  # system start line
+    first = tops[1] if n == 3 else tops[0]  # the system start line, the voice's stretch of it on its layer
+    cv2.line(layer, (x0, int(first)), (x0, int(bottom)), 255, max(1, t))
+    if n == 3:
+        cv2.line(voice, (x0, int(tops[0])), (x0, int(first)), 255, max(1, t))
     piano = tops[-2:] if n >= 2 else []
     # barlines: the piano's two staves share them, the voice has its own
     for bx in np.linspace(x0, x1, int(rng.integers(3, 6)))[1:]:
@@ -84,7 +92,7 @@ def _draw_system(layer: np.ndarray, rng: np.random.Generator, kind: str, x0: int
         if piano:
             cv2.line(layer, (bx, int(piano[0])), (bx, int(piano[1] + 4 * sp)), 255, max(1, t + 1))
         if n == 1 or n == 3:
-            cv2.line(layer, (bx, int(tops[0])), (bx, int(tops[0] + 4 * sp)), 255, max(1, t + 1))
+            cv2.line(voice, (bx, int(tops[0])), (bx, int(tops[0] + 4 * sp)), 255, max(1, t + 1))
     if piano:  # brace: two thick arcs left of the start line
         y_a, y_b = int(piano[0]), int(piano[1] + 4 * sp)
         mid = (y_a + y_b) // 2
@@ -102,7 +110,7 @@ def _draw_system(layer: np.ndarray, rng: np.random.Generator, kind: str, x0: int
         x = x0 + 5 * sp
         while x < x1 - 6 * sp:
             word = str(rng.choice(words))
-            cv2.putText(layer, word, (int(x), y), cv2.FONT_HERSHEY_SIMPLEX, sp / 18, 255, max(1, t))
+            cv2.putText(voice, word, (int(x), y), cv2.FONT_HERSHEY_SIMPLEX, sp / 18, 255, max(1, t))
             x += 5 * sp * float(rng.uniform(0.8, 1.4))
 
 
@@ -119,13 +127,15 @@ def make_page(kinds: list[str], seed: int = 0, width: int = 1240, height: int = 
     x0, x1 = int(0.1 * width), int(0.92 * width)
     page = np.zeros((height, width), np.uint8)  # ink layer (255 = ink)
     layers = []
+    voices = np.zeros_like(page)  # voice staves and lyrics: on the page, in no system's box
     y = top_room
     for i, kind in enumerate(kinds):
         layer = np.zeros_like(page)
         xs = x0 + int(3 * sp) if (i == 0 and title) else x0  # indented first system
-        _draw_system(layer, rng, kind, xs, x1, y, sp, inner_gap=6.5 * sp)
+        _draw_system(layer, rng, kind, xs, x1, y, sp, inner_gap=6.5 * sp, voice_layer=voices)
         layers.append(layer)
         np.maximum(page, layer, out=page)
+        np.maximum(page, voices, out=page)
         y += (4 * STAVES_PER_KIND[kind] + 6.5 * (STAVES_PER_KIND[kind] - 1) + 9) * sp
     if title:
         cv2.putText(page, "Sonatina", (int(0.38 * width), int(0.05 * height)), cv2.FONT_HERSHEY_TRIPLEX,

@@ -38,6 +38,11 @@ class SystemBox:
 
     `quad` holds the exact corners (tl, tr, br, bl) of the system's rectangle in the deskewed
     page, mapped back onto the original page; `crop_system` warps it upright.
+
+    A "voice+piano" system (and an "ensemble" one with a clear piano pair) is boxed as its piano
+    pair, the unit the transcription model reads: box and quad hold the brace and the two piano
+    staves with their notes, not the voice staff or its lyrics. `staves` still lists every staff
+    of the system (the voice with role "voice"), so a staff outside the box was left out.
     """
 
     x0: float
@@ -122,22 +127,34 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
             return result
         thickness = plain[1]
 
-    line_ink |= normalize.thin_lines(flat, space, thickness)
-    angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
-    if abs(angle) >= 0.05:
-        R, size = normalize.rotation_matrix(work.shape, angle)
-        flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
-        ink, line_ink, bar_ink = _binarize_all(flat)
-        line_ink |= normalize.thin_lines(flat, space, thickness)
+    masks = (ink, line_ink, bar_ink)
+    found = _deskew_and_find(flat, masks, space, thickness, cfg)
+    if _staff_length(found[0]) < 1.5 * flat.shape[1] / space:
+        # (next to) nothing found: a dark, grainy photo whose staff lines came through faint and broken
+        # (the run lengths then misread the spacing too, and the skew). Try again with lines
+        # averaged over a few spaces, at the spacing read and at the page's strongest vertical
+        # repeat of thin lines (or a fraction of it); the candidate with most staff wins.
+        tries = [(space, thickness)]
+        repeat = normalize.periodic_spacing(flat)
+        if repeat is not None:
+            for part in (1, 2, 3):
+                sp = repeat[0] / part
+                if sp >= 4.0 and all(abs(sp / t[0] - 1) > 0.08 for t in tries):
+                    tries.append((sp, float(min(thickness, max(1.0, 0.2 * sp)))))
+        for sp, th in tries:
+            attempt = _deskew_and_find(flat, masks, sp, th, cfg, faint=True)
+            if _staff_length(attempt[0]) > _staff_length(found[0]):
+                found, space, thickness = attempt, sp, th
+    staves, angle, R, flat, ink, bar_ink = found
+    if R is not None:
         M = R @ M
     result.skew_angle = angle
-
-    staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=flat)
     if not staves:
         result.messages.append("no five-line staves found on the page (text or blank page?)")
         return result
     groups = _group_staves(staves, bar_ink, flat)
-    rects = _system_rects(groups, _despeckle(ink, space), cfg)
+    units, boxing_ink, left_out = _box_units(groups, _despeckle(ink, space))
+    rects = _system_rects(units, boxing_ink, cfg, left_out)
     inverse = np.linalg.inv(M)
     for group, rect in zip(groups, rects):
         result.boxes.append(_to_page_box(group, rect, ink, inverse, (w, h)))
@@ -148,7 +165,42 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
     result.messages.append(f"{len(result.boxes)} systems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
                            f"staff space {space / scale:.1f}px, skew {angle:.2f} deg"
                            + (", page outline straightened" if quad is not None else ""))
+    apart = sum(1 for b in result.boxes if any(st.y1 <= b.y0 or st.y0 >= b.y1 for st in b.staves))
+    if apart:
+        result.messages.append(f"{apart} system{'s' if apart > 1 else ''} boxed as the piano's two staves: "
+                               "the other staves (a voice and its lyrics) are left out")
     return result
+
+
+def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: float, cfg: DetectConfig,
+                     faint: bool = False):
+    """Level the page by its lines and find its staves: (staves, angle, rotation or None, flat, ink, bar_ink).
+
+    `faint`: also take thin lines averaged over three spaces along the row (a faint line on
+    grainy paper, which the shorter average leaves in pieces), for the skew and the staves.
+    """
+    def lines_of(page: np.ndarray, base: np.ndarray) -> np.ndarray:
+        out = base | normalize.thin_lines(page, space, thickness)
+        if faint:
+            out |= normalize.thin_lines(page, space, thickness, length=max(5, int(round(3 * space))))
+        return out
+
+    ink, line_ink, bar_ink = masks
+    line_ink = lines_of(flat, line_ink)
+    angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
+    R = None
+    if abs(angle) >= 0.05:
+        R, size = normalize.rotation_matrix(flat.shape, angle)
+        flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
+        ink, line_ink, bar_ink = _binarize_all(flat)
+        line_ink = lines_of(flat, line_ink)
+    staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=flat)
+    return staves, angle, R, flat, ink, bar_ink
+
+
+def _staff_length(staves: list[Staff]) -> float:
+    """How much staff a try found, in staff spaces (staves of a wrong spacing come out short or none)."""
+    return float(sum((s.x1 - s.x0) / max(s.space, 1.0) for s in staves))
 
 
 def _binarize_all(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,6 +214,16 @@ class _Group:
     kind: str
     roles: list[str]
     confidence: float
+    # the staves the box holds, first and last index: a voice + piano system (and an ensemble
+    # with a clear piano pair) is boxed as its piano pair, the unit the transcription model reads;
+    # None: all of them
+    unit: tuple[int, int] | None = None
+
+    def parts(self) -> list[tuple[list[Staff], bool]]:
+        """The staves top to bottom in runs: (staves, whether the box holds them)."""
+        a, b = self.unit or (0, len(self.staves) - 1)
+        runs = [(self.staves[:a], False), (self.staves[a:b + 1], True), (self.staves[b + 1:], False)]
+        return [(staves, boxed) for staves, boxed in runs if staves]
 
 
 def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | None = None) -> tuple[bool, int]:
@@ -231,9 +293,17 @@ def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None 
         elif len(idx) == 2:
             kind, roles = "piano", ["piano-upper", "piano-lower"]
         elif len(idx) == 3:
-            # the piano pair shares barlines (many connectors); the voice only the system start line
+            # the brace stands left of the piano pair alone; without it to tell, the piano pair shares
+            # barlines (many connectors), the voice only the system start line
             kind = "voice+piano"
-            if inner[0] > inner[1]:
+            braced = _brace_cover(members, ink)
+            if min(braced[1:]) - braced[0] >= 0.35:  # (staff lines and clefs cover a few rows of any staff)
+                voice_below = False
+            elif min(braced[:2]) - braced[2] >= 0.35:
+                voice_below = True
+            else:
+                voice_below = inner[0] > inner[1]
+            if voice_below:
                 roles = ["piano-upper", "piano-lower", "voice"]
             else:
                 roles = ["voice", "piano-upper", "piano-lower"]
@@ -243,8 +313,121 @@ def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None 
             best = int(np.argmax(inner[::-1]))  # prefer the lowest pair on ties
             pair = len(inner) - 1 - best
             roles[pair], roles[pair + 1] = "piano-upper", "piano-lower"
-        out.append(_Group(members, kind, roles, conf))
+        unit = None
+        if kind == "voice+piano":
+            unit = (0, 1) if roles[0] == "piano-upper" else (1, 2)
+        elif kind == "ensemble" and inner[pair] > max(n for k, n in enumerate(inner) if k != pair):
+            unit = (pair, pair + 1)  # a pair joined by more barlines than any other: a piano
+        out.append(_Group(members, kind, roles, conf, unit))
     return out
+
+
+def _brace_cover(staves: list[Staff], ink: np.ndarray) -> list[float]:
+    """Per staff, the share of its rows with ink at its left end other than lines down all of them: a
+    brace (or bracket) there covers its staves' rows, the system start line is down every staff."""
+    h, w = ink.shape
+    sp = float(np.median([st.space for st in staves]))
+    a = int(max(0, min(st.x0 for st in staves) - 2.5 * sp))
+    b = int(min(w, max(st.x0 for st in staves) + 0.6 * sp))
+    bands = [(int(max(0, st.top)), int(min(h, st.bottom + 1))) for st in staves]
+    if b - a < 2 or any(bottom - top < 2 for top, bottom in bands):
+        return [0.0] * len(staves)
+    rows = np.concatenate([np.arange(top, bottom) for top, bottom in bands])
+    common = ink[rows, a:b].astype(bool).mean(axis=0) >= 0.9
+    return [float(ink[top:bottom, a:b][:, ~common].any(axis=1).mean()) for top, bottom in bands]
+
+
+@dataclass
+class _Reach:
+    """A staff left out of every box, as `_system_rects` sees it: how far down its own ink reaches."""
+
+    x0: float
+    top: float
+    x1: float
+    bottom: float
+    space: float
+
+
+def _box_units(groups: list[_Group], ink: np.ndarray) -> tuple[list[_Group], np.ndarray, list[_Reach]]:
+    """(what each group's box holds, the ink to box it by, the staves left out) for `_system_rects`.
+
+    A voice + piano system is boxed as its piano pair; the voice staff, reaching down over its lyrics,
+    stays a neighbour whose ink no box takes. The strokes joining it to the piano (the system start
+    line) are taken out of the ink, or the piano's notes would be one blob with the voice's.
+    """
+    units, left_out = [], []
+    for g in groups:
+        parts = g.parts()
+        for (upper, _), (lower, _) in zip(parts, parts[1:]):
+            ink = _without_joins(ink, upper[-1], lower[0])
+        for k, (staves, holds) in enumerate(parts):
+            if holds:
+                a = g.unit[0] if g.unit else 0
+                units.append(_Group(staves, g.kind, g.roles[a:a + len(staves)], g.confidence))
+                continue
+            for j, staff in enumerate(staves):
+                below = staves[j + 1] if j + 1 < len(staves) else parts[k + 1][0][0] if k + 1 < len(parts) else None
+                bottom = _lyrics_bottom(ink, staff, below.top if below is not None else staff.bottom + 9 * staff.space,
+                                        staff.space)
+                left_out.append(_Reach(staff.x0, staff.top, staff.x1, bottom, staff.space))
+    return units, ink, left_out
+
+
+def _without_joins(ink: np.ndarray, upper: Staff, lower: Staff) -> np.ndarray:
+    """`ink` (copied when changed) without the vertical strokes that cross the whole gap between two staves."""
+    a, b = int(np.ceil(upper.bottom)) + 2, int(np.floor(lower.top)) - 1
+    if b - a < 2:
+        return ink
+    joins = ink[a:b].mean(axis=0) >= 0.9
+    if not joins.any():
+        return ink
+    ink = ink.copy()
+    ink[a:b, joins] = 0
+    return ink
+
+
+def _lyrics_bottom(ink: np.ndarray, staff: Staff, next_top: float, sp: float) -> float:
+    """The lower edge of the lyrics under `staff` (its bottom line when it has none) above `next_top`.
+
+    A line of lyrics is text: letters (or, blurred, words) of about a staff space or two, their feet on
+    one baseline across the staff, in the gap under it, side by side within words. Notes there
+    (ledger-line notes of the staff below reaching up) have stems, or stand alone, and a row of
+    accents over them stands apart; the letters of one marking (cresc.) are too short a line.
+    Verses stack: a second baseline a little lower extends the lyrics.
+    """
+    h, w = ink.shape
+    a, b = int(staff.bottom + 0.5 * sp), int(min(h, next_top - 0.5 * sp))
+    xa, xb = int(max(0, staff.x0)), int(min(w, staff.x1))
+    if b - a < 2 * sp or xb - xa < 10 * sp:
+        return staff.bottom
+    _, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(ink[a:b, xa:xb]), connectivity=8)
+    left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    width, height = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
+    foot = top + height
+    # letters: text-sized, not cut by the band's edges (stems and beams of the staves' own notes are)
+    text = (height >= 0.45 * sp) & (height <= 2.8 * sp) & (width <= 12 * sp) & (top > 0) & (foot < b - a)
+    left, top, width, foot = left[text], top[text], width[text], foot[text]
+    if foot.size < 4:
+        return staff.bottom
+    tol = max(1.5, 0.2 * sp)
+    bottom, last = None, None
+    for base in np.sort(foot):
+        if last is not None and (base <= last + sp or base > last + 4.5 * sp):
+            continue  # the line found, or too far below it to be its next verse
+        on = np.abs(foot - base) <= tol
+        spread = (left[on] + width[on]).max() - left[on].min()
+        if on.sum() < (4 if last is None else 3) or spread < 6 * sp:
+            continue
+        # text, not a row of accents or note heads: letters side by side within words, or (blurred)
+        # whole words
+        order = np.argsort(left[on])
+        gaps = left[on][order][1:] - (left[on] + width[on])[order][:-1]
+        if ((gaps > -0.2 * sp) & (gaps <= 0.4 * sp)).sum() < 2 and (width[on] >= 2.5 * sp).sum() < 3:
+            continue
+        line = float(np.median(foot[on]))
+        hang = (foot >= line - tol) & (foot <= line + 0.9 * sp) & (top >= line - 2.8 * sp)  # descenders
+        bottom, last = float(foot[hang].max()), line
+    return a + bottom if bottom is not None else staff.bottom
 
 
 def _despeckle(ink: np.ndarray, space: float) -> np.ndarray:
@@ -265,76 +448,133 @@ def _row_profile(ink: np.ndarray, x0: float, x1: float) -> np.ndarray:
     return ink[:, a:max(b, a + 1)].sum(axis=1)
 
 
-def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig) -> list[tuple[float, float, float, float]]:
-    """(x0, y0, x1, y1) per system in working coordinates, grown into the space around the staves.
+def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
+                  staves: list[Staff] | None = None) -> list[tuple[float, float, float, float]]:
+    """(x0, y0, x1, y1) per system in working coordinates: its staves and the ink attached to them.
 
-    Between two systems the boundary is the middle of the widest blank band in the gap (or the
-    emptiest row), so notes above/below a staff go with their own system. Above the first and
-    below the last system, the box follows the ink up to `edge_margin_spaces` staff spaces.
+    The ink is taken by connected component. A component crossing one system's staff band (notes,
+    stems, beams, slurs, the brace, a ledger-line note whose stem reaches the staff) is that
+    system's. A component outside every band (a whole note on ledger lines, a dynamic, a pedal
+    mark, "cresc.", a tempo mark) goes to the nearer of the two staff bands around it, measured
+    to the band's ink in the same columns, so where the low notes of one system and the high
+    notes of the next interlock each keeps its own. Above the first and below the last system
+    components are taken while they follow on from the system's ink with less than
+    `blank_run_spaces` of blank between (a title or a footer further off stays out). Text that
+    runs on past the staves' right end (a tempo or expression mark) widens the box to its end.
+    Detected staves that belong to no system (`staves`, e.g. a voice staff left out of a
+    voice + piano box) hold their own ink, which then goes to no box.
     """
     h, w = ink.shape
-    cores = []
-    for g in groups:
+    n_sys = len(groups)
+    if n_sys == 0:
+        return []
+    members = {id(s) for g in groups for s in g.staves}
+    bands = []  # (x0, top, x1, bottom, space, owner or -1)
+    for i, g in enumerate(groups):
         sp = float(np.median([s.space for s in g.staves]))
-        x0 = min(s.x0 for s in g.staves) - cfg.left_margin_spaces * sp
-        x1 = max(s.x1 for s in g.staves) + cfg.right_margin_spaces * sp
-        cores.append([max(0.0, x0), g.staves[0].top, min(float(w), x1), g.staves[-1].bottom, sp])
-
+        bands.append((min(s.x0 for s in g.staves), g.staves[0].top, max(s.x1 for s in g.staves),
+                      g.staves[-1].bottom, sp, i))
+    for s in staves or []:
+        if id(s) not in members:
+            bands.append((s.x0, s.top, s.x1, s.bottom, s.space, -1))
+    bands.sort(key=lambda b: (b[1] + b[3]) / 2)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    cx0, cy0 = stats[1:, cv2.CC_STAT_LEFT].astype(np.float64), stats[1:, cv2.CC_STAT_TOP].astype(np.float64)
+    cx1, cy1 = cx0 + stats[1:, cv2.CC_STAT_WIDTH], cy0 + stats[1:, cv2.CC_STAT_HEIGHT]
+    bx0 = np.array([b[0] for b in bands]) - cfg.left_margin_spaces * np.array([b[4] for b in bands])
+    bx1 = np.array([b[2] for b in bands]) + cfg.right_margin_spaces * np.array([b[4] for b in bands])
+    btop, bbot = np.array([b[1] for b in bands]), np.array([b[3] for b in bands])
+    bsp = np.array([b[4] for b in bands])
+    owner_of = np.array([b[5] for b in bands])
+    # (components, bands): overlaps the band's columns / rows
+    in_x = (cx1[:, None] > bx0[None, :]) & (cx0[:, None] < bx1[None, :])
+    crosses = in_x & (cy1[:, None] > btop[None, :]) & (cy0[:, None] < bbot[None, :])
+    n_cross = crosses.sum(axis=1)
+    tall = (cy1 - cy0) > (bbot - btop).max() + 16 * bsp.max()  # a page edge, a shadow's rim: no one's
+    owner = np.full(cx0.size, -2)  # band index, -2: none
+    one = (n_cross == 1) & ~tall
+    owner[one] = np.argmax(crosses[one], axis=1)
+    # the bands' own ink extent per column, for the distance of loose components
+    ext_top = np.full((len(bands), w), np.inf)
+    ext_bot = np.full((len(bands), w), -np.inf)
+    for k in range(len(bands)):
+        a, b = int(max(0, bx0[k])), int(min(w, bx1[k]))
+        ext_top[k, a:b], ext_bot[k, a:b] = btop[k], bbot[k]
+    for c in np.flatnonzero(owner >= 0):
+        k = owner[c]
+        a, b = int(cx0[c]), int(cx1[c])
+        np.minimum(ext_top[k, a:b], cy0[c], out=ext_top[k, a:b])
+        np.maximum(ext_bot[k, a:b], cy1[c], out=ext_bot[k, a:b])
+    loose = np.flatnonzero((n_cross == 0) & in_x.any(axis=1) & ~tall)
+    centre = (btop + bbot) / 2
+    # which bands lie above / below a component: any band within a few spaces of its columns
+    # (a first system indented further than the next one is still above that one's text)
+    wide = (cx1[:, None] > bx0[None, :] - 6 * bsp[None, :]) & (cx0[:, None] < bx1[None, :] + 6 * bsp[None, :])
+    pad = int(2 * bsp.max())
+    for c in loose:
+        mid = (cy0[c] + cy1[c]) / 2
+        above = np.flatnonzero((centre < mid) & wide[c])
+        below = np.flatnonzero((centre > mid) & wide[c])
+        a, b = int(cx0[c]), int(max(cx1[c], cx0[c] + 1))
+        lo, hi = max(0, a - pad), min(w, b + pad)
+        cands = []
+        if above.size:
+            k = above[-1]
+            cands.append((cy0[c] - float(np.max(ext_bot[k, lo:hi])), cy0[c] - bbot[k], k))
+        if below.size:
+            k = below[0]
+            cands.append((float(np.min(ext_top[k, lo:hi])) - cy1[c], btop[k] - cy1[c], k))
+        if not cands:
+            continue
+        # nearest by the ink in these columns; the staff lines break a near tie
+        best = min(cands, key=lambda t: (max(t[0], 0) + 0.25 * t[1]) / bsp[t[2]])
+        # between two bands: that system's; above the top one / below the bottom one: the
+        # system's only if it follows on from its ink (decided below)
+        owner[c] = best[2] + (10_000 if len(cands) == 2 else 20_000)
     rects = []
-    for i, (x0, top, x1, bottom, sp) in enumerate(cores):
-        profile = _row_profile(ink, x0, x1)
-        quiet = profile <= max(1, 0.002 * (x1 - x0))
-
-        def split(upper_bottom: float, lower_top: float) -> float:
-            a, b = int(np.ceil(upper_bottom)), int(np.floor(lower_top))
-            if b - a < 2:
-                return (upper_bottom + lower_top) / 2
-            q = quiet[a:b].astype(np.int8)
-            if q.any():
-                edges = np.diff(np.concatenate([[0], q, [0]]))
-                starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-                k = int(np.argmax(ends - starts))
-                return a + (starts[k] + ends[k]) / 2
-            seg = profile[a:b].astype(np.float64)
-            centre_bias = np.abs(np.arange(b - a) - (b - a) / 2) / (b - a)
-            return a + float(np.argmin(seg / max(seg.max(), 1) + 0.3 * centre_bias))
-
-        def grow(edge: float, direction: int) -> float:
-            limit = cfg.edge_margin_spaces * sp
-            blank_needed = int(cfg.blank_run_spaces * sp)
-            y, blank, last_ink = int(edge), 0, edge
-            while abs(y - edge) < limit and 0 <= y + direction < h:
-                y += direction
-                if quiet[y]:
-                    blank += 1
-                    if blank >= blank_needed:
-                        break
-                else:
-                    blank = 0
-                if profile[y] > 0:  # a near-blank row still holds the tip of a slur or a dot
-                    last_ink = y
-            return float(np.clip(last_ink + direction * 0.5 * sp, 0, h))
-
-        def shrink(boundary: float, edge: float, direction: int) -> float:
-            """From a split row towards the staff: to the first ink, less half a space of margin."""
-            a, b = sorted((int(round(boundary)), int(round(edge))))
-            rows = np.flatnonzero(profile[max(a, 0):max(b, 0)] > 0) + max(a, 0)
-            if rows.size == 0:
-                return float(edge) + direction * 0.5 * sp
-            first = rows[0] if direction < 0 else rows[-1]
-            moved = first + direction * 0.5 * sp
-            return float(max(moved, boundary) if direction < 0 else min(moved, boundary))
-
-        if i > 0:
-            y0 = shrink(split(cores[i - 1][3], top), top, -1)
-        else:
-            y0 = grow(top, -1)
-        if i + 1 < len(cores):
-            y1 = shrink(split(bottom, cores[i + 1][1]), bottom, +1)
-        else:
-            y1 = grow(bottom, +1)
-        rects.append((x0, y0, x1, y1))
-    return rects
+    for i in range(n_sys):
+        k = int(np.flatnonzero(owner_of == i)[0])
+        sp = bsp[k]
+        x0, x1 = max(0.0, bx0[k]), min(float(w), bx1[k])
+        y0, y1 = btop[k], bbot[k]
+        own = np.flatnonzero(owner == k)
+        if own.size:
+            y0, y1 = min(y0, cy0[own].min()), max(y1, cy1[own].max())
+        free = np.flatnonzero((owner == k + 10_000) | (owner == k + 20_000))
+        edge = owner == k + 20_000
+        gap = cfg.blank_run_spaces * sp
+        reach = cfg.edge_margin_spaces * 2 * sp
+        # between systems everything assigned is taken; above the first / below the last, what
+        # follows on from the system's ink
+        take = []
+        for c in free[np.argsort(-cy1[free])]:  # above: nearest first
+            if cy1[c] <= btop[k]:
+                if edge[c] and (cy1[c] < y0 - gap or cy0[c] < btop[k] - reach):
+                    continue
+                take.append(c)
+                y0 = min(y0, cy0[c])
+        for c in free[np.argsort(cy0[free])]:  # below: nearest first
+            if cy0[c] >= bbot[k] - 1:
+                if edge[c] and (cy0[c] > y1 + gap or cy1[c] > bbot[k] + reach):
+                    continue
+                take.append(c)
+                y1 = max(y1, cy1[c])
+        mine = np.concatenate([own, np.asarray(take, int)])
+        if mine.size:
+            # text running on past the staves' right end: words, dashes, chained while close
+            right = x1
+            cand = mine[cx0[mine] < x1]
+            if cand.size:
+                right = max(right, float(cx1[cand].max()))
+            rest = np.flatnonzero((cx0 >= x1) & (cy1 > y0) & (cy0 < y1) & (n_cross <= 1) & ~tall)
+            for c in rest[np.argsort(cx0[rest])]:
+                if cx0[c] > right + 1.5 * sp:
+                    break
+                right = max(right, float(cx1[c]))
+            x1 = min(float(w), max(x1, right + 0.25 * sp))
+        margin = 0.5 * sp
+        rects.append([x0, max(0.0, y0 - margin), x1, min(float(h), y1 + margin)])
+    return [tuple(r) for r in rects]
 
 
 def _to_page_box(group: _Group, rect, ink: np.ndarray, inverse: np.ndarray, page_wh) -> SystemBox:
