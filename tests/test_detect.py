@@ -335,3 +335,69 @@ def test_noisy_low_light_page_still_found():
     image = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8))
     result = detect_systems(image)
     assert len(result.boxes) == 3, result.messages
+
+
+def test_a_misread_spacing_is_retried_at_the_pages_repeat_and_the_first_full_page_ends_the_retry(monkeypatch):
+    # pixel noise on a grainy photo breaks lines into short runs whose spacing reads as half the
+    # true one: the retry takes the page's vertical repeat of thin lines, widest candidate first,
+    # and stops at the first candidate that finds a page's worth of staff (each try costs a pass)
+    import acai_omr.detect.systems as systems
+
+    page = make_page(["piano"] * 4, seed=5)
+    true_read = systems.normalize.estimate_spacing
+    monkeypatch.setattr(systems.normalize, "estimate_spacing",
+                        lambda ink, *a, **k: (lambda r: r and (r[0] / 2, r[1]))(true_read(ink, *a, **k)))
+    calls = []
+    find = systems._deskew_and_find
+
+    def counted(flat, masks, space, thickness, cfg, faint=False):
+        calls.append(space)
+        return find(flat, masks, space, thickness, cfg, faint)
+
+    monkeypatch.setattr(systems, "_deskew_and_find", counted)
+    result = detect_systems(page.image)
+    assert len(result.boxes) == 4, result.messages
+    for box, truth in zip(boxes_of(result), page.boxes):
+        assert iou(box, truth) > 0.7
+    assert len(calls) == 2, calls  # the first pass at the misread spacing, one retry at the true one
+    assert abs(calls[1] / page.space - 1) < 0.1, (calls, page.space)
+
+
+def test_a_spacing_the_pages_line_repeat_contradicts_does_not_enlarge_the_working_page():
+    # a large page is shrunk for detection unless its staff space would get too small there; a
+    # spacing read off noise (not the page's repeat of lines, nor half of it) must not undo that
+    from acai_omr.detect import normalize
+    from acai_omr.detect.systems import _spacing_repeats
+
+    page = make_page(["piano"] * 3, seed=2)
+    flat = normalize.flatten_background(np.asarray(page.image))
+    assert _spacing_repeats(flat, page.space)
+    assert _spacing_repeats(flat, page.space / 2)
+    assert not _spacing_repeats(flat, page.space * 0.37)
+    assert not _spacing_repeats(flat, page.space * 0.62)
+
+
+def test_the_grain_of_a_noisy_photo_is_despeckled_but_notes_and_dots_stay():
+    # sensor grain leaves specks up to a dot's size all over a photo's paper; strung between two
+    # systems they would carry both boxes across the blank. On a grainy page small blobs without
+    # a solid core go; on a clean page an isolated dot is kept as before.
+    import cv2
+
+    from acai_omr.detect.systems import _despeckle
+
+    space = 10.0
+    rng = np.random.default_rng(0)
+    ink = np.zeros((600, 800), np.uint8)
+    cv2.ellipse(ink, (200, 300), (6, 4), -20, 0, 360, 1, -1)  # a note head
+    ink[240:300, 205:207] = 1  # its stem, a pixel or two wide
+    cv2.ellipse(ink, (230, 300), (2, 2), 0, 0, 360, 1, -1)  # its dot, apart from it
+    clean = ink.copy()
+    assert _despeckle(clean, space).sum() == clean.sum()
+    grain = rng.random(ink.shape) < 0.004  # single pixels and small clusters of them
+    grain |= np.roll(grain, 1, axis=0) & (rng.random(ink.shape) < 0.5)
+    grain |= np.roll(grain, 1, axis=1) & (rng.random(ink.shape) < 0.5)
+    grain[280:320, 180:240] = False
+    noisy = np.maximum(ink, grain.astype(np.uint8))
+    out = _despeckle(noisy, space)
+    assert (out[ink > 0] == 1).all()  # the note, its stem and its dot all stay
+    assert out[grain & (ink == 0)].sum() < 0.05 * grain.sum()  # the grain is gone

@@ -92,9 +92,8 @@ def _comb(profile: np.ndarray, space: float, tolerance: int,
 
 def _strip_profile(mask: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """(rows, strips) share of each strip's row that is ink."""
-    h = mask.shape[0]
-    col_sums = np.concatenate([np.zeros((h, 1), np.int32), np.cumsum(mask, axis=1, dtype=np.int32)], axis=1)
-    return (col_sums[:, edges[1:]] - col_sums[:, edges[:-1]]) / np.diff(edges)[None, :]
+    sums = np.add.reduceat(mask[:, :edges[-1]], edges[:-1], axis=1, dtype=np.int32)
+    return sums / np.diff(edges)[None, :]
 
 
 def find_staves(ink: np.ndarray, space: float, thickness: float, strip_spaces: float = 8.0,
@@ -222,27 +221,30 @@ def _refine_lines(staff: Staff, dark: np.ndarray, strip_w: int) -> None:
     at = np.clip(np.round(line_at[None, :] + shifts[:, None]).astype(int), 0, ds.size - 1)  # (shifts, 5)
     near = np.arange(-win, win + 1)
     k5 = np.arange(5)
-    # block profiles, all at once: (offsets, blocks)
+    # block profiles, all at once: (offsets, blocks); every block's five lines found together
     sums = np.add.reduceat(stack, bounds[:-1], axis=1) / np.diff(bounds)[None, :]
-    for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        prof = sums[:, j]
-        o = int(shifts[np.argmax(prof[at].sum(axis=1))])
-        # each line's darkest row within +-win of where it should be
-        cand = np.clip(np.round(line_at + o).astype(int)[:, None] + near[None, :], 1, ds.size - 2)  # (5, 2win+1)
-        p = cand[k5, np.argmax(prof[cand], axis=1)]
-        y0, y1, y2 = prof[p - 1], prof[p], prof[p + 1]
-        if (y1 <= 0).any():
-            continue
-        curve = y0 - 2 * y1 + y2
-        peaks = p + np.where(curve < 0, 0.5 * (y0 - y2) / np.where(curve < 0, curve, -1), 0.0)
-        slope, icept = np.polyfit(k5, peaks, 1)
-        residual = np.abs(peaks - (icept + slope * k5)).max()
-        if abs(slope / sp - 1) > 0.08 or residual > max(1.0, 0.12 * sp):
-            continue
-        x_mid = (lo + hi) // 2
-        centres.append(a + x_mid)
-        tops.append(base[x_mid] + ds[0] + icept)
-        spaces.append(slope)
+    n_blocks = sums.shape[1]
+    cols = np.arange(n_blocks)
+    o = shifts[np.argmax(sums[at].sum(axis=1), axis=0)]  # (blocks,)
+    # each line's darkest row within +-win of where it should be
+    cand = np.clip(np.round(line_at[None, :, None] + o[:, None, None]).astype(int) + near[None, None, :],
+                   1, ds.size - 2)  # (blocks, 5, 2win+1)
+    vals = sums[cand, cols[:, None, None]]
+    p = np.take_along_axis(cand, np.argmax(vals, axis=2)[:, :, None], axis=2)[:, :, 0]  # (blocks, 5)
+    y0, y1, y2 = sums[p - 1, cols[:, None]], sums[p, cols[:, None]], sums[p + 1, cols[:, None]]
+    curve = y0 - 2 * y1 + y2
+    peaks = p + np.where(curve < 0, 0.5 * (y0 - y2) / np.where(curve < 0, curve, -1), 0.0)
+    # least-squares line through the five (x = 0..4, centred at 2)
+    mean = peaks.mean(axis=1)
+    slope = ((k5 - 2)[None, :] * (peaks - mean[:, None])).sum(axis=1) / 10.0
+    icept = mean - 2 * slope
+    residual = np.abs(peaks - (icept[:, None] + slope[:, None] * k5[None, :])).max(axis=1)
+    ok = ((y1 > 0).all(axis=1) & (np.abs(slope / sp - 1) <= 0.08)
+          & (residual <= max(1.0, 0.12 * sp)))
+    x_mid = (bounds[:-1] + bounds[1:]) // 2
+    centres = list(a + x_mid[ok])
+    tops = list(base[x_mid[ok]] + ds[0] + icept[ok])
+    spaces = list(slope[ok])
     if len(centres) < 2:
         return
     tops = np.asarray(tops)
@@ -417,20 +419,20 @@ def line_evidence(staff: Staff, dark: np.ndarray, noise: float, quantile: float 
     shift = max(1, reach // 2)
     n_blocks = max(1, (b - a) // block)
     bounds = np.linspace(0, b - a, n_blocks + 1).astype(int)
-    around = np.empty((5, 2 * s1 + 1, b - a), stack.dtype)  # rows -s1..s1 about each line, per column
     offsets = np.arange(-s1, s1 + 1)
     shifts = np.arange(-shift, shift + 1)
     at = np.clip(line_at[None, :] + shifts[:, None], 0, ds.size - 1)  # (shifts, 5)
     near = np.arange(-win, win + 1)
     block_means = np.add.reduceat(stack.astype(np.float32), bounds[:-1], axis=1) / np.diff(bounds)[None, :]
-    for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        prof = block_means[:, j]
-        o = int(shifts[np.argmax(prof[at].sum(axis=1))])
-        # each line's own darkest row in this block (the spacing is only known to a pixel or so)
-        cand = np.clip((line_at + o)[:, None] + near[None, :], 0, ds.size - 1)
-        peaks = cand[np.arange(5), np.argmax(prof[cand], axis=1)]
-        rows = np.clip(peaks[:, None] + offsets[None, :], 0, ds.size - 1)  # (5, 2*s1+1)
-        around[:, :, lo:hi] = stack[rows, lo:hi]
+    cols = np.arange(block_means.shape[1])
+    o = shifts[np.argmax(block_means[at].sum(axis=1), axis=0)]  # (blocks,)
+    # each line's own darkest row per block (the spacing is only known to a pixel or so)
+    cand = np.clip((line_at[None, :, None] + o[:, None, None]) + near[None, None, :], 0, ds.size - 1)
+    peaks = np.take_along_axis(cand, np.argmax(block_means[cand, cols[:, None, None]], axis=2)[:, :, None],
+                               axis=2)[:, :, 0]  # (blocks, 5)
+    per_col = np.repeat(peaks, np.diff(bounds), axis=0)  # (columns, 5)
+    rows = np.clip(per_col[:, :, None] + offsets[None, None, :], 0, ds.size - 1)  # (columns, 5, 2*s1+1)
+    around = stack[rows, np.arange(b - a)[:, None, None]].transpose(1, 2, 0)  # (5, 2*s1+1, columns)
     kq = int(quantile * (b - a))
     contrast = []
     for k in range(5):

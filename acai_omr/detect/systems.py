@@ -111,6 +111,11 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         spacing = normalize.estimate_spacing(line_ink | normalize.thin_lines(flat, 10.0, 2.0))
         if spacing is None or scale == 1.0 or spacing[0] >= cfg.min_work_space:
             break
+        if not _spacing_repeats(flat, spacing[0]):
+            # a grainy photo's pixel noise breaks its lines into short runs whose spacing reads
+            # small; the page's vertical repeat of thin lines does not match it: keep the working
+            # size (the retry below tries that repeat) rather than work on the full page for nothing
+            break
         scale = min(1.0, scale * (cfg.min_work_space + 2) / spacing[0])
     if spacing is None:
         result.messages.append("no staff lines found: the page looks blank")
@@ -133,7 +138,10 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         # (next to) nothing found: a dark, grainy photo whose staff lines came through faint and broken
         # (the run lengths then misread the spacing too, and the skew). Try again with lines
         # averaged over a few spaces, at the spacing read and at the page's strongest vertical
-        # repeat of thin lines (or a fraction of it); the candidate with most staff wins.
+        # repeat of thin lines (or a fraction of it). The widest spacing that finds a page's worth
+        # of staff wins: staves of spacing s also pass for staves of s/2 (every other line lies on
+        # ink), never for staves of 2s, so a narrower candidate only adds those impostors;
+        # without such a candidate the one with most staff wins.
         tries = [(space, thickness)]
         repeat = normalize.periodic_spacing(flat)
         if repeat is not None:
@@ -141,10 +149,12 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
                 sp = repeat[0] / part
                 if sp >= 4.0 and all(abs(sp / t[0] - 1) > 0.08 for t in tries):
                     tries.append((sp, float(min(thickness, max(1.0, 0.2 * sp)))))
-        for sp, th in tries:
+        for sp, th in sorted(tries, key=lambda t: -t[0]):
             attempt = _deskew_and_find(flat, masks, sp, th, cfg, faint=True)
             if _staff_length(attempt[0]) > _staff_length(found[0]):
                 found, space, thickness = attempt, sp, th
+            if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
+                break
     staves, angle, R, flat, ink, bar_ink = found
     if R is not None:
         M = R @ M
@@ -196,6 +206,17 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
         line_ink = lines_of(flat, line_ink)
     staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=flat)
     return staves, angle, R, flat, ink, bar_ink
+
+
+def _spacing_repeats(flat: np.ndarray, space: float) -> bool:
+    """Whether the page's strongest vertical repeat of thin lines is `space` or twice it (lines a
+    space or two apart), or there is no clear repeat to say otherwise. A spacing read off pixel
+    noise matches neither (thirds are not taken: a grain's run spacing falls on a third of
+    some repeat too easily)."""
+    repeat = normalize.periodic_spacing(flat)
+    if repeat is None:
+        return True
+    return any(abs(repeat[0] / (part * space) - 1) <= 0.1 for part in (1, 2))
 
 
 def _staff_length(staves: list[Staff]) -> float:
@@ -430,13 +451,30 @@ def _lyrics_bottom(ink: np.ndarray, staff: Staff, next_top: float, sp: float) ->
     return a + bottom if bottom is not None else staff.bottom
 
 
-def _despeckle(ink: np.ndarray, space: float) -> np.ndarray:
-    """The ink mask without isolated specks (dust, sensor noise): blobs far smaller than a dot."""
+def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.ndarray:
+    """The ink mask without isolated specks (dust, sensor noise): blobs far smaller than a dot.
+
+    On a grainy page (more than `grainy_share` dot-sized blobs per 100 square staff spaces,
+    tens of times what any engraving holds: its dots sit by the notes they belong to) the
+    noise leaves specks up to a dot's size all over the paper, which would carry a box across
+    the blank between systems. There a small blob (under a square space, at most 1.5 spaces
+    across) stays only where it has a core that the majority of 5x5 neighbourhoods covers: a
+    note head, a dot, a stem with its note do; the grain's specks and their loose clusters do not.
+    """
     _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA]
+    width, height = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     small = max(2.0, 0.04 * space * space)
     side = max(2, int(0.35 * space))
-    specks = ((stats[:, cv2.CC_STAT_AREA] < small) & (stats[:, cv2.CC_STAT_WIDTH] <= side)
-              & (stats[:, cv2.CC_STAT_HEIGHT] <= side))
+    specks = (area < small) & (width <= side) & (height <= side)
+    dots = (area < 0.3 * space * space) & (np.maximum(width, height) <= 0.8 * space)
+    dots[0] = False
+    if dots.sum() > grainy_share / 100 * ink.size / (space * space):
+        core = cv2.medianBlur(ink * np.uint8(255), 5) > 0
+        held = np.zeros(len(area), bool)
+        held[np.unique(labels[core])] = True
+        loose = (area < space * space) & (np.maximum(width, height) <= 1.5 * space)
+        specks |= loose & ~held
     specks[0] = False
     if not specks[1:].any():
         return ink
