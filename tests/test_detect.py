@@ -401,3 +401,40 @@ def test_the_grain_of_a_noisy_photo_is_despeckled_but_notes_and_dots_stay():
     out = _despeckle(noisy, space)
     assert (out[ink > 0] == 1).all()  # the note, its stem and its dot all stay
     assert out[grain & (ink == 0)].sum() < 0.05 * grain.sum()  # the grain is gone
+
+
+def test_a_scans_black_margin_does_not_join_systems_into_one():
+    # a dark scanner margin down the left edge, ending a couple of spaces before the staves
+    # start: cut by the connector check's window, its edge looked like a system start line
+    page = make_page(["single"] * 4, seed=7, title=False)
+    gray = np.asarray(page.image).copy()
+    edge = int(min(b[0] for b in page.boxes) - 2 * page.space)
+    for y in range(gray.shape[0]):  # a wedge, as a sheet fed in at a slant leaves it
+        gray[y, :int(edge * (0.6 + 0.4 * y / gray.shape[0]))] = 20
+    result = detect_systems(Image.fromarray(gray))
+    assert len(result.boxes) == 4, result.messages
+    assert all(b.kind == "single" for b in result.boxes)
+
+
+def test_connectors_count_thin_strokes_darker_than_the_paper_beside_them():
+    from acai_omr.detect.staves import Staff
+    from acai_omr.detect.systems import _connectors
+
+    h, w, sp = 400, 800, 10.0
+    upper = Staff(xs=np.array([100.0, 700.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=700, contrast=80)
+    lower = Staff(xs=np.array([100.0, 700.0]), tops=np.array([240.0, 240.0]), space=sp, x0=100, x1=700, contrast=80)
+    ink = np.zeros((h, w), np.uint8)
+    dark = np.zeros((h, w), np.uint8)
+    dark[:, 250:] = 30  # a shadow over the right of the page: its paper reads darker than the page's
+    # columns of noise in the shadow, barely darker than the shadowed paper beside them
+    for x in (300, 400, 500):
+        ink[:, x] = 1
+        dark[:, x] = 36
+    # a band too wide for a barline, dark as ink (the rim of the sheet, a shadow's edge)
+    ink[:, 600:614] = 1
+    dark[:, 600:614] = 90
+    assert _connectors(upper, lower, ink, dark) == (False, 0)
+    # a real barline counts, also in the shadow
+    ink[:, 450:452] = 1
+    dark[:, 450:452] = 110
+    assert _connectors(upper, lower, ink, dark) == (False, 1)

@@ -267,25 +267,43 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | 
     y_to = int(np.floor(lower.top_at(xs).min())) - 1
     if y_to - y_from < 2:
         return True, 1  # staves touch: nothing between them to check, so treat them as joined
-    band = cv2.dilate(ink[y_from:y_to, a:b], np.ones((1, 3), np.uint8))  # tolerate slight tilt
+    # the runs are read on a window reaching a few spaces further left, so that a solid dark
+    # region cut by the window's edge (the black margin of a scan, the table beyond the sheet)
+    # shows its full width rather than passing for a thin stroke
+    pad = min(a, int(np.ceil(3 * space)))
+    band = cv2.dilate(ink[y_from:y_to, a - pad:b], np.ones((1, 3), np.uint8))  # tolerate slight tilt
     filled = band.mean(axis=0) >= 0.85
     if not filled.any():
         return False, 0
     edges = np.diff(np.concatenate([[0], filled.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    starts, ends = np.flatnonzero(edges == 1) - pad, np.flatnonzero(edges == -1) - pad
     # barlines, the system start line and a brace are thin; a wider solid band is something else
     # (the dark edge of the sheet or the table beyond it, a shadow's rim)
-    thin = ends - starts <= 1.5 * space + 2
+    thin = (ends - starts <= 1.5 * space + 2) & (starts >= 0)
+    if a - pad == 0:
+        thin &= starts > -pad  # a run from the page's edge: the margin, not a stroke
     starts, ends = starts[thin], ends[thin]
     if dark is not None and min(upper.contrast, lower.contrast) > 0:
+        # darker than the paper beside it (half a space to two spaces off either side) by a good
+        # part of the staff lines' contrast: on a grainy or shadowed photo the mask's columns of
+        # noise, and a shadow's darker paper, pass a test against the page's paper level
         need = 0.35 * min(upper.contrast, lower.contrast)
-        gap = dark[y_from:y_to, a:b]
-        strong = [float(np.median(gap[:, s0:e0], axis=0).max()) >= need for s0, e0 in zip(starts, ends)]
-        starts = starts[np.asarray(strong, bool)]
+        column = np.median(dark[y_from:y_to, a:b], axis=0)
+        near, far = int(round(0.5 * space)), int(round(2 * space))
+        strong = []
+        for s0, e0 in zip(starts, ends):
+            beside = np.concatenate([column[max(0, s0 - far):max(0, s0 - near)], column[e0 + near:e0 + far]])
+            ground = float(np.median(beside)) if beside.size else 0.0
+            strong.append(float(column[s0:e0].max()) - ground >= need)
+        strong = np.asarray(strong, bool)
+        starts, ends = starts[strong], ends[strong]
     if starts.size == 0:
         return False, 0
     left_end = max(upper.x0, lower.x0) + 3 * space  # x0 may reach a little left of the start line
-    return bool(a + starts[0] <= left_end), int(starts.size)
+    at_left = a + starts <= left_end
+    # away from the left end (the brace's place) only barline-thin strokes count
+    count = int((at_left | (ends - starts <= 0.75 * space + 2)).sum())
+    return bool(at_left[0]), count
 
 
 def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None = None) -> list[_Group]:
