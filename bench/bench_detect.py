@@ -1,7 +1,7 @@
 """Benchmark system detection on engraved pages with known system boxes, from two engravers, four ways.
 
     poetry run python bench/bench_detect.py --split tune --pages 24 [--source verovio,musescore] [--seed 0] \
-        [--dpi 150,200,250,300] [--show-failures] [--overlay docs/detect-overlay.png --overlay-page 8] \
+        [--dpi 150,200,250,300] [--show-failures] [--overlay /tmp/overlay.png --overlay-page 8] \
         [--overlay-dir docs/detect]
 
 Sources (`--source`, default both):
