@@ -80,9 +80,12 @@ SCREEN_DPI = (72.0, 110.0)
 
 # ------------------------------------------------------------------------------------------ split
 
-def split_of(group: str) -> str:
-    """The side of the split a piece (or a Chopin work) is on: a stable hash of its name."""
-    return SPLITS[int(hashlib.sha1(f"bench-detect/{group}".encode()).hexdigest(), 16) % 2]
+def split_of(path: Path) -> str:
+    """The side of the split a piece is on: a stable hash of its group's name (`piece_group`: a Chopin
+    work with all its editions, else the file)."""
+    from acai_omr.data.musescore_pages import piece_group
+
+    return SPLITS[int(hashlib.sha1(f"bench-detect/{piece_group(path)}".encode()).hexdigest(), 16) % 2]
 
 
 def page_seed(split: str, seed: int, source: str, index: int) -> int:
@@ -133,7 +136,7 @@ def _resampled(gray: np.ndarray, boxes: list[Box], factor: float) -> tuple[np.nd
 def verovio_pages(n: int, dpis: list[int], split: str, seed: int) -> Iterator[BenchPage]:
     """`n` Verovio-engraved Lieder dev pages of one side of the split."""
     folder = shared_dir() / "corpora" / "lieder" / "dev"
-    pieces = [p for p in sorted(folder.glob("*.mxl")) if split_of(f"{p.parent.name}/{p.stem}") == split]
+    pieces = [p for p in sorted(folder.glob("*.mxl")) if split_of(p) == split]
     if not pieces:
         raise SystemExit(f"no Lieder dev pieces under {folder}")
     rng = random.Random(f"verovio/{split}/{seed}")
@@ -182,13 +185,13 @@ def _musescore_pieces(split: str, seed: int) -> dict[str, list[Path]]:
     corpora = shared_dir() / "corpora"
     rng = random.Random(f"musescore/{split}/{seed}")
     lieder = [p for p in sorted((corpora / "lieder" / "dev").glob("*.mxl"))
-              if split_of(f"{p.parent.name}/{p.stem}") == split]
+              if split_of(p) == split]
     works: dict[str, list[Path]] = defaultdict(list)
     for p in sorted((corpora / "chopin-first-editions").glob("*.krn")):
         works[chopin_work(p.name)].append(p)
-    chopin = [rng.choice(files) for work, files in sorted(works.items()) if split_of(f"chopin/{work}") == split]
+    chopin = [rng.choice(files) for work, files in sorted(works.items()) if split_of(files[0]) == split]
     polish = [p for p in sorted((corpora / "polish" / "keyboard").glob("*.krn"))
-              if split_of(f"{p.parent.name}/{p.stem}") == split]
+              if split_of(p) == split]
     out = {"chopin": chopin, "lieder-vp": list(lieder), "polish": polish, "lieder-piano": list(lieder)}
     for pieces in out.values():
         rng.shuffle(pieces)

@@ -499,11 +499,6 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
     return np.where(specks[labels], 0, ink).astype(np.uint8)
 
 
-def _row_profile(ink: np.ndarray, x0: float, x1: float) -> np.ndarray:
-    a, b = int(max(0, x0)), int(min(ink.shape[1], x1))
-    return ink[:, a:max(b, a + 1)].sum(axis=1)
-
-
 def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
                   staves: list[Staff] | None = None) -> list[tuple[float, float, float, float]]:
     """(x0, y0, x1, y1) per system in working coordinates: its staves and the ink attached to them.
