@@ -438,3 +438,91 @@ def test_connectors_count_thin_strokes_darker_than_the_paper_beside_them():
     ink[:, 450:452] = 1
     dark[:, 450:452] = 110
     assert _connectors(upper, lower, ink, dark) == (False, 1)
+
+
+def _shadowed_photo(seed: int = 5):
+    """A sheet on a table (running out of the picture at the bottom), its left half in a shadow deep
+    enough that the shadowed paper is darker than the lit table: (picture, paper mask, true boxes)."""
+    page = make_page(["piano", "piano", "piano"], seed=seed)
+    gray = np.asarray(page.image).astype(np.float32)
+    h, w = gray.shape
+    pad = 120
+    picture = np.full((h + pad, w + 2 * pad), 95.0, np.float32)  # the table, below the sheet's bottom too
+    picture[pad:, pad:pad + w] = gray[: h]
+    paper = np.zeros(picture.shape, bool)
+    paper[pad:, pad:pad + w] = True
+    picture, paper = picture[: h - 100 + pad], paper[: h - 100 + pad]  # the sheet's foot is out of the picture
+    x = np.arange(picture.shape[1], dtype=np.float32)
+    ramp = np.clip((x - 0.45 * picture.shape[1]) / 60.0 + 0.5, 0, 1)  # a soft shadow edge
+    picture *= (0.3 + 0.7 * ramp)[None, :]
+    picture += np.random.default_rng(seed).normal(0, 4, picture.shape)
+    boxes = [(x0 + pad, y0 + pad, x1 + pad, y1 + pad) for x0, y0, x1, y1 in page.boxes]
+    return np.clip(picture, 0, 255).astype(np.uint8), paper, boxes
+
+
+def test_a_shadow_darker_than_the_table_does_not_cut_the_sheet_short():
+    """The sheet is bounded by its sharp edges, not by brightness: the shadowed half of the paper (darker
+    than the lit table) stays paper, the table goes, and every system is found whole."""
+    from acai_omr.detect.normalize import sheet_mask
+
+    picture, paper, boxes = _shadowed_photo()
+    shadowed_paper = picture[:, : picture.shape[1] // 3][paper[:, : picture.shape[1] // 3]]
+    lit_table = picture[:, -60:][~paper[:, -60:]]
+    assert np.median(shadowed_paper) < np.median(lit_table)  # the case brightness alone gets wrong
+    mask = sheet_mask(picture)
+    assert mask is not None
+    assert mask[paper].mean() > 0.95
+    assert mask[~paper].mean() < 0.05
+    result = detect_systems(Image.fromarray(picture))
+    assert len(result.boxes) == 3, result.messages
+    for truth, found in zip(boxes, boxes_of(result)):
+        assert iou(truth, found) > 0.7
+
+
+def test_a_curled_page_is_flattened_column_by_column_and_every_system_found():
+    """A page waved like a photographed book page (its lines' slope swings from +5 to -5 degrees across
+    the width) has no rotation that levels it; each column is shifted back instead, and every system
+    is found where it lies on the page."""
+    import cv2
+
+    page = make_page(["piano", "piano", "piano", "piano"], seed=7)
+    gray = np.asarray(page.image)
+    h, w = gray.shape
+    amplitude = 0.09 * w / (2 * np.pi)  # slope amplitude 0.09 (5 degrees) for one wave across the page
+    down = amplitude * np.sin(2 * np.pi * np.arange(w) / w)  # how far each column moves down
+    ys = (np.arange(h, dtype=np.float32)[:, None] - down[None, :].astype(np.float32))
+    xs = np.broadcast_to(np.arange(w, dtype=np.float32)[None, :], ys.shape)
+    curled = cv2.remap(gray, np.ascontiguousarray(xs), ys, cv2.INTER_LINEAR, borderValue=255)
+    truth = [(x0, y0 + down[int(x0):int(x1)].min(), x1, y1 + down[int(x0):int(x1)].max())
+             for x0, y0, x1, y1 in page.boxes]
+    result = detect_systems(Image.fromarray(curled))
+    assert "page curl flattened" in result.messages[0]
+    assert len(result.boxes) == 4, result.messages
+    for t, found in zip(truth, boxes_of(result)):
+        assert iou(t, found) > 0.75
+        assert found[1] <= t[1] + 2 and found[3] >= t[3] - 2  # the whole bow inside
+
+
+def test_column_shift_maps_flattened_points_back_to_where_they_were():
+    from acai_omr.detect.normalize import ColumnShift
+
+    image = np.full((200, 300), 255, np.uint8)
+    shift = ColumnShift([50.0, 150.0, 250.0], [4.0, 0.0, -4.0], 300)
+    image[120, 40] = image[60, 260] = 0
+    flat = shift.apply(image)
+    for y, x in zip(*np.nonzero(flat < 128)):
+        back = shift.to_source([[x, y]])[0]
+        assert abs(back[0] - x) < 1e-9
+        assert min(abs(back[1] - 120) + abs(x - 40), abs(back[1] - 60) + abs(x - 260)) <= 1.0
+
+
+def test_a_plain_page_with_dark_bands_gets_no_sheet_outline():
+    """A rise from dark to light is a sheet's edge only when the dark runs out to the picture's frame:
+    the lower edge of a black banner or a dense cluster on a plain page is not, and taking it for one
+    whitened everything above it (two systems of a clean page lost)."""
+    from acai_omr.detect.normalize import sheet_mask
+
+    page = np.full((1754, 1240), 250, np.uint8)
+    page[400:470, 150:1100] = 20  # a black banner across most of the width, paper above and below it
+    page[900:960, 100:1150] = 30
+    assert sheet_mask(page) is None

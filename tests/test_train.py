@@ -340,10 +340,29 @@ def test_a_later_time_limit_refit_can_lengthen_the_schedule_up_to_the_steps_aske
     assert trainer.cfg.steps == 5_000  # the config itself is never changed
 
 
+def test_time_budget_refits_at_the_pace_of_the_latest_steps_until_the_decay_is_under_way(monkeypatch):
+    """A run whose first 200 steps ran on a loaded machine (3 s each) and the next 200 alone (1 s) must be
+    refitted at 1 s a step, not at the session's mean; and no refit once 80% of the schedule is done."""
+    from acai_omr.train import common
+
+    clock = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    budget = common.TimeBudget(120.0, common.Runtime(device=torch.device("cpu")))
+    fits = {}
+    for step in range(1, 1201):
+        clock[0] += 3.0 if step <= 200 else 1.0
+        pace = budget.step_done(progress=step / 1500)
+        if pace is not None:
+            fits[step] = pace
+    assert sorted(fits) == [25, 200, 400, 600, 800, 1000, 1200][:len(fits)] and 1200 not in fits  # 1200/1500 = 80%
+    assert fits[200] == pytest.approx(3.0)
+    assert fits[400] == pytest.approx(1.0) and fits[1000] == pytest.approx(1.0)
+
+
 def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(tiny_data, tmp_path):
     """A schedule fitted to --time-limit-min caps warm-up at a tenth of the fitted horizon, and never ends
     it before the fit (on a slow machine the fitted run is short: its tenth can be behind the fit's step)."""
-    from acai_omr.train.common import REFIT_AT, read_log
+    from acai_omr.train.common import REFIT_AT, REFIT_EVERY, read_log
     from acai_omr.train.supervised import train_supervised
 
     cfg = tiny_supervised_config(tiny_data, tmp_path / "run", steps=100_000, warmup_steps=100_000, ss_start=2.0,
@@ -354,7 +373,8 @@ def test_time_limited_run_shortens_warmup_so_the_peak_learning_rate_is_reached(t
     assert plan, "the run never fitted its schedule to the time limit"
     fitted = plan[0]["steps"]
     assert fitted < 100_000 and trainer.schedule.total == plan[-1]["steps"]  # a later refit has the last word
-    assert [r["step"] for r in plan] == [s for s in REFIT_AT if s < records[-1]["step"]][:len(plan)]
+    refits = [s for s in REFIT_AT] + [REFIT_AT[-1] + k * REFIT_EVERY for k in range(1, 1000)]
+    assert [r["step"] for r in plan] == refits[:len(plan)]
     warmup = trainer.schedule.warmup
     assert warmup == max(plan[0]["step"] + 1, fitted // 10)  # not the 100,000 steps asked for
     train = [r for r in records if r["kind"] == "train"]

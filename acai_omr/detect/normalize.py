@@ -163,8 +163,14 @@ def horizontal_lines(ink: np.ndarray, length: float, bridge: int = 3) -> np.ndar
     return cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, max(3, int(length))), np.uint8))
 
 
-def estimate_skew(ink: np.ndarray, space: float, max_deg: float = 5.0) -> float:
-    """Page rotation in degrees (positive = lines fall to the right) maximizing row-projection energy."""
+def estimate_skew(ink: np.ndarray, space: float, max_deg: float = 5.0, bands: int = 4) -> float:
+    """Page rotation in degrees (positive = lines fall to the right) maximizing row-projection energy.
+
+    The energy is summed over `bands` vertical bands, each projected on its own: on a curled page
+    (lines bowed like a smile) no single angle lines up the whole width, and the whole-page
+    projection can then prefer an angle that suits neither half (5 degrees on a level page); each
+    band's lines are near straight, and the bands together settle on their mean slope.
+    """
     lines = horizontal_lines(ink, 2 * space)
     ys, xs = np.nonzero(lines)
     if ys.size < 100:
@@ -172,12 +178,14 @@ def estimate_skew(ink: np.ndarray, space: float, max_deg: float = 5.0) -> float:
     if ys.size > 120_000:
         pick = np.random.default_rng(0).choice(ys.size, 120_000, replace=False)
         ys, xs = ys[pick], xs[pick]
+    band = np.minimum(xs * bands // ink.shape[1], bands - 1).astype(np.int64)
     xs = xs.astype(np.float64) - ink.shape[1] / 2
     ys = ys.astype(np.float64)
     offset = ink.shape[1] * np.tan(np.radians(max_deg)) + 2
+    stride = int(ink.shape[0] + 2 * offset + 2)  # each band's projection in a range of its own
 
     def energy(deg: float) -> float:
-        proj = np.round(ys - xs * np.tan(np.radians(deg)) + offset).astype(np.int64)
+        proj = np.round(ys - xs * np.tan(np.radians(deg)) + offset).astype(np.int64) + band * stride
         counts = np.bincount(proj)
         return float((counts.astype(np.float64) ** 2).sum())
 
@@ -185,6 +193,51 @@ def estimate_skew(ink: np.ndarray, space: float, max_deg: float = 5.0) -> float:
     best = coarse[int(np.argmax([energy(a) for a in coarse]))]
     fine = np.arange(best - 0.25, best + 0.25 + 1e-9, 0.025)
     return float(fine[int(np.argmax([energy(a) for a in fine]))])
+
+
+def band_skews(ink: np.ndarray, space: float, max_deg: float = 8.0, bands: int = 6,
+               min_share: float = 0.05) -> list[tuple[float, float]]:
+    """(centre x, skew in degrees) of each vertical band holding at least `min_share` of the page's
+    long horizontal strokes: how the lines' slope changes across a curled page."""
+    lines = horizontal_lines(ink, 2 * space)
+    total = int(lines.sum())
+    w = ink.shape[1]
+    out = []
+    for b in range(bands):
+        a, z = b * w // bands, (b + 1) * w // bands
+        part = lines[:, a:z]
+        if total and part.sum() >= max(100, min_share * total):
+            out.append(((a + z) / 2, estimate_skew(part, space, max_deg, bands=1)))
+    return out
+
+
+class ColumnShift:
+    """A curled page flattened: column x of the image moved up by `shift[x]` pixels (on a canvas `pad`
+    pixels taller at top and bottom), so lines that bow or wave across the page come out level.
+
+    A page bent like a book's (or waved) bends every column by a smooth amount, which no single
+    rotation undoes: its lines' slope changes across the width. The shift is that slope, measured in
+    bands, interpolated and summed along x.
+    """
+
+    def __init__(self, centres: list[float], degrees: list[float], width: int):
+        slope = np.tan(np.radians(np.interp(np.arange(width) + 0.5, centres, degrees)))
+        shift = np.cumsum(slope)
+        self.shift = shift - shift[width // 2]
+        self.pad = int(np.ceil(np.abs(self.shift).max())) + 2
+
+    def apply(self, image: np.ndarray, fill: int = 255) -> np.ndarray:
+        h, w = image.shape
+        ys = np.arange(h + 2 * self.pad, dtype=np.float32)[:, None] - self.pad + self.shift[None, :].astype(np.float32)
+        xs = np.broadcast_to(np.arange(w, dtype=np.float32)[None, :], ys.shape)
+        return cv2.remap(image, np.ascontiguousarray(xs), ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=fill)
+
+    def to_source(self, pts: np.ndarray) -> np.ndarray:
+        """Points of the flattened image in the image it was made from."""
+        pts = np.asarray(pts, np.float64).reshape(-1, 2)
+        cols = np.clip(np.round(pts[:, 0]).astype(int), 0, self.shift.size - 1)
+        return np.stack([pts[:, 0], pts[:, 1] - self.pad + self.shift[cols]], axis=1)
 
 
 def rotation_matrix(shape: tuple[int, int], deg: float) -> tuple[np.ndarray, tuple[int, int]]:
@@ -247,32 +300,90 @@ def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
     return best
 
 
+SHEET_EDGE_STEP = 0.3  # log-brightness rise across a sheet's edge: paper at least ~1.35x the table's level
+
+
 def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     """Mask (uint8, 1 = paper) of the paper sheet when a sheet on a darker background is in view
     (a photo whose outline is no clean quadrilateral: a corner out of the picture, a shadow
     across an edge); else None.
 
-    The sheet is the convex hull of the largest region brighter than a cut 30% of the way from
-    the background's level (the picture's rim) to Otsu's cut, so shadowed parts of the sheet
-    stay in; the hull is then pulled in a little so the sheet's dark edge goes too. Left in, a
-    table edge reads as a long vertical stroke, which can look like a barline joining staves.
+    The sheet is bounded by its edges, not by a brightness cut: a shadow can leave half the paper
+    as dark as the table, but it darkens paper and table alike behind a soft edge, so in log
+    brightness (ink closed away) the sheet's edge stays a sharp rise of the same height while
+    the shadow's is a ramp. Each side of the picture is searched for the first such rise from the
+    frame inwards, row by row; a side whose rises line up along one smooth curve bounds the sheet
+    (a side with none is where the sheet runs out of the picture). The bound is pulled in a
+    little so the sheet's dark edge goes too. Left in, a table edge reads as a long vertical
+    stroke, which can look like a barline joining staves.
     """
-    small, f, otsu, background = _thumbnail_levels(gray)
-    if otsu <= background + 20:
-        return None  # no darker surround (a scan, or a sheet filling the picture)
+    small, f, _, _ = _thumbnail_levels(gray)
     h, w = gray.shape
-    bright = (small > background + 0.3 * (otsu - background)).astype(np.uint8)
-    bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
-    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
-    sheet = np.zeros_like(small)
-    cv2.fillPoly(sheet, [hull], 1)
-    if not 0.25 <= sheet.mean() <= 0.995:
+    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))  # the light on paper and table
+    level = np.log(paper.astype(np.float32) + 8.0)
+    sheet = np.ones(small.shape, np.uint8)
+    sides = 0
+    for view, restore in _SIDE_VIEWS:
+        inside = _inside_of_edge(view(level))
+        if inside is not None:
+            sheet &= restore(inside)
+            sides += 1
+    if not sides or not 0.25 <= sheet.mean() <= 0.995:
         return None
     sheet = cv2.erode(sheet, np.ones((13, 13), np.uint8))  # ~1% of the picture
     return cv2.resize(sheet, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+# each side of the picture seen as the left side of a view, and the way back
+_SIDE_VIEWS = (
+    (lambda a: a, lambda a: a),
+    (lambda a: a[:, ::-1], lambda a: a[:, ::-1]),
+    (lambda a: a.T, lambda a: a.T),
+    (lambda a: a.T[:, ::-1], lambda a: a[:, ::-1].T),
+)
+
+
+def _inside_of_edge(level: np.ndarray, reach: float = 0.4, k: int = 3, min_share: float = 0.3) -> np.ndarray | None:
+    """On a view whose left side is searched: the mask (uint8) right of the sheet's edge, or None when
+    the rows' first sharp rises of log brightness (SHEET_EDGE_STEP over 2k px) do not line up along one
+    curve (x = a quadratic in y, for a curled page) over `min_share` of the rows."""
+    rows, cols = level.shape
+    span = int(reach * cols)
+    if span <= 2 * k + 2:
+        return None
+    rise = level[:, 2 * k:span] - level[:, :span - 2 * k]  # rise[r, c] is centred on column c + k
+    ys = np.arange(0, rows, 2)
+    xs, keep = [], []
+    for y in ys:
+        over = np.flatnonzero(rise[y] > SHEET_EDGE_STEP)
+        if over.size:
+            c0 = over[0]
+            c = c0 + int(np.argmax(rise[y, c0:c0 + 2 * k + 1]))  # the steepest point of this rise
+            # the table runs from the frame to the edge: darker all the way out than the paper inside
+            # (on a plain page a dark mark's far side rises too, with paper between it and the frame)
+            outside = float(np.median(level[y, :c + 1]))
+            inside = float(np.median(level[y, c + 2 * k:c + 6 * k + 1]))
+            if inside - outside >= 0.8 * SHEET_EDGE_STEP:
+                xs.append(c + k)
+                keep.append(y)
+    if len(keep) < min_share * len(ys):
+        return None
+    y, x = np.asarray(keep, np.float64), np.asarray(xs, np.float64)
+    rng = np.random.default_rng(0)
+    best = None
+    for _ in range(150):
+        pick = rng.choice(len(y), 3, replace=False)
+        if len(set(y[pick])) < 3:
+            continue
+        coef = np.polyfit(y[pick], x[pick], 2)
+        inliers = np.abs(np.polyval(coef, y) - x) <= 2.5
+        if best is None or inliers.sum() > best.sum():
+            best = inliers
+    if best is None or best.sum() < min_share * len(ys) or np.ptp(y[best]) < 0.3 * rows:
+        return None
+    coef = np.polyfit(y[best], x[best], 2)
+    edge = np.polyval(coef, np.arange(rows))
+    return (np.arange(cols)[None, :] >= edge[:, None]).astype(np.uint8)
 
 
 def _plausible_sheet(quad: np.ndarray, max_corner_deg: float = 20.0, min_side_ratio: float = 0.75) -> bool:

@@ -156,7 +156,8 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
             if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
                 break
     staves, angle, R, flat, ink, bar_ink = found
-    if R is not None:
+    curl = R if isinstance(R, normalize.ColumnShift) else None
+    if R is not None and curl is None:
         M = R @ M
     result.skew_angle = angle
     if not staves:
@@ -166,15 +167,20 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
     units, boxing_ink, left_out = _box_units(groups, _despeckle(ink, space))
     rects = _system_rects(units, boxing_ink, cfg, left_out)
     inverse = np.linalg.inv(M)
+
+    def to_page(pts) -> np.ndarray:
+        return normalize.apply_points(inverse, curl.to_source(pts) if curl is not None else pts)
+
     for group, rect in zip(groups, rects):
-        result.boxes.append(_to_page_box(group, rect, ink, inverse, (w, h)))
+        result.boxes.append(_to_page_box(group, rect, to_page, (w, h), curved=curl is not None))
     result.boxes.sort(key=lambda b: (round(b.y0 / max(space / scale, 1) / 4), b.x0))
     kinds = {}
     for b in result.boxes:
         kinds[b.kind] = kinds.get(b.kind, 0) + 1
     result.messages.append(f"{len(result.boxes)} systems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
                            f"staff space {space / scale:.1f}px, skew {angle:.2f} deg"
-                           + (", page outline straightened" if quad is not None else ""))
+                           + (", page outline straightened" if quad is not None else "")
+                           + (", page curl flattened" if curl is not None else ""))
     apart = sum(1 for b in result.boxes if any(st.y1 <= b.y0 or st.y0 >= b.y1 for st in b.staves))
     if apart:
         result.messages.append(f"{apart} system{'s' if apart > 1 else ''} boxed as the piano's two staves: "
@@ -184,7 +190,8 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
 
 def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: float, cfg: DetectConfig,
                      faint: bool = False):
-    """Level the page by its lines and find its staves: (staves, angle, rotation or None, flat, ink, bar_ink).
+    """Level the page by its lines and find its staves: (staves, angle, R, flat, ink, bar_ink), R being the
+    rotation's matrix, the `normalize.ColumnShift` that flattened a curled page, or None.
 
     `faint`: also take thin lines averaged over three spaces along the row (a faint line on
     grainy paper, which the shorter average leaves in pieces), for the skew and the staves.
@@ -199,9 +206,18 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
     line_ink = lines_of(flat, line_ink)
     angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
     R = None
-    if abs(angle) >= 0.05:
+    bands = normalize.band_skews(line_ink, space, cfg.max_skew_deg + 3)
+    slopes = [deg for _, deg in bands]
+    if len(bands) >= 3 and max(slopes) - min(slopes) >= cfg.curl_spread_deg:
+        # a curled page: the lines' slope changes across the width and no rotation levels them all
+        # (one fitted to the fuller half tilts the other further); each column is moved instead
+        R = normalize.ColumnShift([c for c, _ in bands], slopes, flat.shape[1])
+        angle = float(np.median(slopes))
+        flat = R.apply(flat)
+    elif abs(angle) >= 0.05:
         R, size = normalize.rotation_matrix(flat.shape, angle)
         flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
+    if R is not None:
         ink, line_ink, bar_ink = _binarize_all(flat)
         line_ink = lines_of(flat, line_ink)
     staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=flat)
@@ -628,15 +644,29 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     return [tuple(r) for r in rects]
 
 
-def _to_page_box(group: _Group, rect, ink: np.ndarray, inverse: np.ndarray, page_wh) -> SystemBox:
-    x0, y0, x1, y1 = rect
+def _to_page_box(group: _Group, rect, to_page, page_wh, curved: bool = False) -> SystemBox:
+    """The system's box, its staves' boxes and its quad (the crop's corners) in page pixels. On a
+    flattened curl (`curved`) a straight edge of the working image is a curve on the page: edges are
+    sampled, and the quad is the page-aligned box around them."""
     pw, ph = page_wh
-    quad = normalize.apply_points(inverse, [[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+    def outline(x0, y0, x1, y1) -> np.ndarray:
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+        if not curved:
+            return to_page(corners)
+        t = np.linspace(0.0, 1.0, 17)[:, None]
+        edges = np.concatenate([corners[i] + t * (corners[(i + 1) % 4] - corners[i]) for i in range(4)])
+        pts = to_page(edges)
+        (ax, ay), (bx, by) = pts.min(axis=0), pts.max(axis=0)
+        return np.array([[ax, ay], [bx, ay], [bx, by], [ax, by]])
+
+    quad = outline(*rect)
     staves = []
     for staff, role in zip(group.staves, group.roles):
-        pts = normalize.apply_points(inverse, [[staff.x0, staff.top], [staff.x1, staff.top],
-                                               [staff.x1, staff.bottom], [staff.x0, staff.bottom]])
-        space_page = float(np.linalg.norm(pts[3] - pts[0]) / 4.0)  # staff height is 4 spaces
+        pts = outline(staff.x0, staff.top, staff.x1, staff.bottom)
+        mid = (staff.x0 + staff.x1) / 2
+        top, bottom = to_page(np.array([[mid, staff.top], [mid, staff.bottom]], np.float64))
+        space_page = float(np.linalg.norm(bottom - top) / 4.0)  # staff height is 4 spaces
         staves.append(StaffBox(*_clip_box(pts, pw, ph), space=round(space_page, 2), role=role))
     bx0, by0, bx1, by1 = _clip_box(quad, pw, ph)
     return SystemBox(bx0, by0, bx1, by1, confidence=round(group.confidence, 3), staves=staves,

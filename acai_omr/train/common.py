@@ -255,6 +255,8 @@ EvalFn = Callable[[int], dict]
 
 
 REFIT_AT = (25, 200)  # session steps after which a --time-limit-min run sizes its schedule
+REFIT_EVERY = 200  # ...and every so many steps after the last of those, at the pace of the steps since the last fit
+REFIT_UNTIL = 0.8  # no refit past this share of the schedule: its decay is under way
 
 
 class TimeBudget:
@@ -264,6 +266,9 @@ class TimeBudget:
     The first steps pay for allocator and kernel warm-up, so the pace is timed from the fifth step of
     this session, and measured again after more (REFIT_AT): batches differ in width, so 20 steps can
     misjudge the pace by a fifth (a run fitted to 1,641 steps stopped near 1,350, before its decay).
+    After that the pace of each stretch of REFIT_EVERY steps refits it, so a machine loaded by other
+    work at the start (or later) does not cut the run short (a run fitted at 4.7 s/step ended after
+    85 of its 108 minutes) or overrun its time before the decay ends.
     15% of what is left is kept for evaluations and checkpoints.
     """
 
@@ -273,20 +278,31 @@ class TimeBudget:
         self.started = time.perf_counter()
         self.session_steps = 0
         self.timed_from: float | None = None
+        self.last_fit: tuple[int, float] | None = None  # (session step, time) of the last fit
 
     @property
     def limited(self) -> bool:
         return self.seconds > 0
 
-    def step_done(self) -> float | None:
-        """Count a step; the seconds per step when the schedule should be (re)fitted now, else None."""
+    def step_done(self, progress: float = 0.0) -> float | None:
+        """Count a step; the seconds per step when the schedule should be (re)fitted now, else None.
+        `progress` is the share of the current schedule done (no periodic refit late in the decay)."""
         self.session_steps += 1
         if not self.limited:
             return None
+        now = time.perf_counter()
         if self.session_steps == 5:
-            self.timed_from = time.perf_counter()
-        elif self.session_steps in REFIT_AT and self.timed_from is not None:
-            return (time.perf_counter() - self.timed_from) / max(1, self.session_steps - 5)
+            self.timed_from = now
+        elif self.timed_from is None:
+            return None
+        elif self.session_steps in REFIT_AT:
+            self.last_fit = (self.session_steps, now)
+            return (now - self.timed_from) / max(1, self.session_steps - 5)
+        elif (self.last_fit is not None and self.session_steps - self.last_fit[0] >= REFIT_EVERY
+              and progress < REFIT_UNTIL):
+            steps, since = self.session_steps - self.last_fit[0], self.last_fit[1]
+            self.last_fit = (self.session_steps, now)
+            return (now - since) / steps
         return None
 
     def steps_that_fit(self, step: int, per_step: float, cap: int) -> int:
@@ -540,7 +556,7 @@ class Trainer:
                 window_tokens += int((batch["tokens"] != 0).sum())
 
             step = self.state.step
-            per_step = budget.step_done()
+            per_step = budget.step_done(step / max(1, self.horizon))
             # a resumed run keeps the horizon an earlier session fitted, unless this one is fitting it
             if per_step is not None and (not self.state.horizon or fitted_here):
                 self._fit_to_time_limit(budget, per_step)
