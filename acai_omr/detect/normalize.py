@@ -317,7 +317,7 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     little so the sheet's dark edge goes too. Left in, a table edge reads as a long vertical
     stroke, which can look like a barline joining staves.
     """
-    small, f, _, _ = _thumbnail_levels(gray)
+    small = _thumbnail_levels(gray)[0]
     h, w = gray.shape
     paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))  # the light on paper and table
     level = np.log(paper.astype(np.float32) + 8.0)

@@ -204,7 +204,6 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
 
     ink, line_ink, bar_ink = masks
     line_ink = lines_of(flat, line_ink)
-    angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
     R = None
     bands = normalize.band_skews(line_ink, space, cfg.max_skew_deg + 3)
     slopes = [deg for _, deg in bands]
@@ -214,9 +213,11 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
         R = normalize.ColumnShift([c for c, _ in bands], slopes, flat.shape[1])
         angle = float(np.median(slopes))
         flat = R.apply(flat)
-    elif abs(angle) >= 0.05:
-        R, size = normalize.rotation_matrix(flat.shape, angle)
-        flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
+    else:
+        angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
+        if abs(angle) >= 0.05:
+            R, size = normalize.rotation_matrix(flat.shape, angle)
+            flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
     if R is not None:
         ink, line_ink, bar_ink = _binarize_all(flat)
         line_ink = lines_of(flat, line_ink)
