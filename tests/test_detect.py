@@ -526,3 +526,66 @@ def test_a_plain_page_with_dark_bands_gets_no_sheet_outline():
     page[400:470, 150:1100] = 20  # a black banner across most of the width, paper above and below it
     page[900:960, 100:1150] = 30
     assert sheet_mask(page) is None
+
+
+def _staff(top: float, x0: float = 100.0, x1: float = 700.0, sp: float = 10.0):
+    from acai_omr.detect.staves import Staff
+
+    return Staff(xs=np.array([x0, x1]), tops=np.array([top, top]), space=sp, x0=x0, x1=x1, score=0.9)
+
+
+def test_a_blob_of_grain_crossing_one_staff_does_not_carry_its_box_over_the_next_system():
+    """A box stops at its neighbours' staff lines: a speckle chain that crosses one system's staff and
+    runs on down over the next system would otherwise make the two boxes one."""
+    from acai_omr.detect.systems import _Group, _system_rects
+
+    first = _Group([_staff(100), _staff(180)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    # the second system's staves found only from x=300 on (their left end in a shadow)
+    second = _Group([_staff(330, x0=300), _staff(410, x0=300)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    ink = np.zeros((600, 800), np.uint8)
+    ink[150:400, 150:154] = 1  # from between the first system's staves down into the second's, left of where it was found
+    ink[95:101, 400:402] = 1  # a stem on the first system's top line: its own ink still counts
+    (_, y0a, _, y1a), (_, y0b, _, y1b) = _system_rects([first, second], ink, DetectConfig())
+    assert y1a <= 330 - 1 and y0b >= 220 + 1  # neither box reaches over the other's staff lines
+    assert y0a <= 95 and y1b >= 450  # each still holds its own staves and what crosses them
+
+
+def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
+    """Where a photo's grain hides the strokes joining staves, the page's own piano pairs tell which lone
+    staves are a pair (their gap, far from the staves around) and which lone staff is a voice over its
+    piano; a page of lone staves alone, with no pair to learn from, is left as it is."""
+    from acai_omr.detect.systems import _Group, _join_by_layout
+
+    def single(top):
+        return _Group([_staff(top)], "single", ["staff"], 0.9)
+
+    def piano(top):
+        return _Group([_staff(top), _staff(top + 80)], "piano", ["piano-upper", "piano-lower"], 0.9)
+
+    # a joined pair (gap 40), a pair found as two lone staves, a voice over a pair (gap 70, nearer it than
+    # the system above)
+    groups = [piano(100), single(300), single(380), single(560), piano(670)]
+    joined = _join_by_layout(groups)
+    assert [g.kind for g in joined] == ["piano", "piano", "voice+piano"]
+    assert joined[2].unit == (1, 2) and joined[2].roles == ["voice", "piano-upper", "piano-lower"]
+    # a lone staff nearer the system above than the pair below is not that pair's voice
+    far = _join_by_layout([piano(100), single(240), piano(360)])
+    assert [g.kind for g in far] == ["piano", "single", "piano"]
+    # ... unless lyrics run under it: a song's systems may stand closer than its voice to its piano
+    lyrics = np.zeros((800, 800), np.uint8)
+    for word in range(8):
+        for letter in range(4):
+            x = 110 + 70 * word + 8 * letter
+            lyrics[300:308, x:x + 6] = 1  # letters 0.8 spaces tall, their feet on one baseline
+    sung = _join_by_layout([piano(100), single(240), piano(360)], lyrics)
+    assert [g.kind for g in sung] == ["piano", "voice+piano"]
+    # at the top of the page, with nothing above to compare: a voice sits about a pair's gap over its
+    # piano; a single-staff system stands further off
+    assert [g.kind for g in _join_by_layout([single(100), piano(185)])] == ["voice+piano"]
+    assert [g.kind for g in _join_by_layout([single(100), piano(240)])] == ["single", "piano"]
+    # lone staves not lined up at their ends stay apart
+    offset = [piano(100), _Group([_staff(300, x0=300)], "single", ["staff"], 0.9), single(380)]
+    assert [g.kind for g in _join_by_layout(offset)] == ["piano", "single", "single"]
+    # no pair on the page: nothing to learn the gap from, so lone staves stay lone
+    assert [g.kind for g in _join_by_layout([single(100), single(180), single(300)])] == ["single"] * 3
+
