@@ -387,10 +387,10 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
     at both ends, about that gap apart and clearly nearer each other than the staves around them,
     are a piano pair. A lone staff over a piano pair, no more than three such gaps off (a voice's
     lyrics widen the gap), is that system's voice when it is nearer to the pair than to anything
-    above (with nothing above: within 1.15 such gaps), or when lyrics (read in `ink`) run under it: a
-    song's systems can stand closer together than its voice to its piano. Lyrics, or no staff above, also excuse a left end a few spaces off
-    (the voice's opening rests, faint on a photo). A page without a joined piano pair is left as
-    found: single staves may be all it holds.
+    above (with nothing above: within 1.15 such gaps), or when lyrics (read in `ink`) run under it:
+    a song's systems can stand closer together than its voice to its piano. Lyrics, or no staff
+    above, also excuse a left end a few spaces off (the voice's opening rests, faint on a photo).
+    A page without a joined piano pair is left as found: single staves may be all it holds.
     """
     pairs = [g.staves for g in groups if g.kind == "piano"]
     pairs += [g.staves[g.unit[0]:g.unit[1] + 1] for g in groups if g.kind != "piano" and g.unit]
@@ -405,46 +405,46 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
         return (abs(min(s.x0 for s in a) - min(s.x0 for s in b)) <= left_spaces * sp
                 and abs(max(s.x1 for s in a) - max(s.x1 for s in b)) <= 2 * sp)
 
-    def has_lyrics(staff: Staff, next_top: float) -> bool:
-        return ink is not None and _lyrics_bottom(ink, staff, next_top, staff.space) > staff.bottom + 0.5 * staff.space
-
     def gap(upper: _Group | None, lower: _Group | None) -> float:
         if upper is None or lower is None:
             return float("inf")
         return lower.staves[0].top - upper.staves[-1].bottom
 
+    def pair_of(a: _Group, b: _Group, before: _Group | None, after: _Group | None) -> bool:
+        between = gap(a, b)
+        return (a.kind == b.kind == "single" and aligned(a.staves, b.staves)
+                and 0.6 * inner <= between <= 1.5 * inner
+                and between <= 0.75 * min(gap(before, a), gap(b, after)))
+
+    def voice_of(voice: _Group, piano: _Group, before: _Group | None) -> bool:
+        between = gap(voice, piano)
+        if voice.kind != "single" or piano.kind != "piano" or not 0 < between <= 3 * inner:
+            return False
+        staff = voice.staves[0]
+        lyrics = ink is not None and (_lyrics_bottom(ink, staff, piano.staves[0].top, staff.space)
+                                      > staff.bottom + 0.5 * staff.space)
+        # with no staff above there is no neighbour to be nearer than: a voice then sits within
+        # about a pair's gap of its piano (engravers set systems further apart than that)
+        near = between <= 1.15 * inner if before is None else between < gap(before, voice)
+        return aligned(voice.staves, piano.staves, 8.0 if lyrics or before is None else 2.0) and (lyrics or near)
+
     out = list(groups)
     i = 0
     while i + 1 < len(out):
         a, b = out[i], out[i + 1]
-        before, after = (out[i - 1] if i > 0 else None), (out[i + 2] if i + 2 < len(out) else None)
-        between = gap(a, b)
-        if (a.kind == b.kind == "single" and aligned(a.staves, b.staves)
-                and 0.6 * inner <= between <= 1.5 * inner
-                and between <= 0.75 * min(gap(before, a), gap(b, after))):
+        if pair_of(a, b, out[i - 1] if i > 0 else None, out[i + 2] if i + 2 < len(out) else None):
             out[i:i + 2] = [_Group(a.staves + b.staves, "piano", ["piano-upper", "piano-lower"],
                                    (a.confidence + b.confidence) / 2)]
         i += 1
     i = 1
     while i < len(out):
         voice, piano = out[i - 1], out[i]
-        before = out[i - 2] if i > 1 else None
-        between = gap(voice, piano)
-        if voice.kind == "single" and piano.kind == "piano" and 0 < between <= 3 * inner:
-            staff = voice.staves[0]
-            lyrics = has_lyrics(staff, piano.staves[0].top)
-            # with no staff above there is no neighbour to be nearer than: a voice then sits within
-            # about a pair's gap of its piano (engravers set systems further apart than that)
-            near = between <= 1.15 * inner if before is None else between < gap(before, voice)
-            join = aligned(voice.staves, piano.staves, 8.0 if lyrics or before is None else 2.0) and (lyrics or near)
-        else:
-            join = False
-        if join:
+        if voice_of(voice, piano, out[i - 2] if i > 1 else None):
             out[i - 1:i + 1] = [_Group(voice.staves + piano.staves, "voice+piano",
                                        ["voice", "piano-upper", "piano-lower"],
                                        (voice.confidence + 2 * piano.confidence) / 3, unit=(1, 2))]
-            continue
-        i += 1
+        else:
+            i += 1
     return out
 
 
@@ -715,8 +715,8 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         # blobs that cross one staff and run on over the blank and the next system
         over = (np.minimum(bx1, x1) - np.maximum(bx0, x0)) > 0.3 * np.minimum(bx1 - bx0, x1 - x0)
         over[k] = False
-        lo = max([0.0] + [bbot[j] + 1 for j in np.flatnonzero(over & (centre < centre[k]))])
-        hi = min([float(h)] + [btop[j] - 1 for j in np.flatnonzero(over & (centre > centre[k]))])
+        lo = float(bbot[over & (centre < centre[k])].max(initial=-1.0)) + 1
+        hi = float(btop[over & (centre > centre[k])].min(initial=h + 1.0)) - 1
         rects.append([x0, max(lo, y0 - margin), x1, min(hi, y1 + margin)])
     return [tuple(r) for r in rects]
 
