@@ -565,10 +565,11 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
     the blank between systems. There a small blob (under a square space, at most 1.5 spaces
     across) stays only where it has a core that the majority of 5x5 neighbourhoods covers: a
     note head, a dot, a stem with its note do; the grain's specks and their loose clusters do not.
-    Where a shadow's flattening has swollen the grain (as many blobs of a dot's size as there are
-    specks on a grainy page) the core must be solid, a spot 0.7 of a space across that is 70% ink:
-    a note head or a stem with its note has one, a swollen speck does not, and neither does a dot
-    on its own or a thin fingering digit, which is why the stricter test waits for such pages.
+    Where a shadow's flattening has swollen the grain (over `grainy_share` per 100 square spaces
+    even of the dot-sized blobs a tenth of a square space or more) the core must be solid, a spot
+    0.7 of a space across that is 70% ink: a note head or a stem with its note has one, a swollen
+    speck does not, and neither does a dot on its own or a thin fingering digit, which is why the
+    stricter test waits for such pages.
     """
     _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA]
@@ -581,8 +582,8 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
     grainy = grainy_share / 100 * ink.size / (space * space)
     if dots.sum() > grainy:
         if (dots & (area >= 0.1 * space * space)).sum() > grainy:
-            k = max(5, int(round(0.7 * space)) | 1)
-            core = cv2.blur(ink.astype(np.float32), (k, k)) >= 0.7
+            window = max(5, int(round(0.7 * space)) | 1)
+            core = cv2.blur(ink.astype(np.float32), (window, window)) >= 0.7
         else:
             core = cv2.medianBlur(ink * np.uint8(255), 5) > 0
         held = np.zeros(len(area), bool)
