@@ -576,6 +576,74 @@ def test_a_blob_of_grain_crossing_one_staff_does_not_carry_its_box_over_the_next
     assert y0a <= 95 and y1b >= 450  # each still holds its own staves and what crosses them
 
 
+def test_a_mark_between_interlocking_systems_goes_to_the_system_whose_ink_is_nearer_in_its_own_columns():
+    """Where one system's low notes and the next one's high notes interlock, a hairpin under the upper
+    system's beam is that system's even though the lower system reaches higher elsewhere: staff lines
+    join each system's notes into one component, and its box (spanning every column at the height of
+    its highest note) is not the system's ink in the hairpin's columns."""
+    from acai_omr.detect.systems import _Group, _system_rects
+
+    upper = _Group([_staff(100), _staff(180)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    lower = _Group([_staff(330), _staff(410)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    ink = np.zeros((600, 800), np.uint8)
+    for g in (upper, lower):
+        for st in g.staves:
+            for line in range(5):
+                ink[int(st.top) + 10 * line, 100:700] = 1
+    ink[220:262, 510:513] = 1  # a stem hanging from the upper system's bass staff, its beam at 258-262
+    ink[258:262, 480:513] = 1
+    ink[280:330, 160:163] = 1  # the lower system's highest note, far to the left, its stem on the staff
+    ink[276:284, 152:163] = 1
+    ink[268:276, 500:530] = 1  # the hairpin, just under the beam
+    (_, _, _, bottom_upper), (_, top_lower, _, _) = _system_rects([upper, lower], ink, DetectConfig())
+    assert bottom_upper >= 276
+    assert top_lower <= 276 and top_lower > 268  # the lower box still holds its own high note, not the hairpin
+
+
+def test_the_pianos_high_notes_reaching_up_among_the_voices_lyrics_stay_in_the_piano_box():
+    """In a song the voice staff is left out of the box and its lyrics are its own; a high piano note
+    whose stem reaches up among the lyrics (touching the staff or standing on ledger lines) is the
+    piano's, or the box cuts the top off the note the model must read."""
+    from acai_omr.detect.systems import _Group, _Reach, _system_rects
+
+    voice = _Reach(x0=100, top=100, x1=700, bottom=186, space=10, lines_bottom=140)
+    piano = _Group([_staff(220), _staff(300)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    ink = np.zeros((400, 800), np.uint8)
+    for top in (100, 220, 300):
+        for line in range(5):
+            ink[top + 10 * line, 100:700] = 1
+    for x in [*range(120, 280, 14), *range(330, 480, 14), *range(530, 680, 14)]:  # the lyrics: letters on one baseline
+        ink[172:184, x:x + 9] = 1
+    ink[178:212, 300:312] = 1  # a note on ledger lines, its stem up among the lyrics, not touching the staff
+    ink[181:221, 500:503] = 1  # a stem from the staff up among the lyrics
+    ((_, top, _, _),) = _system_rects([piano], ink, DetectConfig(), [voice])
+    assert 168 < top <= 178
+
+
+def test_in_a_choir_and_piano_system_the_braced_pair_is_the_piano_though_the_voices_share_more_barlines():
+    """A choir's soprano and alto may share barlines, as many as the piano's pair or more; the brace,
+    a mark at the left end spanning two staves alone (the choir's bracket spans four), tells the piano.
+    Counting barlines boxed the soprano and alto as the piano."""
+    from acai_omr.detect.systems import _group_staves
+
+    tops = [100, 200, 300, 400, 520, 600]
+    staves = [_staff(t) for t in tops]
+    ink = np.zeros((700, 800), np.uint8)
+    for t in tops:
+        for line in range(5):
+            ink[t + 10 * line, 100:700] = 1
+    ink[100:641, 100:102] = 1  # the system start line, down every staff
+    ink[100:441, 86:90] = 1  # the choir's bracket
+    ink[520:641, 92:95] = 1  # the piano's brace
+    for x in range(180, 700, 70):  # soprano and alto share seven barlines, the piano's pair six
+        ink[100:241, x] = 1
+    for x in range(180, 640, 80):
+        ink[520:641, x] = 1
+    (group,) = _group_staves(staves, ink)
+    assert group.kind == "ensemble"
+    assert group.unit == (4, 5) and group.roles[4:] == ["piano-upper", "piano-lower"]
+
+
 def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
     """Where a photo's grain hides the strokes joining staves, the page's own piano pairs tell which lone
     staves are a pair (their gap, far from the staves around) and which lone staff is a voice over its

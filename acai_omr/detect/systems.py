@@ -367,14 +367,20 @@ def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None 
         else:
             kind = "ensemble"
             roles = ["staff"] * len(idx)
-            best = int(np.argmax(inner[::-1]))  # prefer the lowest pair on ties
-            pair = len(inner) - 1 - best
+            braced = _braced_pairs(members, ink)
+            if len(braced) == 1:
+                pair, clear = braced[0], True  # the one mark at the left end that spans two staves alone
+            else:
+                best = int(np.argmax(inner[::-1]))  # prefer the lowest pair on ties
+                pair = len(inner) - 1 - best
+                # a pair joined by more barlines than any other: a piano
+                clear = inner[pair] > max(n for k, n in enumerate(inner) if k != pair)
             roles[pair], roles[pair + 1] = "piano-upper", "piano-lower"
         unit = None
         if kind == "voice+piano":
             unit = (0, 1) if roles[0] == "piano-upper" else (1, 2)
-        elif kind == "ensemble" and inner[pair] > max(n for k, n in enumerate(inner) if k != pair):
-            unit = (pair, pair + 1)  # a pair joined by more barlines than any other: a piano
+        elif kind == "ensemble" and clear:
+            unit = (pair, pair + 1)
         out.append(_Group(members, kind, roles, conf, unit))
     return out
 
@@ -448,30 +454,60 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
     return out
 
 
-def _brace_cover(staves: list[Staff], ink: np.ndarray) -> list[float]:
-    """Per staff, the share of its rows with ink at its left end other than lines down all of them: a
-    brace (or bracket) there covers its staves' rows, the system start line is down every staff."""
+def _left_end(staves: list[Staff], ink: np.ndarray) -> np.ndarray | None:
+    """The ink of the columns where a brace or bracket stands (left of where the staves start), the
+    columns with ink down every staff (the system start line) blanked; None if there is no room."""
     h, w = ink.shape
     sp = float(np.median([st.space for st in staves]))
     a = int(max(0, min(st.x0 for st in staves) - 2.5 * sp))
     b = int(min(w, max(st.x0 for st in staves) + 0.6 * sp))
     bands = [(int(max(0, st.top)), int(min(h, st.bottom + 1))) for st in staves]
     if b - a < 2 or any(bottom - top < 2 for top, bottom in bands):
-        return [0.0] * len(staves)
+        return None
     rows = np.concatenate([np.arange(top, bottom) for top, bottom in bands])
-    common = ink[rows, a:b].astype(bool).mean(axis=0) >= 0.9
-    return [float(ink[top:bottom, a:b][:, ~common].any(axis=1).mean()) for top, bottom in bands]
+    left = ink[:, a:b].astype(bool)
+    left[:, left[rows].mean(axis=0) >= 0.9] = False
+    return left
+
+
+def _brace_cover(staves: list[Staff], ink: np.ndarray) -> list[float]:
+    """Per staff, the share of its rows with ink at its left end other than lines down all of them: a
+    brace (or bracket) there covers its staves' rows, the system start line is down every staff."""
+    left = _left_end(staves, ink)
+    if left is None:
+        return [0.0] * len(staves)
+    return [float(left[int(max(0, st.top)):int(st.bottom + 1)].any(axis=1).mean()) for st in staves]
+
+
+def _braced_pairs(staves: list[Staff], ink: np.ndarray) -> list[int]:
+    """Indices i of the staves i, i + 1 that one mark at the system's left end (a brace) spans alone.
+
+    A choir's bracket spans all its voices and the piano's brace its two staves; both cross the gaps
+    between the staves they join, where the system start line (down every staff) is not counted. In
+    an ensemble whose voices share barlines in pairs, the barline count cannot tell the piano; this can.
+    """
+    left = _left_end(staves, ink)
+    if left is None:
+        return []
+    crossed = [False]
+    for upper, lower in zip(staves, staves[1:]):
+        y0, y1 = int(np.ceil(upper.bottom)) + 1, int(np.floor(lower.top))
+        crossed.append(y1 - y0 < 2 or float(left[y0:y1].any(axis=1).mean()) >= 0.95)
+    crossed.append(False)
+    return [i for i in range(len(staves) - 1) if crossed[i + 1] and not crossed[i] and not crossed[i + 2]]
 
 
 @dataclass
 class _Reach:
-    """A staff left out of every box, as `_system_rects` sees it: how far down its own ink reaches."""
+    """A staff left out of every box, as `_system_rects` sees it: how far down its own ink (its lyrics)
+    reaches, and where its lines end."""
 
     x0: float
     top: float
     x1: float
     bottom: float
     space: float
+    lines_bottom: float
 
 
 def _box_units(groups: list[_Group], ink: np.ndarray) -> tuple[list[_Group], np.ndarray, list[_Reach]]:
@@ -495,7 +531,7 @@ def _box_units(groups: list[_Group], ink: np.ndarray) -> tuple[list[_Group], np.
                 below = staves[j + 1] if j + 1 < len(staves) else parts[k + 1][0][0] if k + 1 < len(parts) else None
                 bottom = _lyrics_bottom(ink, staff, below.top if below is not None else staff.bottom + 9 * staff.space,
                                         staff.space)
-                left_out.append(_Reach(staff.x0, staff.top, staff.x1, bottom, staff.space))
+                left_out.append(_Reach(staff.x0, staff.top, staff.x1, bottom, staff.space, staff.bottom))
     return units, ink, left_out
 
 
@@ -604,27 +640,29 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     stems, beams, slurs, the brace, a ledger-line note whose stem reaches the staff) is that
     system's. A component outside every band (a whole note on ledger lines, a dynamic, a pedal
     mark, "cresc.", a tempo mark) goes to the nearer of the two staff bands around it, measured
-    to the band's ink in the same columns, so where the low notes of one system and the high
+    to the band's ink pixels in the same columns, so where the low notes of one system and the high
     notes of the next interlock each keeps its own. Above the first and below the last system
     components are taken while they follow on from the system's ink with less than
     `blank_run_spaces` of blank between (a title or a footer further off stays out). Text that
     runs on past the staves' right end (a tempo or expression mark) widens the box to its end.
     Detected staves that belong to no system (`staves`, e.g. a voice staff left out of a
-    voice + piano box) hold their own ink, which then goes to no box.
+    voice + piano box) hold their own ink, which then goes to no box, but for the next system's high
+    notes reaching up among a voice's lyrics.
     """
     h, w = ink.shape
     n_sys = len(groups)
     if n_sys == 0:
         return []
     members = {id(s) for g in groups for s in g.staves}
-    bands = []  # (x0, top, x1, bottom, space, owner or -1)
+    bands = []  # (x0, top, x1, bottom, space, owner or -1, bottom staff line)
     for i, g in enumerate(groups):
         sp = float(np.median([s.space for s in g.staves]))
         bands.append((min(s.x0 for s in g.staves), g.staves[0].top, max(s.x1 for s in g.staves),
-                      g.staves[-1].bottom, sp, i))
+                      g.staves[-1].bottom, sp, i, g.staves[-1].bottom))
     for s in staves or []:
         if id(s) not in members:
-            bands.append((s.x0, s.top, s.x1, s.bottom, s.space, -1))
+            bands.append((s.x0, s.top, s.x1, s.bottom, s.space, -1,
+                          s.lines_bottom if isinstance(s, _Reach) else s.bottom))
     bands.sort(key=lambda b: (b[1] + b[3]) / 2)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     cx0, cy0 = stats[1:, cv2.CC_STAT_LEFT].astype(np.float64), stats[1:, cv2.CC_STAT_TOP].astype(np.float64)
@@ -634,6 +672,7 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     btop, bbot = np.array([b[1] for b in bands]), np.array([b[3] for b in bands])
     bsp = np.array([b[4] for b in bands])
     owner_of = np.array([b[5] for b in bands])
+    blines = np.array([b[6] for b in bands])
     # (components, bands): overlaps the band's columns / rows
     in_x = (cx1[:, None] > bx0[None, :]) & (cx0[:, None] < bx1[None, :])
     crosses = in_x & (cy1[:, None] > btop[None, :]) & (cy0[:, None] < bbot[None, :])
@@ -642,17 +681,39 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     owner = np.full(cx0.size, -2)  # band index, -2: none
     one = (n_cross == 1) & ~tall
     owner[one] = np.argmax(crosses[one], axis=1)
+    # a system's high note reaching up among the lyrics of the voice left out above it is the system's,
+    # not the voice's (the lyrics' lower edge is no staff line): one crossing into the lyrics from the
+    # system's staves, and one standing among them that reaches out below their letters by more than
+    # half its height (a note on ledger lines, its stem up)
+    firm = crosses & ((owner_of >= 0)[None, :] | (cy0[:, None] < blines[None, :]))
+    into_lyrics = (n_cross == 2) & (firm.sum(axis=1) == 1) & ~tall
+    owner[into_lyrics] = np.argmax(firm[into_lyrics], axis=1)
+    band = np.maximum(owner, 0)
+    below_lyrics = cy1 - bbot[band] > np.maximum(0.25 * bsp[band], 0.5 * (cy1 - cy0))
+    for c in np.flatnonzero(one & (owner_of[band] < 0) & (cy0 >= blines[band]) & below_lyrics):
+        under = np.flatnonzero((owner_of >= 0) & in_x[c] & (btop >= cy1[c]) & (btop < cy1[c] + 4 * bsp))
+        if under.size:
+            owner[c] = under[np.argmin(btop[under])]
     # the bands' own ink extent per column, for the distance of loose components
     ext_top = np.full((len(bands), w), np.inf)
     ext_bot = np.full((len(bands), w), -np.inf)
     for k in range(len(bands)):
         a, b = int(max(0, bx0[k])), int(min(w, bx1[k]))
         ext_top[k, a:b], ext_bot[k, a:b] = btop[k], bbot[k]
-    for c in np.flatnonzero(owner >= 0):
-        k = owner[c]
-        a, b = int(cx0[c]), int(cx1[c])
-        np.minimum(ext_top[k, a:b], cy0[c], out=ext_top[k, a:b])
-        np.maximum(ext_bot[k, a:b], cy1[c], out=ext_bot[k, a:b])
+    # by pixel, not by the components' boxes: on a clean page the staff lines join a system's notes
+    # into one component whose box spans every column at the height of its highest note
+    band_of = np.concatenate([[-1], owner])
+    for k in range(len(bands)):
+        own = np.flatnonzero(owner == k)
+        if not own.size:
+            continue
+        r0, r1 = int(cy0[own].min()), int(cy1[own].max())
+        mine = band_of[labels[r0:r1]] == k
+        cols = mine.any(axis=0)
+        top = r0 + mine.argmax(axis=0)
+        bot = r1 - mine[::-1].argmax(axis=0)
+        ext_top[k, cols] = np.minimum(ext_top[k, cols], top[cols])
+        ext_bot[k, cols] = np.maximum(ext_bot[k, cols], bot[cols])
     loose = np.flatnonzero((n_cross == 0) & in_x.any(axis=1) & ~tall)
     centre = (btop + bbot) / 2
     # which bands lie above / below a component: any band within a few spaces of its columns
@@ -725,7 +786,7 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         # blobs that cross one staff and run on over the blank and the next system
         over = (np.minimum(bx1, x1) - np.maximum(bx0, x0)) > 0.3 * np.minimum(bx1 - bx0, x1 - x0)
         over[k] = False
-        lo = float(bbot[over & (centre < centre[k])].max(initial=-1.0)) + 1
+        lo = float(blines[over & (centre < centre[k])].max(initial=-1.0)) + 1
         hi = float(btop[over & (centre > centre[k])].min(initial=h + 1.0)) - 1
         rects.append([x0, max(lo, y0 - margin), x1, min(hi, y1 + margin)])
     return [tuple(r) for r in rects]
