@@ -633,7 +633,7 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
 
 
 def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
-                  staves: list[Staff] | None = None) -> list[tuple[float, float, float, float]]:
+                  left_out: list[_Reach] | None = None) -> list[tuple[float, float, float, float]]:
     """(x0, y0, x1, y1) per system in working coordinates: its staves and the ink attached to them.
 
     The ink is taken by connected component. A component crossing one system's staff band (notes,
@@ -645,7 +645,7 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     components are taken while they follow on from the system's ink with less than
     `blank_run_spaces` of blank between (a title or a footer further off stays out). Text that
     runs on past the staves' right end (a tempo or expression mark) widens the box to its end.
-    Detected staves that belong to no system (`staves`, e.g. a voice staff left out of a
+    Detected staves that belong to no system (`left_out`, e.g. a voice staff left out of a
     voice + piano box) hold their own ink, which then goes to no box, but for the next system's high
     notes reaching up among a voice's lyrics.
     """
@@ -653,16 +653,13 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     n_sys = len(groups)
     if n_sys == 0:
         return []
-    members = {id(s) for g in groups for s in g.staves}
     bands = []  # (x0, top, x1, bottom, space, owner or -1, bottom staff line)
     for i, g in enumerate(groups):
         sp = float(np.median([s.space for s in g.staves]))
         bands.append((min(s.x0 for s in g.staves), g.staves[0].top, max(s.x1 for s in g.staves),
                       g.staves[-1].bottom, sp, i, g.staves[-1].bottom))
-    for s in staves or []:
-        if id(s) not in members:
-            bands.append((s.x0, s.top, s.x1, s.bottom, s.space, -1,
-                          s.lines_bottom if isinstance(s, _Reach) else s.bottom))
+    for r in left_out or []:
+        bands.append((r.x0, r.top, r.x1, r.bottom, r.space, -1, r.lines_bottom))
     bands.sort(key=lambda b: (b[1] + b[3]) / 2)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     cx0, cy0 = stats[1:, cv2.CC_STAT_LEFT].astype(np.float64), stats[1:, cv2.CC_STAT_TOP].astype(np.float64)
