@@ -644,6 +644,30 @@ def test_in_a_choir_and_piano_system_the_braced_pair_is_the_piano_though_the_voi
     assert group.unit == (4, 5) and group.roles[4:] == ["piano-upper", "piano-lower"]
 
 
+def test_stems_bridging_the_gap_between_two_close_systems_do_not_join_them():
+    """On a dense page the stems of high notes over the next system's treble staff can reach up to the
+    system above. They cross the gap like barlines but end in their own staff; only strokes that run on
+    through both staves (barlines) join staves. Counting the stems joined two piano systems into one
+    four-staff "ensemble" and lost both."""
+    from acai_omr.detect.systems import _group_staves
+
+    tops = [100, 180, 290, 370]  # two piano systems, 7 spaces apart
+    staves = [_staff(t) for t in tops]
+    ink = np.zeros((500, 800), np.uint8)
+    for t in tops:
+        for line in range(5):
+            ink[t + 10 * line, 100:700] = 1
+    for first, last in ((100, 221), (290, 411)):
+        for x in (100, 250, 450, 699):  # each system's start line and barlines
+            ink[first:last, x] = 1
+    for x in (330, 370, 560):  # notes high over the lower system's treble, stems up to the bass line above
+        ink[221:300, x] = 1
+        ink[296:302, x - 9:x + 1] = 1
+    groups = _group_staves(staves, ink)
+    assert [g.kind for g in groups] == ["piano", "piano"]
+    assert [len(g.staves) for g in groups] == [2, 2]
+
+
 def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
     """Where a photo's grain hides the strokes joining staves, the page's own piano pairs tell which lone
     staves are a pair (their gap, far from the staves around) and which lone staff is a voice over its

@@ -319,8 +319,14 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | 
         return False, 0
     left_end = max(upper.x0, lower.x0) + 3 * space  # x0 may reach a little left of the start line
     at_left = a + starts <= left_end
-    # away from the left end (the brace's place) only barline-thin strokes count
-    count = int((at_left | (ends - starts <= 0.75 * space + 2)).sum())
+    # away from the left end (the brace's place) only barlines count: thin, and on down through both
+    # staves (in at least half of each one's rows). Stems of notes high over the lower staff (or low
+    # under the upper) can bridge the gap between two close systems too, but they end in their own
+    # staff and barely touch the other one
+    rows = [np.arange(int(st.top) + 1, int(st.bottom)) for st in (upper, lower)]
+    through = np.array([all(ink[r, a + s0:a + e0 + 1].any(axis=1).mean() >= 0.5 for r in rows)
+                        for s0, e0 in zip(starts, ends)], bool)
+    count = int((at_left | ((ends - starts <= 0.75 * space + 2) & through)).sum())
     return bool(at_left[0]), count
 
 
