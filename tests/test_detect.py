@@ -600,6 +600,32 @@ def test_a_mark_between_interlocking_systems_goes_to_the_system_whose_ink_is_nea
     assert top_lower <= 276 and top_lower > 268  # the lower box still holds its own high note, not the hairpin
 
 
+def test_a_dynamic_under_a_low_whole_note_goes_with_the_note_not_the_next_systems_nearer_stem():
+    """A whole note on ledger lines under a system is not joined to its staff, so it is placed like a
+    mark; a dynamic under it is nearer to the note than to anything else, but measured to the staff
+    ink alone the next system's high stem beside it was nearer and took it (MuseScore pages: the "mf"
+    under a low bass note landed in the box below). Placed nearest first, the note counts as its
+    system's ink for the marks beyond it."""
+    from acai_omr.detect.systems import _Group, _system_rects
+
+    upper = _Group([_staff(100), _staff(180)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    lower = _Group([_staff(330), _staff(410)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    ink = np.zeros((600, 800), np.uint8)
+    for g in (upper, lower):
+        for st in g.staves:
+            for line in range(5):
+                ink[int(st.top) + 10 * line, 100:700] = 1
+    ink[230, 395:426] = 1  # two ledger lines under the upper system's bass staff, the whole note on them
+    ink[240, 395:426] = 1
+    ink[243:253, 400:421] = 1
+    ink[262:272, 400:421] = 1  # the dynamic under it
+    ink[290:330, 432:435] = 1  # the lower system's high note beside it, stem down onto its staff
+    ink[286:294, 432:444] = 1
+    (_, _, _, bottom_upper), (_, top_lower, _, _) = _system_rects([upper, lower], ink, DetectConfig())
+    assert bottom_upper >= 272
+    assert 272 < top_lower <= 286
+
+
 def test_the_pianos_high_notes_reaching_up_among_the_voices_lyrics_stay_in_the_piano_box():
     """In a song the voice staff is left out of the box and its lyrics are its own; a high piano note
     whose stem reaches up among the lyrics (touching the staff or standing on ledger lines) is the

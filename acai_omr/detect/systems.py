@@ -8,6 +8,7 @@ shared barlines, brace) -> boxes grown into the space between systems -> page co
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -723,7 +724,9 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     # (a first system indented further than the next one is still above that one's text)
     wide = (cx1[:, None] > bx0[None, :] - 6 * bsp[None, :]) & (cx0[:, None] < bx1[None, :] + 6 * bsp[None, :])
     pad = int(2 * bsp.max())
-    for c in loose:
+
+    def nearest(c: int) -> tuple[float, int, int] | None:
+        """(how near, band, the other band around it or -1) for a loose component, by the ink placed so far."""
         mid = (cy0[c] + cy1[c]) / 2
         above = np.flatnonzero((centre < mid) & wide[c])
         below = np.flatnonzero((centre > mid) & wide[c])
@@ -737,12 +740,56 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
             k = below[0]
             cands.append((float(np.min(ext_top[k, lo:hi])) - cy1[c], btop[k] - cy1[c], k))
         if not cands:
-            continue
+            return None
         # nearest by the ink in these columns; the staff lines break a near tie
-        best = min(cands, key=lambda t: (max(t[0], 0) + 0.25 * t[1]) / bsp[t[2]])
+        score, k = min(((max(d, 0) + 0.25 * d_staff) / bsp[k], k) for d, d_staff, k in cands)
+        other = [kk for _, _, kk in cands if kk != k]
+        return score, int(k), int(other[0]) if other else -1
+
+    # nearest first, and what is placed between two systems counts as its system's ink from then on:
+    # a dynamic under a whole note on ledger lines (itself loose) follows the note, however near
+    # the next system's own staff ink comes
+    key = np.full(cx0.size, np.inf)
+    for c in loose:
+        r = nearest(c)
+        if r is not None:
+            key[c] = r[0]
+    waiting = np.zeros(cx0.size, bool)
+    waiting[loose] = np.isfinite(key[loose])
+    heap = [(key[c], int(c)) for c in np.flatnonzero(waiting)]
+    heapq.heapify(heap)
+    while heap:
+        score, c = heapq.heappop(heap)
+        if not waiting[c] or score != key[c]:
+            continue  # placed already, or a nearer key is queued
+        waiting[c] = False
+        _, k, other = nearest(c)
         # between two bands: that system's; above the top one / below the bottom one: the
         # system's only if it follows on from its ink (decided below)
-        owner[c] = best[2] + (10_000 if len(cands) == 2 else 20_000)
+        owner[c] = k + (10_000 if other >= 0 else 20_000)
+        if other < 0:
+            continue
+        a, b, t = int(cx0[c]), int(cx1[c]), int(cy0[c])
+        mine = labels[t:int(cy1[c]), a:b] == c + 1
+        cols = mine.any(axis=0)
+        top, bot = t + mine.argmax(axis=0), int(cy1[c]) - mine[::-1].argmax(axis=0)
+        # never past the middle of the gap, though: through a photo's grain, one speck after another,
+        # a system would otherwise reach out to the next one's staff
+        if centre[k] < centre[other]:
+            bot = np.minimum(bot, (bbot[k] + btop[other]) / 2)
+            ext_bot[k, a:b][cols] = np.maximum(ext_bot[k, a:b][cols], bot[cols])
+        else:
+            top = np.maximum(top, (bbot[other] + btop[k]) / 2)
+            ext_top[k, a:b][cols] = np.minimum(ext_top[k, a:b][cols], top[cols])
+        # the components waiting in these columns nearby may now be nearer to it
+        reach = 6 * bsp[k]
+        near = np.flatnonzero(waiting & (cx1 > a - pad) & (cx0 < b + pad)
+                              & (cy1 > cy0[c] - reach) & (cy0 < cy1[c] + reach))
+        for n_c in near:
+            r = nearest(n_c)
+            if r is not None and r[0] < key[n_c] - 1e-9:
+                key[n_c] = r[0]
+                heapq.heappush(heap, (r[0], int(n_c)))
     rects = []
     for i in range(n_sys):
         k = int(np.flatnonzero(owner_of == i)[0])
