@@ -648,8 +648,10 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     system's. A component outside every band (a whole note on ledger lines, a dynamic, a pedal
     mark, "cresc.", a tempo mark) goes to the nearer of the two staff bands around it, measured
     to the band's ink pixels in the same columns, so where the low notes of one system and the high
-    notes of the next interlock each keeps its own. Above the first and below the last system
-    components are taken while they follow on from the system's ink with less than
+    notes of the next interlock each keeps its own. Loose components are placed nearest first, and a
+    placed one counts as its system's ink (up to the middle of the gap) for those beyond it: a
+    dynamic under a whole note on ledger lines goes with the note. Above the first and below the
+    last system components are taken while they follow on from the system's ink with less than
     `blank_run_spaces` of blank between (a title or a footer further off stays out). Text that
     runs on past the staves' right end (a tempo or expression mark) widens the box to its end.
     Detected staves that belong to no system (`left_out`, e.g. a voice staff left out of a
