@@ -560,12 +560,28 @@ def _staff(top: float, x0: float = 100.0, x1: float = 700.0, sp: float = 10.0):
     return Staff(xs=np.array([x0, x1]), tops=np.array([top, top]), space=sp, x0=x0, x1=x1, score=0.9)
 
 
+def _piano(top: float):
+    """A piano system whose staves (space 10) start at `top` and `top + 80`."""
+    from acai_omr.detect.systems import _Group
+
+    return _Group([_staff(top), _staff(top + 80)], "piano", ["piano-upper", "piano-lower"], 0.9)
+
+
+def _staff_lines(shape: tuple[int, int], tops) -> np.ndarray:
+    """An ink mask holding only the five lines (space 10, x 100-700) of a staff at each of `tops`."""
+    ink = np.zeros(shape, np.uint8)
+    for top in tops:
+        for line in range(5):
+            ink[int(top) + 10 * line, 100:700] = 1
+    return ink
+
+
 def test_a_blob_of_grain_crossing_one_staff_does_not_carry_its_box_over_the_next_system():
     """A box stops at its neighbours' staff lines: a speckle chain that crosses one system's staff and
     runs on down over the next system would otherwise make the two boxes one."""
     from acai_omr.detect.systems import _Group, _system_rects
 
-    first = _Group([_staff(100), _staff(180)], "piano", ["piano-upper", "piano-lower"], 0.9)
+    first = _piano(100)
     # the second system's staves found only from x=300 on (their left end in a shadow)
     second = _Group([_staff(330, x0=300), _staff(410, x0=300)], "piano", ["piano-upper", "piano-lower"], 0.9)
     ink = np.zeros((600, 800), np.uint8)
@@ -581,15 +597,10 @@ def test_a_mark_between_interlocking_systems_goes_to_the_system_whose_ink_is_nea
     system's beam is that system's even though the lower system reaches higher elsewhere: staff lines
     join each system's notes into one component, and its box (spanning every column at the height of
     its highest note) is not the system's ink in the hairpin's columns."""
-    from acai_omr.detect.systems import _Group, _system_rects
+    from acai_omr.detect.systems import _system_rects
 
-    upper = _Group([_staff(100), _staff(180)], "piano", ["piano-upper", "piano-lower"], 0.9)
-    lower = _Group([_staff(330), _staff(410)], "piano", ["piano-upper", "piano-lower"], 0.9)
-    ink = np.zeros((600, 800), np.uint8)
-    for g in (upper, lower):
-        for st in g.staves:
-            for line in range(5):
-                ink[int(st.top) + 10 * line, 100:700] = 1
+    upper, lower = _piano(100), _piano(330)
+    ink = _staff_lines((600, 800), (100, 180, 330, 410))
     ink[220:262, 510:513] = 1  # a stem hanging from the upper system's bass staff, its beam at 258-262
     ink[258:262, 480:513] = 1
     ink[280:330, 160:163] = 1  # the lower system's highest note, far to the left, its stem on the staff
@@ -606,15 +617,10 @@ def test_a_dynamic_under_a_low_whole_note_goes_with_the_note_not_the_next_system
     ink alone the next system's high stem beside it was nearer and took it (MuseScore pages: the "mf"
     under a low bass note landed in the box below). Placed nearest first, the note counts as its
     system's ink for the marks beyond it."""
-    from acai_omr.detect.systems import _Group, _system_rects
+    from acai_omr.detect.systems import _system_rects
 
-    upper = _Group([_staff(100), _staff(180)], "piano", ["piano-upper", "piano-lower"], 0.9)
-    lower = _Group([_staff(330), _staff(410)], "piano", ["piano-upper", "piano-lower"], 0.9)
-    ink = np.zeros((600, 800), np.uint8)
-    for g in (upper, lower):
-        for st in g.staves:
-            for line in range(5):
-                ink[int(st.top) + 10 * line, 100:700] = 1
+    upper, lower = _piano(100), _piano(330)
+    ink = _staff_lines((600, 800), (100, 180, 330, 410))
     ink[230, 395:426] = 1  # two ledger lines under the upper system's bass staff, the whole note on them
     ink[240, 395:426] = 1
     ink[243:253, 400:421] = 1
@@ -630,14 +636,11 @@ def test_the_pianos_high_notes_reaching_up_among_the_voices_lyrics_stay_in_the_p
     """In a song the voice staff is left out of the box and its lyrics are its own; a high piano note
     whose stem reaches up among the lyrics (touching the staff or standing on ledger lines) is the
     piano's, or the box cuts the top off the note the model must read."""
-    from acai_omr.detect.systems import _Group, _Reach, _system_rects
+    from acai_omr.detect.systems import _Reach, _system_rects
 
     voice = _Reach(x0=100, top=100, x1=700, bottom=186, space=10, lines_bottom=140)
-    piano = _Group([_staff(220), _staff(300)], "piano", ["piano-upper", "piano-lower"], 0.9)
-    ink = np.zeros((400, 800), np.uint8)
-    for top in (100, 220, 300):
-        for line in range(5):
-            ink[top + 10 * line, 100:700] = 1
+    piano = _piano(220)
+    ink = _staff_lines((400, 800), (100, 220, 300))
     for x in [*range(120, 280, 14), *range(330, 480, 14), *range(530, 680, 14)]:  # the lyrics: letters on one baseline
         ink[172:184, x:x + 9] = 1
     ink[178:212, 300:312] = 1  # a note on ledger lines, its stem up among the lyrics, not touching the staff
@@ -654,10 +657,7 @@ def test_in_a_choir_and_piano_system_the_braced_pair_is_the_piano_though_the_voi
 
     tops = [100, 200, 300, 400, 520, 600]
     staves = [_staff(t) for t in tops]
-    ink = np.zeros((700, 800), np.uint8)
-    for t in tops:
-        for line in range(5):
-            ink[t + 10 * line, 100:700] = 1
+    ink = _staff_lines((700, 800), tops)
     ink[100:641, 100:102] = 1  # the system start line, down every staff
     ink[100:441, 86:90] = 1  # the choir's bracket
     ink[520:641, 92:95] = 1  # the piano's brace
@@ -679,10 +679,7 @@ def test_stems_bridging_the_gap_between_two_close_systems_do_not_join_them():
 
     tops = [100, 180, 290, 370]  # two piano systems, 7 spaces apart
     staves = [_staff(t) for t in tops]
-    ink = np.zeros((500, 800), np.uint8)
-    for t in tops:
-        for line in range(5):
-            ink[t + 10 * line, 100:700] = 1
+    ink = _staff_lines((500, 800), tops)
     for first, last in ((100, 221), (290, 411)):
         for x in (100, 250, 450, 699):  # each system's start line and barlines
             ink[first:last, x] = 1
@@ -703,17 +700,14 @@ def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
     def single(top):
         return _Group([_staff(top)], "single", ["staff"], 0.9)
 
-    def piano(top):
-        return _Group([_staff(top), _staff(top + 80)], "piano", ["piano-upper", "piano-lower"], 0.9)
-
     # a joined pair (gap 40), a pair found as two lone staves, a voice over a pair (gap 70, nearer it than
     # the system above)
-    groups = [piano(100), single(300), single(380), single(560), piano(670)]
+    groups = [_piano(100), single(300), single(380), single(560), _piano(670)]
     joined = _join_by_layout(groups)
     assert [g.kind for g in joined] == ["piano", "piano", "voice+piano"]
     assert joined[2].unit == (1, 2) and joined[2].roles == ["voice", "piano-upper", "piano-lower"]
     # a lone staff nearer the system above than the pair below is not that pair's voice
-    far = _join_by_layout([piano(100), single(240), piano(360)])
+    far = _join_by_layout([_piano(100), single(240), _piano(360)])
     assert [g.kind for g in far] == ["piano", "single", "piano"]
     # ... unless lyrics run under it: a song's systems may stand closer than its voice to its piano
     lyrics = np.zeros((800, 800), np.uint8)
@@ -721,14 +715,14 @@ def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
         for letter in range(4):
             x = 110 + 70 * word + 8 * letter
             lyrics[300:308, x:x + 6] = 1  # letters 0.8 spaces tall, their feet on one baseline
-    sung = _join_by_layout([piano(100), single(240), piano(360)], lyrics)
+    sung = _join_by_layout([_piano(100), single(240), _piano(360)], lyrics)
     assert [g.kind for g in sung] == ["piano", "voice+piano"]
     # at the top of the page, with nothing above to compare: a voice sits about a pair's gap over its
     # piano; a single-staff system stands further off
-    assert [g.kind for g in _join_by_layout([single(100), piano(185)])] == ["voice+piano"]
-    assert [g.kind for g in _join_by_layout([single(100), piano(240)])] == ["single", "piano"]
+    assert [g.kind for g in _join_by_layout([single(100), _piano(185)])] == ["voice+piano"]
+    assert [g.kind for g in _join_by_layout([single(100), _piano(240)])] == ["single", "piano"]
     # lone staves not lined up at their ends stay apart
-    offset = [piano(100), _Group([_staff(300, x0=300)], "single", ["staff"], 0.9), single(380)]
+    offset = [_piano(100), _Group([_staff(300, x0=300)], "single", ["staff"], 0.9), single(380)]
     assert [g.kind for g in _join_by_layout(offset)] == ["piano", "single", "single"]
     # no pair on the page: nothing to learn the gap from, so lone staves stay lone
     assert [g.kind for g in _join_by_layout([single(100), single(180), single(300)])] == ["single"] * 3

@@ -639,6 +639,12 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
     return np.where(specks[labels], 0, ink).astype(np.uint8)
 
 
+def _column_span(mask: np.ndarray, row0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of `mask` (a band of rows starting at page row `row0`): whether it holds any pixel,
+    its first row and the row after its last."""
+    return mask.any(axis=0), row0 + mask.argmax(axis=0), row0 + mask.shape[0] - mask[::-1].argmax(axis=0)
+
+
 def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
                   left_out: list[_Reach] | None = None) -> list[tuple[float, float, float, float]]:
     """(x0, y0, x1, y1) per system in working coordinates: its staves and the ink attached to them.
@@ -713,11 +719,8 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         own = np.flatnonzero(owner == k)
         if not own.size:
             continue
-        r0, r1 = int(cy0[own].min()), int(cy1[own].max())
-        mine = band_of[labels[r0:r1]] == k
-        cols = mine.any(axis=0)
-        top = r0 + mine.argmax(axis=0)
-        bot = r1 - mine[::-1].argmax(axis=0)
+        r0 = int(cy0[own].min())
+        cols, top, bot = _column_span(band_of[labels[r0:int(cy1[own].max())]] == k, r0)
         ext_top[k, cols] = np.minimum(ext_top[k, cols], top[cols])
         ext_bot[k, cols] = np.maximum(ext_bot[k, cols], bot[cols])
     loose = np.flatnonzero((n_cross == 0) & in_x.any(axis=1) & ~tall)
@@ -772,9 +775,7 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         if other < 0:
             continue
         a, b, t = int(cx0[c]), int(cx1[c]), int(cy0[c])
-        mine = labels[t:int(cy1[c]), a:b] == c + 1
-        cols = mine.any(axis=0)
-        top, bot = t + mine.argmax(axis=0), int(cy1[c]) - mine[::-1].argmax(axis=0)
+        cols, top, bot = _column_span(labels[t:int(cy1[c]), a:b] == c + 1, t)
         # never past the middle of the gap, though: through a photo's grain, one speck after another,
         # a system would otherwise reach out to the next one's staff
         if centre[k] < centre[other]:
