@@ -727,3 +727,48 @@ def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
     # no pair on the page: nothing to learn the gap from, so lone staves stay lone
     assert [g.kind for g in _join_by_layout([single(100), single(180), single(300)])] == ["single"] * 3
 
+
+
+def _plain_projection_skew(lines: np.ndarray, max_deg: float, bands: int) -> float:
+    """The skew search written out plainly (a fresh array per step, float sum of squares): what
+    `estimate_skew`'s buffer-reusing loop must reproduce angle for angle."""
+    ys, xs = np.nonzero(lines)
+    band = np.minimum(xs * bands // lines.shape[1], bands - 1).astype(np.int64)
+    xs = xs.astype(np.float64) - lines.shape[1] / 2
+    ys = ys.astype(np.float64)
+    offset = lines.shape[1] * np.tan(np.radians(max_deg)) + 2
+    stride = int(lines.shape[0] + 2 * offset + 2)
+
+    def energy(deg):
+        proj = np.round(ys - xs * np.tan(np.radians(deg)) + offset).astype(np.int64) + band * stride
+        return float((np.bincount(proj).astype(np.float64) ** 2).sum())
+
+    coarse = np.arange(-max_deg, max_deg + 1e-9, 0.25)
+    best = coarse[int(np.argmax([energy(a) for a in coarse]))]
+    fine = np.arange(best - 0.25, best + 0.25 + 1e-9, 0.025)
+    return float(fine[int(np.argmax([energy(a) for a in fine]))])
+
+
+@pytest.mark.parametrize("angle", [0.0, 1.3, -2.7])
+def test_the_skew_search_finds_the_plain_projections_angle_from_the_ink_or_the_callers_strokes(angle):
+    from acai_omr.detect.normalize import binarize, estimate_skew, horizontal_lines, to_gray_array
+
+    page = make_page(["piano"] * 2, seed=3, angle=angle, noise=True)
+    ink = binarize(to_gray_array(page.image))
+    space = 1240 * 0.016
+    strokes = horizontal_lines(ink, 2 * space)
+    assert np.count_nonzero(strokes) < 120_000  # every stroke pixel counted: no subsample to differ by
+    expected = _plain_projection_skew(strokes, 5.0, 4)
+    assert estimate_skew(ink, space) == expected
+    assert estimate_skew(ink, space, lines=strokes) == expected
+    assert expected == pytest.approx(-angle, abs=0.2)
+
+
+def test_the_sheet_edge_search_takes_numpys_median_to_the_bit():
+    from acai_omr.detect.normalize import _median
+
+    rng = np.random.default_rng(5)
+    for n in range(1, 80):
+        for _ in range(20):
+            values = np.log(rng.integers(0, 256, n).astype(np.float32) + 8.0)
+            assert _median(values) == float(np.median(values))

@@ -207,7 +207,8 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
     ink, line_ink, bar_ink = masks
     line_ink = lines_of(flat, line_ink)
     R = None
-    bands = normalize.band_skews(line_ink, space, cfg.max_skew_deg + 3)
+    strokes = normalize.horizontal_lines(line_ink, 2 * space)  # the skew's evidence, both ways of reading it
+    bands = normalize.band_skews(line_ink, space, cfg.max_skew_deg + 3, lines=strokes)
     slopes = [deg for _, deg in bands]
     if len(bands) >= 3 and max(slopes) - min(slopes) >= cfg.curl_spread_deg:
         # a curled page: the lines' slope changes across the width and no rotation levels them all
@@ -216,7 +217,7 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
         angle = float(np.median(slopes))
         flat = R.apply(flat)
     else:
-        angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg)
+        angle = normalize.estimate_skew(line_ink, space, cfg.max_skew_deg, lines=strokes)
         if abs(angle) >= 0.05:
             R, size = normalize.rotation_matrix(flat.shape, angle)
             flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
