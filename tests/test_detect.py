@@ -728,7 +728,6 @@ def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
     assert [g.kind for g in _join_by_layout([single(100), single(180), single(300)])] == ["single"] * 3
 
 
-
 def _plain_projection_skew(lines: np.ndarray, max_deg: float, bands: int) -> float:
     """The skew search written out plainly (a fresh array per step, float sum of squares): what
     `estimate_skew`'s buffer-reusing loop must reproduce angle for angle."""
@@ -755,7 +754,7 @@ def test_the_skew_search_finds_the_plain_projections_angle_from_the_ink_or_the_c
 
     page = make_page(["piano"] * 2, seed=3, angle=angle, noise=True)
     ink = binarize(to_gray_array(page.image))
-    space = 1240 * 0.016
+    space = page.space
     strokes = horizontal_lines(ink, 2 * space)
     assert np.count_nonzero(strokes) < 120_000  # every stroke pixel counted: no subsample to differ by
     expected = _plain_projection_skew(strokes, 5.0, 4)
