@@ -398,6 +398,7 @@ class DetectConfig:
     right_margin_spaces: float = 1.0
     edge_margin_spaces: float = 7.0  # how far above the first / below the last system ink is followed
     blank_run_spaces: float = 2.0  # a blank band this tall ends that search
+    show_through_share: float = 0.7  # ink fainter than this share of the staff lines' contrast is the reverse's ghost (0 = keep all)
 
 
 @dataclass

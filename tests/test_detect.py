@@ -7,6 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -771,3 +772,24 @@ def test_the_sheet_edge_search_takes_numpys_median_to_the_bit():
         for _ in range(20):
             values = np.log(rng.integers(0, 256, n).astype(np.float32) + 8.0)
             assert _median(values) == float(np.median(values))
+
+
+def test_the_ghost_of_the_sheets_other_side_does_not_grow_the_boxes():
+    """Show-through: the reverse's music, mirrored, blurred, a third as dark and half a system lower,
+    lies in the gaps between the page's systems. Its notes are not the page's ink (they are far
+    fainter than its staff lines), so every box stays as it is without the ghost; taking them as ink
+    (`show_through_share=0`) grows boxes over the gaps, which shows the page is a real test."""
+    page = make_page(["piano"] * 4, seed=0)
+    gray = np.asarray(page.image, np.float32) / 255
+    pitch = page.boxes[1][1] - page.boxes[0][1]
+    mirror = np.float32([[-1, 0, gray.shape[1] - 1], [0, 1, pitch / 2]])
+    ghost = cv2.GaussianBlur(cv2.warpAffine(gray, mirror, gray.shape[::-1], borderValue=1.0), (0, 0), 1.5)
+    seen = np.clip(255 * gray * (1 - 0.3 * (1 - ghost)), 0, 255).astype(np.uint8)
+
+    alone = boxes_of(detect_systems(page.image))
+    with_ghost = boxes_of(detect_systems(seen))
+    assert len(with_ghost) == 4
+    for a, b in zip(alone, with_ghost):
+        assert iou(a, b) >= 0.9
+    taken_as_ink = boxes_of(detect_systems(seen, DetectConfig(show_through_share=0.0)))
+    assert max((b[3] - b[1]) / (a[3] - a[1]) for a, b in zip(alone, taken_as_ink)) > 1.15

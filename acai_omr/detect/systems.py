@@ -164,7 +164,7 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
     if not staves:
         result.messages.append("no five-line staves found on the page (text or blank page?)")
         return result
-    clean_ink = _despeckle(ink, space)
+    clean_ink = _without_show_through(_despeckle(ink, space), flat, staves, cfg.show_through_share)
     groups = _join_by_layout(_group_staves(staves, bar_ink, flat), clean_ink)
     units, boxing_ink, left_out = _box_units(groups, clean_ink)
     rects = _system_rects(units, boxing_ink, cfg, left_out)
@@ -638,6 +638,30 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
     if not specks[1:].any():
         return ink
     return np.where(specks[labels], 0, ink).astype(np.uint8)
+
+
+def _without_show_through(ink: np.ndarray, flat: np.ndarray, staves: list[Staff], share: float) -> np.ndarray:
+    """The ink mask without what is fainter than the page's own print: the ghost of the sheet's other side.
+
+    Show-through is the reverse's music, mirrored, blurred and a fraction as dark; the plain threshold
+    takes its notes and staves as ink, and a box would grow over them into the next system. Nothing
+    printed on the page is much fainter than its staff lines, the thinnest strokes on it, so a pixel
+    under `share` of the staves' median line contrast (`Staff.contrast`, in the same paper-minus-pixel
+    units) is not the page's ink. Pixels, not blobs: where the ghost touches the page's notes a blob
+    holds both. Measured on the tune pages: the ghost peaks at 0.4-0.8 of the line contrast, the
+    page's own blobs at 1.2 or more.
+    """
+    contrasts = [s.contrast for s in staves if s.contrast > 0]
+    if share <= 0 or not contrasts:
+        return ink
+    dark, noise = paper_darkness(flat)
+    need = share * float(np.median(contrasts))
+    if need <= 3 * noise:  # faint lines on noisy paper: the noise alone reaches that darkness
+        return ink
+    # the page's strokes keep their soft edges (the rim a box is measured to): what lies within two
+    # pixels of their dark cores stays
+    core = cv2.dilate((dark >= need).astype(np.uint8), np.ones((5, 5), np.uint8))
+    return ink & core
 
 
 def _column_span(mask: np.ndarray, row0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
