@@ -793,3 +793,23 @@ def test_the_ghost_of_the_sheets_other_side_does_not_grow_the_boxes():
         assert iou(a, b) >= 0.9
     taken_as_ink = boxes_of(detect_systems(seen, DetectConfig(show_through_share=0.0)))
     assert max((b[3] - b[1]) / (a[3] - a[1]) for a, b in zip(alone, taken_as_ink)) > 1.15
+
+
+def test_a_sharp_shadow_across_the_lower_page_does_not_pass_for_the_sheets_edge():
+    """A shadow with a sharp edge (a lamp, a phone held close) darkens the lower part of the page.
+    Its edge is as sharp a rise in brightness as the sheet's own edge against a table, but the
+    music goes on beyond it, which a table does not hold: every system is found, the shadowed ones
+    too, each in its own box."""
+    for seed in range(2):
+        page = make_page(["piano"] * 4, seed=seed, noise=True)
+        gray = np.asarray(page.image, np.float32)
+        h, w = gray.shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        third = page.boxes[2]
+        edge = (third[1] + third[3]) / 2 + (xx - w / 2) * 0.08  # through the third system, a little tilted
+        shade = np.clip((yy - edge) / 10 + 0.5, 0, 1)
+        seen = np.clip(gray * (1 - 0.5 * shade), 0, 255).astype(np.uint8)
+        result = detect_systems(seen)
+        assert [b.kind for b in result.boxes] == ["piano"] * 4
+        for truth, box in zip(page.boxes, boxes_of(result)):
+            assert iou(truth, box) >= 0.7

@@ -314,6 +314,7 @@ def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
 
 
 SHEET_EDGE_STEP = 0.3  # log-brightness rise across a sheet's edge: paper at least ~1.35x the table's level
+SHEET_INK_STEP = 0.25  # log-darkness under the light around it that counts as ink on the thumbnail
 
 
 def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
@@ -328,7 +329,8 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     frame inwards, row by row; a side whose rises line up along one smooth curve bounds the sheet
     (a side with none is where the sheet runs out of the picture). The bound is pulled in a
     little so the sheet's dark edge goes too. Left in, a table edge reads as a long vertical
-    stroke, which can look like a barline joining staves.
+    stroke, which can look like a barline joining staves. A sharp shadow's edge rises as steeply,
+    but the music goes on beyond it (`_music_beyond`): that side bounds nothing.
     """
     small = _thumbnail_levels(gray)[0]
     h, w = gray.shape
@@ -336,15 +338,31 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     level = np.log(paper.astype(np.float32) + 8.0)
     sheet = np.ones(small.shape, np.uint8)
     sides = 0
+    # ink (darker than the closed light around it): notes and staves, which a table does not hold
+    ink = (level - np.log(small.astype(np.float32) + 8.0)) > SHEET_INK_STEP
     for view, restore in _SIDE_VIEWS:
         inside = _inside_of_edge(view(level))
-        if inside is not None:
+        if inside is not None and not _music_beyond(view(ink), inside):
             sheet &= restore(inside)
             sides += 1
     if not sides or not 0.25 <= sheet.mean() <= 0.995:
         return None
     sheet = cv2.erode(sheet, np.ones((13, 13), np.uint8))  # ~1% of the picture
     return cv2.resize(sheet, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def _music_beyond(ink: np.ndarray, inside: np.ndarray, share: float = 0.3, min_part: float = 0.08) -> bool:
+    """Whether what lies outside a side's edge holds ink like the sheet does: then the edge is a sharp
+    shadow's across the page (the shadowed music goes on beyond it), not the sheet's against a table.
+
+    Only a shadow over a real part of the picture (`min_part` of it) is judged: in a thin strip along
+    the frame (a scanner's bed, a table's rim) the sheet's dark edge and the bed's grain read as ink.
+    """
+    outside = inside == 0
+    if outside.mean() < min_part or not inside.any():
+        return False
+    within = ink[inside > 0].mean()
+    return bool(within > 0 and ink[outside].mean() >= share * within)
 
 
 # each side of the picture seen as the left side of a view, and the way back
