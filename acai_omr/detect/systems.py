@@ -648,8 +648,8 @@ def _without_show_through(ink: np.ndarray, flat: np.ndarray, staves: list[Staff]
     printed on the page is much fainter than its staff lines, the thinnest strokes on it, so a pixel
     under `share` of the staves' median line contrast (`Staff.contrast`, in the same paper-minus-pixel
     units) is not the page's ink. Pixels, not blobs: where the ghost touches the page's notes a blob
-    holds both. Measured on the tune pages: the ghost peaks at 0.4-0.8 of the line contrast, the
-    page's own blobs at 1.2 or more.
+    holds both. Measured on the tune photo that showed it (MuseScore 47, seed 2): the ghost's blobs
+    peak at 0.4-0.8 of the line contrast, the page's own at 1.2 or more.
     """
     contrasts = [s.contrast for s in staves if s.contrast > 0]
     if share <= 0 or not contrasts:
