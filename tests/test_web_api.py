@@ -188,6 +188,25 @@ def test_blank_page_reports_no_systems_and_offers_manual_boxes(client):
     assert any("by hand" in m for m in body["messages"])
 
 
+def test_a_music_page_whose_staff_lines_were_lost_says_what_to_try(client):
+    """A page of music whose staff lines did not survive (here: erased) is no blank page: the notice
+    says the lines could not be followed and what scan or photo would do better, besides boxing by hand."""
+    import numpy as np
+
+    from acai_omr.detect.synthetic import make_page
+
+    gray = np.asarray(make_page(["piano"] * 3, seed=0).image).copy()
+    gray[(gray < 128).mean(axis=1) > 0.5] = 255  # every staff line's rows
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "PNG")
+    body = upload(client, buffer.getvalue()).get_json()
+    assert body["systems_found"] == 0
+    assert any("by hand" in m for m in body["messages"])
+    assert any("greyscale scan" in m for m in body["messages"])
+    blank = upload(client, image_bytes("PNG", (800, 600))).get_json()
+    assert not any("greyscale scan" in m for m in blank["messages"])  # a blank page gets no such hint
+
+
 def test_exif_orientation_is_honoured(client):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed

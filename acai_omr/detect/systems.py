@@ -71,6 +71,11 @@ class DetectionResult:
                 "messages": list(self.messages), "systems": [b.to_dict() for b in self.boxes]}
 
 
+# what a user can do when a page of music shows no staff lines the detector can follow
+LINES_LOST_HINT = ("if this is music, its staff lines are too faint or broken to follow (a black-and-white scan, "
+                   "a dark or blurred photo?): a greyscale scan or a sharper, brighter photo may do")
+
+
 def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = None) -> DetectionResult:
     """Systems on one page image, in reading order (top to bottom, then left to right)."""
     cfg = cfg or DetectConfig()
@@ -129,7 +134,7 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         plain = normalize.estimate_spacing(ink)
         if plain is None or plain[1] > cfg.max_line_thickness * space:
             result.messages.append(f"no staff lines found: the most common horizontal strokes are {thickness:.0f}px "
-                                   f"thick every {space:.0f}px, like lines of text")
+                                   f"thick every {space:.0f}px, like lines of text; {LINES_LOST_HINT}")
             return result
         thickness = plain[1]
 
@@ -162,7 +167,7 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         M = R @ M
     result.skew_angle = angle
     if not staves:
-        result.messages.append("no five-line staves found on the page (text or blank page?)")
+        result.messages.append(f"no five-line staves found on the page; {LINES_LOST_HINT}")
         return result
     clean_ink = _without_show_through(_despeckle(ink, space), flat, staves, cfg.show_through_share)
     groups = _join_by_layout(_group_staves(staves, bar_ink, flat), clean_ink)

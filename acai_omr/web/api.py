@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context, url_for
 
+from acai_omr.detect.systems import LINES_LOST_HINT
 from acai_omr.inference.jobs import TERMINAL, Job, SystemProgress, vocabulary
 from acai_omr.inference.queue import QueueUnavailable, live_workers
 from acai_omr.render.formats import FORMATS, WEB_FORMATS
@@ -117,6 +118,8 @@ def _upload_json(upload_id: str, meta: dict) -> dict:
     messages = []
     if found == 0:
         messages.append("No systems were found. Draw boxes around the systems by hand (press n or use “New box”).")
+        if any(LINES_LOST_HINT in m for page in pages for m in page.get("messages", [])):
+            messages.append(LINES_LOST_HINT[0].upper() + LINES_LOST_HINT[1:] + ".")
     return {"upload_id": upload_id, "title": meta.get("title", ""), "pages": pages, "systems_found": found,
             "messages": messages}
 
