@@ -14,9 +14,11 @@ import time
 import zipfile
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from acai_omr.detect.synthetic import make_page
 from acai_omr.lmx.musicxml import parse_score_string
 from web_client import TINY_MAX_TOKENS, boxes_of, make_app, upload, wait_for
 
@@ -129,7 +131,6 @@ def test_phone_photos_mpo_and_heic_are_accepted_as_one_page(client, tmp_path):
 @pytest.mark.parametrize("mode,fmt", [("CMYK", "JPEG"), ("CMYK", "TIFF"), ("F", "TIFF"), ("I", "TIFF"),
                                       ("I;16", "PNG"), ("1", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG")])
 def test_uploads_in_any_pillow_mode_are_read_not_a_server_error(client, mode, fmt):
-    import numpy as np
 
     gray = np.full((200, 300), 255, np.uint8)
     if mode == "F":
@@ -191,10 +192,6 @@ def test_blank_page_reports_no_systems_and_offers_manual_boxes(client):
 def test_a_music_page_whose_staff_lines_were_lost_says_what_to_try(client):
     """A page of music whose staff lines did not survive (here: erased) is no blank page: the notice
     says the lines could not be followed and what scan or photo would do better, besides boxing by hand."""
-    import numpy as np
-
-    from acai_omr.detect.synthetic import make_page
-
     gray = np.asarray(make_page(["piano"] * 3, seed=0).image).copy()
     gray[(gray < 128).mean(axis=1) > 0.5] = 255  # every staff line's rows
     buffer = io.BytesIO()
