@@ -131,7 +131,6 @@ def test_phone_photos_mpo_and_heic_are_accepted_as_one_page(client, tmp_path):
 @pytest.mark.parametrize("mode,fmt", [("CMYK", "JPEG"), ("CMYK", "TIFF"), ("F", "TIFF"), ("I", "TIFF"),
                                       ("I;16", "PNG"), ("1", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG")])
 def test_uploads_in_any_pillow_mode_are_read_not_a_server_error(client, mode, fmt):
-
     gray = np.full((200, 300), 255, np.uint8)
     if mode == "F":
         image = Image.fromarray(gray.astype(np.float32) / 255.0, "F")
