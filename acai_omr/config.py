@@ -399,6 +399,7 @@ class DetectConfig:
     edge_margin_spaces: float = 7.0  # how far above the first / below the last system ink is followed
     blank_run_spaces: float = 2.0  # a blank band this tall ends that search
     show_through_share: float = 0.7  # ink fainter than this share of the staff lines' contrast is the reverse's ghost (0 = keep all)
+    grain_blank_share: float = 0.15  # ink covering more of the blank between staves is paper grain: box from a smoothed page (0 = never)
 
 
 @dataclass

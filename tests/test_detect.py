@@ -430,6 +430,38 @@ def test_grain_swollen_to_a_note_heads_size_in_a_shadow_goes_but_the_notes_stay(
     assert out[swollen & (ink == 0)].sum() < 0.1 * swollen.sum()
 
 
+def test_a_mask_cut_inside_the_papers_grain_is_cut_again_from_the_smoothed_page():
+    # a dark, grainy photo can leave the threshold inside the paper's noise: the mask floods the
+    # blank between systems with joined specks (a Bravura photo's five boxes each ran on into the
+    # next). Such a mask is cut again from the smoothed page: the blank comes out clean and the
+    # note heads, stems and beams stay. A mask of a clean page is left as it is.
+    from acai_omr.detect import normalize
+    from acai_omr.detect.staves import find_staves
+    from acai_omr.detect.systems import _above_the_grain
+
+    page = make_page(["piano"] * 3, seed=2)
+    flat = np.asarray(page.image, np.uint8)
+    ink = normalize.binarize(flat)
+    space, thickness = normalize.estimate_spacing(ink)
+    staves = find_staves(ink, space, thickness, gray=flat)
+    assert len(staves) == 6
+    assert _above_the_grain(ink, flat, staves, 0.15) is ink
+
+    rng = np.random.default_rng(0)
+    grain = cv2.GaussianBlur(rng.standard_normal(flat.shape).astype(np.float32), (0, 0), 1.0)
+    noisy = np.clip(flat.astype(np.float32) - 60 * np.abs(grain / grain.std()), 0, 255).astype(np.uint8)
+    flooded = (noisy < 225).astype(np.uint8)  # the cut a clipped, grainy paper's statistics gave
+    far = np.ones(flat.shape[0], bool)
+    for staff in staves:
+        far[int(staff.top - 3 * staff.space):int(staff.bottom + 3 * staff.space)] = False
+    assert flooded[far].mean() > 0.2
+    out = _above_the_grain(flooded, noisy, staves, 0.15)
+    assert out[far].mean() < 0.03
+    heads = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # solid ink: heads, beams, braces
+    assert out[heads > 0].mean() > 0.9
+    assert _above_the_grain(flooded, noisy, staves, 0.0) is flooded
+
+
 def test_a_scans_black_margin_does_not_join_systems_into_one():
     # a dark scanner margin down the left edge, ending a couple of spaces before the staves
     # start: cut by the connector check's window, its edge looked like a system start line
