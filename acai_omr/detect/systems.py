@@ -653,8 +653,8 @@ def _above_the_grain(ink: np.ndarray, flat: np.ndarray, staves: list[Staff], bla
     On a dark, grainy photo the threshold can sit inside the paper's noise: the mask is then speckled
     all over, the specks join into blobs no despeckling parts from the music, and every box runs on
     into its neighbours. The blank between systems tells: rows over three spaces from every staff
-    hold a few lyrics, marks and slurs (on the 384 tune pages of seed 2, at most 9% of their pixels
-    are ink), while a grain-flooded mask covers a quarter or more of them. Such a page is cut again
+    hold a few lyrics, marks and slurs (on the tune pages of seed 2, at most 9% of their pixels are
+    ink), while a grain-flooded mask covers a quarter or more of them. Such a page is cut again
     after a Gaussian blur of `smooth_spaces` staff spaces, which averages the grain away and keeps
     note heads, beams, stems and braces (thin staff lines may go; they are found already).
     """
