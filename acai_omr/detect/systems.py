@@ -169,8 +169,9 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
     if not staves:
         result.messages.append(f"no five-line staves found on the page; {LINES_LOST_HINT}")
         return result
-    clean_ink = _without_show_through(_above_the_grain(_despeckle(ink, space), flat, staves, cfg.grain_blank_share),
-                                      flat, staves, cfg.show_through_share)
+    clean_ink = _despeckle(ink, space)
+    clean_ink = _above_the_grain(clean_ink, flat, staves, cfg.grain_blank_share)
+    clean_ink = _without_show_through(clean_ink, flat, staves, cfg.show_through_share)
     groups = _join_by_layout(_group_staves(staves, bar_ink, flat), clean_ink)
     units, boxing_ink, left_out = _box_units(groups, clean_ink)
     rects = _system_rects(units, boxing_ink, cfg, left_out)
