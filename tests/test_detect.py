@@ -845,3 +845,57 @@ def test_a_sharp_shadow_across_the_lower_page_does_not_pass_for_the_sheets_edge(
         assert [b.kind for b in result.boxes] == ["piano"] * 4
         for truth, box in zip(page.boxes, boxes_of(result)):
             assert iou(truth, box) >= 0.7
+
+
+def _sheet_on_a_grainy_table(seed: int, shadow: bool):
+    """A whole sheet of four piano systems on a dark table whose grain makes blotches about a note
+    head's size; with `shadow`, a sharp shadow darkens the top half of the sheet (systems 1-2) to the
+    table's level. (picture, sheet box, true boxes)."""
+    page = make_page(["piano"] * 4, seed=seed, noise=True)
+    gray = np.asarray(page.image, np.float32)
+    h, w = gray.shape
+    pad = 150
+    rng = np.random.default_rng(seed)
+    picture = np.full((h + 2 * pad, w + 2 * pad), 45.0, np.float32)
+    blotches = rng.normal(0, 1, (picture.shape[0] // 10, picture.shape[1] // 10)).astype(np.float32)
+    picture += 20 * cv2.resize(blotches, picture.shape[::-1], interpolation=cv2.INTER_CUBIC)
+    picture[pad:pad + h, pad:pad + w] = 0.85 * gray
+    if shadow:
+        edge = pad + (page.boxes[1][3] + page.boxes[2][1]) / 2
+        rows = np.arange(picture.shape[0], dtype=np.float32)[:, None]
+        picture *= 0.25 + 0.75 * np.clip((rows - edge) / 4 + 0.5, 0, 1)
+    picture += rng.normal(0, 14, picture.shape)
+    boxes = [(x0 + pad, y0 + pad, x1 + pad, y1 + pad) for x0, y0, x1, y1 in page.boxes]
+    return np.clip(picture, 0, 255).astype(np.uint8), (pad, pad, pad + w, pad + h), boxes
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_grainy_tables_blotches_do_not_pass_for_music_beyond_the_sheets_edge(seed):
+    """The sheet's outline is found on a grainy table: the table's blotches read as ink on the
+    thumbnail, but no more past the sheet's sides than along the picture's frame."""
+    from acai_omr.detect.normalize import find_page_quad
+
+    picture, (x0, y0, x1, y1), _ = _sheet_on_a_grainy_table(seed, shadow=False)
+    quad = find_page_quad(picture)
+    assert quad is not None
+    assert np.abs(quad - np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])).max() < 0.03 * picture.shape[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_lit_part_of_a_sheet_under_a_sharp_shadow_is_not_taken_for_the_sheet(seed):
+    """A shadow darkens the top half of the sheet as deep as the table: the bright lower half is a
+    clean quadrilateral, but the music goes on past its top side, so it is no sheet outline, and the
+    two shadowed systems are found with the lit ones, each whole in a box of its own. (On so dark and
+    blotchy a table the shadowed systems' boxes still run out over the table's side: not pinned here.)"""
+    from acai_omr.detect.normalize import find_page_quad
+
+    picture, _, boxes = _sheet_on_a_grainy_table(seed, shadow=True)
+    quad = find_page_quad(picture)
+    assert quad is None or quad[:, 1].min() < boxes[0][1]
+    result = detect_systems(Image.fromarray(picture))
+    assert [b.kind for b in result.boxes] == ["piano"] * 4, result.messages
+    for index, (truth, box) in enumerate(zip(boxes, boxes_of(result))):
+        across = max(0.0, min(truth[2], box[2]) - max(truth[0], box[0]))
+        covered = across * max(0.0, min(truth[3], box[3]) - max(truth[1], box[1]))
+        assert covered >= 0.9 * (truth[2] - truth[0]) * (truth[3] - truth[1])
+        assert all(iou(other, box) < 0.1 for other in boxes[:index] + boxes[index + 1:])

@@ -282,10 +282,13 @@ def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
     Only a clear case counts: one convex four-sided bright region covering 25-97% of the photo,
     shaped like a sheet seen in mild perspective. A scan (paper fills the frame) has no outline
     and gets None. Besides Otsu's cut, lower cuts towards the background's level are tried, so
-    a shadow over part of the sheet does not cut that part off; the largest sheet wins.
+    a shadow over part of the sheet does not cut that part off; the largest sheet wins. A bright
+    region past one of whose sides the music goes on is only the lit part of a sheet that a shadow
+    darkens as deep as the table (`_music_past_a_side`): it does not count.
     """
     small, f, otsu, background = _thumbnail_levels(gray)
     cuts = [otsu] + [background + k * (otsu - background) for k in (0.75, 0.5, 0.3) if otsu > background + 8]
+    ink = _thumbnail_ink(small)
     best, best_area = None, 0.0
     for cut in cuts:
         bright = (small > cut).astype(np.uint8) * 255
@@ -304,6 +307,8 @@ def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
         sh, sw = small.shape
         if (pts.min() <= 2 or (pts[:, 0] >= sw - 3).any() or (pts[:, 1] >= sh - 3).any()):
             continue  # a corner on the frame: the sheet runs out of the picture, its corner is unseen
+        if _music_past_a_side(ink, pts):
+            continue  # the lit part of a sheet whose other part a shadow darkens as deep as the table
         pts /= f
         # order: top-left, top-right, bottom-right, bottom-left
         s, d = pts.sum(axis=1), pts[:, 1] - pts[:, 0]
@@ -334,12 +339,10 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     """
     small = _thumbnail_levels(gray)[0]
     h, w = gray.shape
-    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))  # the light on paper and table
-    level = np.log(paper.astype(np.float32) + 8.0)
+    level = np.log(cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8)).astype(np.float32) + 8.0)
     sheet = np.ones(small.shape, np.uint8)
     sides = 0
-    # ink (darker than the closed light around it): notes and staves, which a table does not hold
-    ink = (level - np.log(small.astype(np.float32) + 8.0)) > SHEET_INK_STEP
+    ink = _thumbnail_ink(small)
     for view, restore in _SIDE_VIEWS:
         inside = _inside_of_edge(view(level))
         if inside is not None and not _music_beyond(view(ink), inside):
@@ -349,6 +352,49 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
         return None
     sheet = cv2.erode(sheet, np.ones((13, 13), np.uint8))  # ~1% of the picture
     return cv2.resize(sheet, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def _thumbnail_ink(small: np.ndarray) -> np.ndarray:
+    """Ink on the thumbnail (darker than the closed light around it): notes and staves, which a table does
+    not hold."""
+    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))  # the light on paper and table
+    return (np.log(paper.astype(np.float32) + 8.0) - np.log(small.astype(np.float32) + 8.0)) > SHEET_INK_STEP
+
+
+def _music_past_a_side(ink: np.ndarray, corners: np.ndarray, depth: float = 0.12, share: float = 0.3,
+                       rim: int = 8) -> bool:
+    """Whether, past one side of a bright quadrilateral (thumbnail pixels), a band `depth` of the picture
+    deep holds ink like the quadrilateral does: then that side is a shadow's edge with the music going
+    on under the shadow, not the sheet's edge against a table (`_music_beyond`, for one side).
+
+    A grainy table reads as ink too: what the table shows where it surely is (along the picture's
+    frame, `rim` pixels deep, outside the quadrilateral) is taken off the band's ink first.
+    """
+    h, w = ink.shape
+    inside = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(inside, np.round(corners).astype(np.int32), 1)
+    within = ink[inside > 0].mean() if inside.any() else 0.0
+    if within <= 0:
+        return False
+    frame = np.ones((h, w), bool)
+    frame[rim:h - rim, rim:w - rim] = False
+    frame &= inside == 0
+    grain = ink[frame].mean() if frame.any() else 0.0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    centre = corners.mean(axis=0)
+    band = depth * max(h, w)
+    for a, b in zip(corners, np.roll(corners, -1, axis=0)):
+        length = float(np.hypot(*(b - a)))
+        along = (b - a) / max(length, 1e-6)
+        normal = np.array([-along[1], along[0]])
+        if np.dot(centre - a, normal) < 0:
+            normal = -normal  # pointing into the quadrilateral
+        across = (xx - a[0]) * normal[0] + (yy - a[1]) * normal[1]
+        run = (xx - a[0]) * along[0] + (yy - a[1]) * along[1]
+        past = (across < 0) & (across >= -band) & (run >= 0) & (run <= length)
+        if past.mean() >= 0.02 and ink[past].mean() - grain >= share * within:
+            return True
+    return False
 
 
 def _music_beyond(ink: np.ndarray, inside: np.ndarray, share: float = 0.3, min_part: float = 0.08) -> bool:
