@@ -84,6 +84,49 @@ def test_musescore_batch_systems_match_their_gold():
             _assert_gold_agrees(system.part, system.image, system.options["measures_drawn"])
 
 
+def test_systems_broken_by_the_build_restate_the_time_signature_in_force():
+    """Breaks every 3-5 measures; at each, the signature in force (a change included) restated once."""
+    import xml.etree.ElementTree as ET
+
+    from acai_omr.data.musescore_render import _broken_by_us
+
+    score = _score(SHORT_PIECES[0])
+    bars = measures_of(score.find("part"))
+    changed = ET.fromstring("<time><beats>3</beats><beat-type>4</beat-type></time>")
+    attributes = bars[4].find("attributes")
+    if attributes is None:
+        attributes = ET.SubElement(bars[4], "attributes")
+        bars[4].remove(attributes)
+        bars[4].insert(0, attributes)
+    for old in attributes.findall("time"):
+        attributes.remove(old)
+    attributes.append(changed)
+    broken = _broken_by_us(score, random.Random(0), time_probability=1.0)
+    assert measures_of(score.find("part"))[0].find("print[@new-system]") is None  # the input is left alone
+    bars = measures_of(broken.find("part"))
+    starts = [i for i, bar in enumerate(bars) if bar.find("print[@new-system='yes']") is not None]
+    assert starts and all(3 <= b - a <= 5 for a, b in zip([0] + starts, starts))
+    for i in starts:
+        times = bars[i].findall("attributes/time")
+        assert len(times) == 1
+        assert times[0].findtext("beats") == ("3" if i > 4 else bars[0].find("attributes/time").findtext("beats"))
+
+
+@pytest.mark.skipif(find_mscore() is None, reason="MuseScore 3 not installed")
+def test_musescore_systems_broken_by_the_build_show_their_time_signature_in_gold_and_image():
+    from acai_omr.data.musescore_render import render_batch
+
+    plain, = render_batch([_score(SHORT_PIECES[1])], random.Random(4))
+    restated, = render_batch([_score(SHORT_PIECES[1])], random.Random(4), time_probability=1.0)
+    assert not isinstance(restated, str), restated
+    assert len(restated) >= 2 and sum(s.time_shown for s in plain) == 1
+    for system in restated:
+        assert system.time_shown
+        assert all(t.get("print-object") != "no" for t in system.part.iter("time"))
+        assert len(measures_of(system.part)) <= 5
+        _assert_gold_agrees(system.part, system.image, system.options["measures_drawn"])
+
+
 def test_build_writes_manifest_and_resumes(tmp_path):
     cache = NormalizedCache(tmp_path / "cache")
     source = Source("lieder", SHORT_PIECES[0], Path(), "dev")

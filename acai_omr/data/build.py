@@ -88,7 +88,8 @@ def run_unit(unit: Unit, cache_root: str, config: DataBuildConfig | None = None)
     elif unit.engraver == "musescore":
         rng = random.Random(f"{unit.seed}/{unit.key}")
         try:
-            outcomes = render_batch([score for _, score in scores], rng)
+            outcomes = render_batch([score for _, score in scores], rng,
+                                    time_probability=config.musescore_time_probability)
         except Exception as error:
             outcomes = [f"musescore failed: {type(error).__name__}: {error}"] * len(scores)
         rendered = [(name, outcome) for (name, _), outcome in zip(scores, outcomes)]

@@ -69,11 +69,13 @@ def shows_time(system: ET.Element) -> bool:
     return head is not None and head.find("time") is not None
 
 
-def _restate_time(system: ET.Element, time: ET.Element) -> None:
-    head = _head_attributes(measures_of(system)[0])
+def restate_time(measure: ET.Element, time: ET.Element) -> None:
+    """Put a copy of `time` in the attributes that open `measure` (made when it has none)."""
+    head = _head_attributes(measure)
     if head is None:
         head = ET.Element("attributes")
-        measures_of(system)[0].insert(0, head)
+        at = next((i for i, child in enumerate(measure) if child.tag != "print"), len(measure))
+        measure.insert(at, head)
     head.append(copy.deepcopy(time))
     sort_attributes(head)
 
@@ -99,7 +101,7 @@ def cut_into_systems(part: ET.Element, counts: list[int], rng: random.Random | N
         time: ET.Element | None = None
         for system in systems:
             if time is not None and not shows_time(system) and rng.random() < time_probability:
-                _restate_time(system, time)
+                restate_time(measures_of(system)[0], time)
             for element in system.iter("time"):
                 time = element
     return systems

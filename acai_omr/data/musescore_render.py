@@ -10,7 +10,8 @@ lines (its ``<print new-system="yes">``). The image of a system is drawn from
 the SVG elements that belong to it (by vertical position relative to the staff
 lines), so neighbouring systems never leak in. The measures *drawn* are counted
 from the barlines in the SVG, independently of the gold, and a system whose
-count disagrees with its gold is dropped.
+count disagrees with its gold is dropped; so is one whose gold holds a time
+signature that its drawing lacks (or the reverse).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acai_omr.data.layout import RenderedSystem, crop_to_ink, measures_of, shows_time, without_breaks
+from acai_omr.data.layout import (RenderedSystem, crop_to_ink, measures_of, restate_time, shows_time,
+                                  without_breaks)
 from acai_omr.lmx.musicxml import (MusicXMLError, find_piano_part, parse_score_string, score_to_string,
                                    split_part_into_systems)
 from acai_omr.render.musescore import MuseScoreError, convert_batch, find_mscore
@@ -292,6 +294,37 @@ def _unbroken(score: ET.Element) -> ET.Element:
     return unbroken
 
 
+def _broken_by_us(score: ET.Element, rng: random.Random, time_probability: float,
+                  measures: tuple[int, int] = (3, 5)) -> ET.Element:
+    """The unbroken score with a system break every `measures` measures (drawn per system), each
+    restating the time signature in force with `time_probability`.
+
+    A printed system rarely shows its time signature, so MuseScore's own layout gives few system
+    starts with one (and the header reader few MuseScore digits to learn from). MuseScore keeps
+    breaks it is given (it adds its own only where a system overflows) and prints a restated
+    signature at the system's start; with ``genCourtesyTimesig`` off, nothing at the end of the
+    line before, so image and gold agree.
+    """
+    score = _unbroken(score)
+    for part in score.iter("part"):
+        bars = measures_of(part)
+        time: ET.Element | None = None
+        upcoming = rng.randint(*measures)
+        for index, measure in enumerate(bars):
+            if index == upcoming:
+                printed = measure.find("print")
+                if printed is None:
+                    measure.insert(0, ET.Element("print", {"new-system": "yes"}))
+                else:
+                    printed.set("new-system", "yes")
+                upcoming += rng.randint(*measures)
+                if time is not None and measure.find("attributes/time") is None and rng.random() < time_probability:
+                    restate_time(measure, time)
+            for element in measure.iter("time"):
+                time = element
+    return score
+
+
 def _staves(part: ET.Element) -> int:
     return max((int(s.text) for s in part.iter("staves") if (s.text or "").strip().isdigit()), default=1)
 
@@ -323,8 +356,9 @@ def _systems_of(gold_xml: Path, svg_stem: Path, style: dict[str, object], staff_
     systems, dropped = [], 0
     for index, (gold, (head, system)) in enumerate(zip(golds, drawn)):
         measures = count_drawn_measures(system)
-        if measures != len(measures_of(gold)):
-            dropped += 1
+        drawn_time = any(e.kind == "TimeSig" for e in system.elements)
+        if measures != len(measures_of(gold)) or drawn_time != (gold.find(".//time") is not None):
+            dropped += 1  # the gold says what the drawing does not (or the reverse)
             continue
         try:
             image = draw_system(head, system, staff_space_px, margin_px)
@@ -334,7 +368,7 @@ def _systems_of(gold_xml: Path, svg_stem: Path, style: dict[str, object], staff_
         options = {**style, "engraver": "musescore", "staff_space_px": round(staff_space_px, 2), "system": index,
                    "measures_drawn": measures}
         systems.append(RenderedSystem(gold, image, options, shows_time(gold)))
-    return systems or f"all {dropped} systems dropped: drawn measures disagree with the gold"
+    return systems or f"all {dropped} systems dropped: drawn measures or time signatures disagree with the gold"
 
 
 @dataclass
@@ -358,13 +392,17 @@ class _Export:
 
 def render_batch(scores: list[ET.Element], rng: random.Random, staff_space_px: float | None = None,
                  staff_space_range: tuple[float, float] = (8.0, 14.0), margin_spaces: tuple[float, float] = (0.5, 2.0),
-                 timeout_per_file: float = 60.0, style_ranges: dict | None = None) -> list[list[RenderedSystem] | str]:
+                 timeout_per_file: float = 60.0, style_ranges: dict | None = None,
+                 time_probability: float = 0.0) -> list[list[RenderedSystem] | str]:
     """Engrave piano-only scores with MuseScore 3, each in its own sampled style; two processes for all.
 
     Returns per score its systems (gold part, image, options) or the reason it
     failed; one bad score never raises or sinks the others.
     ``staff_space_px`` None draws one per score from ``staff_space_range``;
-    ``style_ranges`` overrides keyword arguments of ``sample_style``.
+    ``style_ranges`` overrides keyword arguments of ``sample_style``;
+    ``time_probability`` > 0 breaks the systems ourselves, restating the time
+    signature at a break with that chance (`_broken_by_us`); 0 leaves the
+    layout to MuseScore.
     """
     results: list[list[RenderedSystem] | str] = ["not converted"] * len(scores)
     with tempfile.TemporaryDirectory(prefix="acai-mscore-") as folder:
@@ -373,7 +411,8 @@ def render_batch(scores: list[ET.Element], rng: random.Random, staff_space_px: f
         for index, score in enumerate(scores):
             source = folder / f"in{index}.musicxml"
             try:
-                source.write_text(score_to_string(_unbroken(score)))
+                laid_out = _broken_by_us(score, rng, time_probability) if time_probability > 0 else _unbroken(score)
+                source.write_text(score_to_string(laid_out))
             except (TypeError, ValueError) as error:
                 results[index] = f"cannot write the score: {error}"
                 continue
@@ -388,6 +427,8 @@ def render_batch(scores: list[ET.Element], rng: random.Random, staff_space_px: f
                 results[index] = f"MuseScore import failed: {report.failures.get(str(mscx), report.log_tail[-300:])}"
                 continue
             style = sample_style(rng, **(style_ranges or {}))
+            if time_probability > 0:
+                style["genCourtesyTimesig"] = 0  # a restated signature is no change to warn of
             space = staff_space_px if staff_space_px is not None else rng.uniform(*staff_space_range)
             export = _Export(index, folder / f"styled{index}.mscx", style, space,
                              max(1, round(rng.uniform(*margin_spaces) * space)))
