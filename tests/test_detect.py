@@ -847,6 +847,16 @@ def test_a_sharp_shadow_across_the_lower_page_does_not_pass_for_the_sheets_edge(
             assert iou(truth, box) >= 0.7
 
 
+def _each_whole_in_a_box_of_its_own(truths, found) -> None:
+    """Each true system is 90% inside its found box, which overlaps no other system much."""
+    assert len(found) == len(truths)
+    for index, (truth, box) in enumerate(zip(truths, found)):
+        across = max(0.0, min(truth[2], box[2]) - max(truth[0], box[0]))
+        covered = across * max(0.0, min(truth[3], box[3]) - max(truth[1], box[1]))
+        assert covered >= 0.9 * (truth[2] - truth[0]) * (truth[3] - truth[1])
+        assert all(iou(other, box) < 0.1 for other in truths[:index] + truths[index + 1:])
+
+
 def _sheet_on_a_grainy_table(seed: int, shadow: bool):
     """A whole sheet of four piano systems on a dark table whose grain makes blotches about a note
     head's size; with `shadow`, a sharp shadow darkens the top half of the sheet (systems 1-2) to the
@@ -894,8 +904,19 @@ def test_the_lit_part_of_a_sheet_under_a_sharp_shadow_is_not_taken_for_the_sheet
     assert quad is None or quad[:, 1].min() < boxes[0][1]
     result = detect_systems(Image.fromarray(picture))
     assert [b.kind for b in result.boxes] == ["piano"] * 4, result.messages
-    for index, (truth, box) in enumerate(zip(boxes, boxes_of(result))):
-        across = max(0.0, min(truth[2], box[2]) - max(truth[0], box[0]))
-        covered = across * max(0.0, min(truth[3], box[3]) - max(truth[1], box[1]))
-        assert covered >= 0.9 * (truth[2] - truth[0]) * (truth[3] - truth[1])
-        assert all(iou(other, box) < 0.1 for other in boxes[:index] + boxes[index + 1:])
+    _each_whole_in_a_box_of_its_own(boxes, boxes_of(result))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_staff_lines_fainter_than_the_papers_pixel_noise_are_found_by_their_steadiness_along_the_row(seed):
+    """A dim, grainy photo: the lines are fainter than one pixel's noise, but a line's darkness over a
+    staff's thousand columns varies far less than a pixel does, so the staves are still proven and
+    every system found."""
+    page = make_page(["piano"] * 3, seed=seed)
+    gray = 200 - 0.1 * (255 - np.asarray(page.image, np.float32))  # dim paper, faint ink
+    gray = cv2.GaussianBlur(gray, (0, 0), 0.8)
+    grain = cv2.GaussianBlur(np.random.default_rng(seed).normal(0, 1, gray.shape).astype(np.float32), (0, 0), 1.0)
+    gray += 12 * grain / grain.std()
+    result = detect_systems(np.clip(gray, 0, 255).astype(np.uint8))
+    assert [b.kind for b in result.boxes] == ["piano"] * 3, result.messages
+    _each_whole_in_a_box_of_its_own(page.boxes, boxes_of(result))  # (in so much grain they come out loose)
