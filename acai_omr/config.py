@@ -416,7 +416,7 @@ class DataBuildConfig:
     min_staff_space: float = 8.0  # rendered staff space in pixels, drawn per piece in this range
     max_staff_space: float = 14.0
     time_probability: float = 0.05  # chance a later Verovio system restates the time signature (image and gold)
-    musescore_time_probability: float = 0.0  # > 0: MuseScore systems are broken every 3-5 measures by the build, each break restating the time signature with this chance
+    musescore_time_probability: float = 0.0  # > 0: MuseScore systems broken every 3-5 measures, a break restating the time with this chance
     seed: int = 0
     cache: str = ""  # normalized pieces; "" = <out>/cache/normalized
 
