@@ -288,7 +288,7 @@ def find_page_quad(gray: np.ndarray) -> np.ndarray | None:
     """
     small, f, otsu, background = _thumbnail_levels(gray)
     cuts = [otsu] + [background + k * (otsu - background) for k in (0.75, 0.5, 0.3) if otsu > background + 8]
-    ink = _thumbnail_ink(small)
+    ink = _thumbnail_ink(small, _light_level(small))
     best, best_area = None, 0.0
     for cut in cuts:
         bright = (small > cut).astype(np.uint8) * 255
@@ -339,10 +339,10 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     """
     small = _thumbnail_levels(gray)[0]
     h, w = gray.shape
-    level = np.log(cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8)).astype(np.float32) + 8.0)
+    level = _light_level(small)
     sheet = np.ones(small.shape, np.uint8)
     sides = 0
-    ink = _thumbnail_ink(small)
+    ink = _thumbnail_ink(small, level)
     for view, restore in _SIDE_VIEWS:
         inside = _inside_of_edge(view(level))
         if inside is not None and not _music_beyond(view(ink), inside):
@@ -354,11 +354,15 @@ def sheet_mask(gray: np.ndarray) -> np.ndarray | None:
     return cv2.resize(sheet, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def _thumbnail_ink(small: np.ndarray) -> np.ndarray:
-    """Ink on the thumbnail (darker than the closed light around it): notes and staves, which a table does
-    not hold."""
-    paper = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))  # the light on paper and table
-    return (np.log(paper.astype(np.float32) + 8.0) - np.log(small.astype(np.float32) + 8.0)) > SHEET_INK_STEP
+def _light_level(small: np.ndarray) -> np.ndarray:
+    """Log brightness of the light on paper and table: the thumbnail with its ink closed away."""
+    return np.log(cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8)).astype(np.float32) + 8.0)
+
+
+def _thumbnail_ink(small: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Ink on the thumbnail (darker than the light `level` around it): notes and staves, which a table
+    does not hold."""
+    return (level - np.log(small.astype(np.float32) + 8.0)) > SHEET_INK_STEP
 
 
 def _music_past_a_side(ink: np.ndarray, corners: np.ndarray, depth: float = 0.12, share: float = 0.3,
