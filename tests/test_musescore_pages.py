@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from acai_omr.data import musescore_pages
 from acai_omr.data.musescore_pages import PageRequest, SvgElement, assign_systems, engrave_pages, split_piano
 from acai_omr.render.musescore import find_mscore
 from acai_omr.render.raster import available_backend
@@ -39,6 +40,22 @@ def test_gap_elements_go_to_the_system_they_stack_onto():
     assert all(e.kind != "Text" for s in systems for e in s.elements)  # the title frame is the page's
 
 
+def test_notes_in_a_gap_go_to_the_nearer_staff_however_the_other_systems_slurs_stack():
+    # systems at 0-140 and 300-440; under the upper one a slur reaches down to 185; above the lower
+    # one a beamed run of notes sits on ledger lines (heads 240-250, 55 units over the lower staff,
+    # 100 under the upper one), its beam (200-208) 15 units under the upper system's slur
+    elements = _staff(0) + _staff(100) + _staff(300) + _staff(400)
+    slur = SvgElement("", "SlurSegment", 450, 145, 720, 185)
+    run = [SvgElement("", "Beam", 560, 200, 700, 208)]
+    for x in (560, 620, 680):
+        run += [SvgElement("", "Stem", x + 18, 205, x + 19, 245), SvgElement("", "Note", x, 240, x + 20, 250),
+                SvgElement("", "LedgerLine", x - 4, 260, x + 24, 260), SvgElement("", "LedgerLine", x - 4, 280, x + 24, 280)]
+    systems, _ = assign_systems(elements + [slur] + run, staves_per_system=2)
+    upper, lower = ({(e.kind, e.x0) for e in s.elements} for s in systems)
+    assert ("SlurSegment", 450) in upper
+    assert {(e.kind, e.x0) for e in run} <= lower
+
+
 def test_a_voice_plus_piano_system_is_its_piano_pair():
     # voice staff 0-40 with lyrics under it and a dynamic between them; piano 110-150 and 210-250 under
     # a brace; in the gap a ledger-line note of the piano reaches up to 85; the system start line is
@@ -61,7 +78,7 @@ def test_a_voice_plus_piano_system_is_its_piano_pair():
     assert sum(e.kind == "StaffLines" for e in left_out) == 5
 
 
-def test_a_musescore_page_has_one_disjoint_box_per_system(tmp_path):
+def test_a_musescore_page_has_one_disjoint_box_per_system(tmp_path, monkeypatch):
     if find_mscore() is None:
         pytest.skip("MuseScore 3 is not installed (apt-get install musescore3, or set ACAI_MSCORE)")
     if available_backend() is None:
@@ -87,3 +104,15 @@ def test_a_musescore_page_has_one_disjoint_box_per_system(tmp_path):
         # from the cache the second time, unchanged
         again = engrave_pages([request], root=tmp_path)[0]
         assert again.boxes == page.boxes
+    # a page an earlier cache version engraved gets its truth derived again from the SVG it kept, not
+    # engraved again
+    for request in requests:
+        folder = tmp_path / "musescore" / request.key
+        folder.rename(folder.with_name(request.key.rsplit("-v", 1)[0] + "-v2"))
+
+    def engraving(*args, **kwargs):
+        raise AssertionError("the page was engraved again")
+
+    monkeypatch.setattr(musescore_pages, "convert_batch", engraving)
+    anew = engrave_pages(requests, root=tmp_path)
+    assert [(p.name, p.boxes, p.staff_boxes) for p in anew] == [(p.name, p.boxes, p.staff_boxes) for p in pages]

@@ -25,7 +25,8 @@ piano, 4 for a duet); every other element, except the
 page's own text (``PAGE_CLASSES``: header, footer, page number, title frame), goes
 to a system: inside a system's staff band to that system, in the gap between two
 systems to the one it stacks onto (nearest chain of elements, MuseScore keeps the
-two systems' skylines apart by at least the minimum system distance), above the
+two systems' skylines apart by at least the minimum system distance; the notes
+with their ledger lines are stacked first, then the slurs, beams and marks), above the
 first / below the last system to that system. A system's box is the ink box of
 its own elements drawn alone (brace, clefs, ledger lines, dynamics, pedal marks,
 tempo text included), exactly as `acai_omr.data.pages` boxes Verovio's systems.
@@ -59,7 +60,7 @@ import random
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,9 @@ from acai_omr.render.musescore import MuseScoreError, convert_batch, find_mscore
 from acai_omr.render.raster import rasterize_svg
 
 SVG_DPI = 360.0  # MuseScore 3 SVG units per inch (an A4 page is 2976 units wide)
-CACHE_VERSION = "2"  # 2: voice + piano systems are boxed as their piano pair
+# 2: voice + piano systems are boxed as their piano pair; 3: notes between two systems go to the nearer
+# staff (a version-2 page is derived again from its SVG, `_truth_anew`)
+CACHE_VERSION = "3"
 Box = tuple[int, int, int, int]
 FloatBox = tuple[float, float, float, float]
 
@@ -92,6 +95,7 @@ SYSTEM_CLASSES = frozenset({
     "RepeatMeasure", "MMRest", "MMRestRange",
 })
 KINDS = ("piano", "voice+piano")
+NOTE_CLASSES = frozenset({"Note", "LedgerLine", "Accidental", "NoteDot"})  # drawn at a notehead
 DYNAMICS = frozenset("ppp pp p mp mf f ff fff ffff sf sfz sff fz rfz rf fp".split())
 
 
@@ -393,12 +397,24 @@ def assign_systems(elements: list[SvgElement], staves_per_system: int) -> tuple[
 
 
 def _split_gap(upper: PageSystem, lower: PageSystem, pending: list[SvgElement]) -> None:
-    """Give the elements between two systems to the one each stacks onto, nearest first.
+    """Give the elements between two systems to the one each stacks onto, nearest first: the notes
+    (with their ledger lines, accidentals and dots) among themselves first, then everything else.
 
     An element's distance to a system is the vertical gap to the nearest of the system's elements
     that overlaps it horizontally (the staff band overlaps everything); once given, an element
-    extends its system's reach (pedal marks below dynamics below ledger-line notes).
+    extends its system's reach (pedal marks below dynamics below ledger-line notes). Notes go
+    first because their ledger lines chain them to their own staff a space at a time, while
+    stacking all at once let the upper system's slurs and beams reach a high run of the lower
+    system's notes first and carry it away.
     """
+    _stack(upper, lower, [e for e in pending if e.kind in NOTE_CLASSES])
+    _stack(upper, lower, [e for e in pending if e.kind not in NOTE_CLASSES])
+
+
+def _stack(upper: PageSystem, lower: PageSystem, pending: list[SvgElement]) -> None:
+    """`_split_gap`'s greedy: the free element nearest to either system's reach goes to it, until none is left."""
+    if not pending:
+        return
     n = len(pending)
     boxes = np.array([[e.x0, e.y0, e.x1, e.y1] for e in pending], np.float64)
     slack = 0.5 * (upper.space + lower.space) / 2
@@ -657,10 +673,21 @@ def _finish(request: PageRequest, folder: Path, xml: Path, svg_stem: Path, style
     if page is None:
         raise ValueError("no page holds a system")
     head, elements = parse_svg_page(svg_files[page].read_text())
+    width, height = (float(v) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', head).groups())
+    result = MuseScorePage(
+        name=f"{request.path.stem} p{page + 1}/{len(counts)} {request.kind} {request.font}", piece=request.path.name,
+        kind=request.kind, font=request.font, page=page, pages=len(counts), width=width, height=height,
+        boxes=[], staff_boxes=[], musescore_systems=counts[page], style=style)
+    return _with_truth(result, head, elements, staves, folder)
+
+
+def _with_truth(page: MuseScorePage, head: str, elements: list[SvgElement], staves: int,
+                folder: Path) -> MuseScorePage:
+    """`page` with the true boxes of its SVG's systems, stored in ``folder`` with its drawable SVG."""
     systems, unknown = assign_systems(elements, staves)
-    notes = [f"unlisted classes given to systems: {sorted(unknown)}"] if unknown else []
-    if len(systems) != counts[page]:
-        raise ValueError(f"{len(systems)} systems drawn on page {page + 1}, MuseScore's MusicXML has {counts[page]}")
+    if len(systems) != page.musescore_systems:
+        raise ValueError(f"{len(systems)} systems drawn on page {page.page + 1}, MuseScore's MusicXML has "
+                         f"{page.musescore_systems}")
     systems = [split_piano(system)[0] for system in systems]  # voice + piano: the piano pair alone
     boxes = []
     for system in systems:
@@ -668,17 +695,31 @@ def _finish(request: PageRequest, folder: Path, xml: Path, svg_stem: Path, style
         if box is None:
             raise ValueError("a system without ink")
         boxes.append(tuple(round(float(v), 2) for v in box))
-    width, height = (float(v) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', head).groups())
     folder.mkdir(parents=True, exist_ok=True)
     svg_file = folder / "page.svg"
     svg_file.write_text(drawable_svg(head, elements))
-    result = MuseScorePage(
-        name=f"{request.path.stem} p{page + 1}/{len(counts)} {request.kind} {request.font}", piece=request.path.name,
-        kind=request.kind, font=request.font, page=page, pages=len(counts), width=width, height=height,
-        boxes=boxes, staff_boxes=[tuple(round(float(v), 2) for v in s.staff_box) for s in systems],
-        musescore_systems=counts[page], style=style, svg_file=str(svg_file), notes=notes)
-    result.save(folder)
-    return result
+    page = replace(page, boxes=boxes, staff_boxes=[tuple(round(float(v), 2) for v in s.staff_box) for s in systems],
+                   svg_file=str(svg_file), notes=[f"unlisted classes given to systems: {sorted(unknown)}"] if unknown else [])
+    page.save(folder)
+    return page
+
+
+def _truth_anew(request: PageRequest, root: Path) -> MuseScorePage | None:
+    """The page an earlier cache version engraved for `request`, its truth derived again by this version's
+    rules from the SVG it kept (no MuseScore run: the same page, only the boxes can change); None when
+    there is none."""
+    stem = request.key.rsplit("-v", 1)[0]
+    for version in range(int(CACHE_VERSION) - 1, 0, -1):
+        old = root / "musescore" / f"{stem}-v{version}"
+        if (old / "page.json").exists() and (old / "page.svg").exists():
+            page = MuseScorePage.load(old)
+            head, elements = parse_svg_page(page.svg)
+            staves = len(_staff_rows(elements)) // 5 // max(1, page.musescore_systems)
+            try:
+                return _with_truth(page, head, elements, staves, root / "musescore" / request.key)
+            except ValueError:
+                return None
+    return None
 
 
 def engrave_pages(requests: list[PageRequest], root: Path | None = None,
@@ -688,7 +729,7 @@ def engrave_pages(requests: list[PageRequest], root: Path | None = None,
     if find_mscore() is None:
         raise MuseScoreError("MuseScore 3 not found: apt-get install musescore3 (or set ACAI_MSCORE)")
     root = root or cache_root()
-    results: list[MuseScorePage | str | None] = [cached_page(r, root) for r in requests]
+    results: list[MuseScorePage | str | None] = [cached_page(r, root) or _truth_anew(r, root) for r in requests]
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
         return results  # type: ignore[return-value]
