@@ -198,7 +198,7 @@ def _musescore_pieces(split: str, seed: int) -> dict[str, list[Path]]:
     return out
 
 
-RENDER_TIMES: list[float] = []  # seconds per newly engraved MuseScore page
+RENDER_TIMES: list[float] = []  # seconds per MuseScore page not in the cache (engraved, or its truth derived again)
 
 
 def musescore_pages(n: int, dpis: list[int], split: str, seed: int, batch: int = 6) -> Iterator[BenchPage]:
@@ -662,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{source}: {len(times)} pages, page preparation {np.mean(times):.2f} s/page (max {max(times):.1f})",
                   end="")
     if RENDER_TIMES:
-        print(f"; {len(RENDER_TIMES)} MuseScore pages engraved anew at {np.mean(RENDER_TIMES):.2f} s/page, "
+        print(f"; {len(RENDER_TIMES)} MuseScore pages made anew (engraved, or their truth derived again from an older cache) at {np.mean(RENDER_TIMES):.2f} s/page, "
               "the rest from the cache", end="")
     print()
     if failures_seen:
