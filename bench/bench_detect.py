@@ -662,8 +662,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{source}: {len(times)} pages, page preparation {np.mean(times):.2f} s/page (max {max(times):.1f})",
                   end="")
     if RENDER_TIMES:
-        print(f"; {len(RENDER_TIMES)} MuseScore pages made anew (engraved, or their truth derived again from an older cache) at {np.mean(RENDER_TIMES):.2f} s/page, "
-              "the rest from the cache", end="")
+        print(f"; {len(RENDER_TIMES)} MuseScore pages made anew (engraved, or their truth derived again from an "
+              f"older cache) at {np.mean(RENDER_TIMES):.2f} s/page, the rest from the cache", end="")
     print()
     if failures_seen:
         print("failure kinds: " + ", ".join(f"{k} {n}" for k, n in sorted(failures_seen.items())))

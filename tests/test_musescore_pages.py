@@ -48,8 +48,8 @@ def test_notes_in_a_gap_go_to_the_nearer_staff_however_the_other_systems_slurs_s
     slur = SvgElement("", "SlurSegment", 450, 145, 720, 185)
     run = [SvgElement("", "Beam", 560, 200, 700, 208)]
     for x in (560, 620, 680):
-        run += [SvgElement("", "Stem", x + 18, 205, x + 19, 245), SvgElement("", "Note", x, 240, x + 20, 250),
-                SvgElement("", "LedgerLine", x - 4, 260, x + 24, 260), SvgElement("", "LedgerLine", x - 4, 280, x + 24, 280)]
+        run += [SvgElement("", "Stem", x + 18, 205, x + 19, 245), SvgElement("", "Note", x, 240, x + 20, 250)]
+        run += [SvgElement("", "LedgerLine", x - 4, y, x + 24, y) for y in (260, 280)]
     systems, _ = assign_systems(elements + [slur] + run, staves_per_system=2)
     upper, lower = ({(e.kind, e.x0) for e in s.elements} for s in systems)
     assert ("SlurSegment", 450) in upper

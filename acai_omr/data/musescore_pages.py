@@ -699,7 +699,8 @@ def _with_truth(page: MuseScorePage, head: str, elements: list[SvgElement], stav
     svg_file = folder / "page.svg"
     svg_file.write_text(drawable_svg(head, elements))
     page = replace(page, boxes=boxes, staff_boxes=[tuple(round(float(v), 2) for v in s.staff_box) for s in systems],
-                   svg_file=str(svg_file), notes=[f"unlisted classes given to systems: {sorted(unknown)}"] if unknown else [])
+                   svg_file=str(svg_file),
+                   notes=[f"unlisted classes given to systems: {sorted(unknown)}"] if unknown else [])
     page.save(folder)
     return page
 
