@@ -499,6 +499,26 @@ def test_connectors_count_thin_strokes_darker_than_the_paper_beside_them():
     assert _connectors(upper, lower, ink, dark) == (False, 1)
 
 
+def test_a_brace_run_into_the_start_line_joins_the_staves_but_as_wide_a_band_elsewhere_does_not():
+    """In a screenshot (a staff space of 5 px) the brace and the system start line beside it run
+    together into one stroke some two spaces wide; that stroke at the staves' left end joins them.
+    The same width away from the left end is no barline."""
+    from acai_omr.detect.staves import Staff
+    from acai_omr.detect.systems import _connectors
+
+    h, w, sp = 200, 600, 5.0
+    upper = Staff(xs=np.array([100.0, 500.0]), tops=np.array([50.0, 50.0]), space=sp, x0=100, x1=500, contrast=60)
+    lower = Staff(xs=np.array([100.0, 500.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=500, contrast=60)
+    ink = np.zeros((h, w), np.uint8)
+    dark = np.zeros((h, w), np.uint8)
+    ink[:, 300:310] = 1  # ten columns mid-staff: a blot, not a barline
+    dark[:, 300:310] = 120
+    assert _connectors(upper, lower, ink, dark) == (False, 0)
+    ink[:, 91:101] = 1  # brace (91-94), a column between, start line (96-100): one run of ten columns
+    dark[:, 91:101] = 120
+    assert _connectors(upper, lower, ink, dark) == (True, 1)
+
+
 def _shadowed_photo(seed: int = 5):
     """A sheet on a table (running out of the picture at the bottom), its left half in a shadow deep
     enough that the shadowed paper is darker than the lit table: (picture, paper mask, true boxes)."""

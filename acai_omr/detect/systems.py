@@ -305,8 +305,11 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | 
     edges = np.diff(np.concatenate([[0], filled.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1) - pad, np.flatnonzero(edges == -1) - pad
     # barlines, the system start line and a brace are thin; a wider solid band is something else
-    # (the dark edge of the sheet or the table beyond it, a shadow's rim)
-    thin = (ends - starts <= 1.5 * space + 2) & (starts >= 0)
+    # (the dark edge of the sheet or the table beyond it, a shadow's rim). At the left end the brace
+    # and the start line can run together into one stroke (a screenshot's 5-pixel staff space)
+    left_end = max(upper.x0, lower.x0) + 3 * space  # x0 may reach a little left of the start line
+    widest = np.where(a + starts <= left_end, 2.5 * space + 2, 1.5 * space + 2)
+    thin = (ends - starts <= widest) & (starts >= 0)
     if a - pad == 0:
         thin &= starts > -pad  # a run from the page's edge: the margin, not a stroke
     starts, ends = starts[thin], ends[thin]
@@ -326,7 +329,6 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | 
         starts, ends = starts[strong], ends[strong]
     if starts.size == 0:
         return False, 0
-    left_end = max(upper.x0, lower.x0) + 3 * space  # x0 may reach a little left of the start line
     at_left = a + starts <= left_end
     # away from the left end (the brace's place) only barlines count: thin, and on down through both
     # staves (in at least half of each one's rows). Stems of notes high over the lower staff (or low
