@@ -40,7 +40,7 @@ def test_gap_elements_go_to_the_system_they_stack_onto():
     assert all(e.kind != "Text" for s in systems for e in s.elements)  # the title frame is the page's
 
 
-def test_notes_in_a_gap_go_to_the_nearer_staff_however_the_other_systems_slurs_stack():
+def test_notes_in_a_gap_stack_onto_their_own_staff_before_the_other_systems_slurs_reach_them():
     # systems at 0-140 and 300-440; under the upper one a slur reaches down to 185; above the lower
     # one a beamed run of notes sits on ledger lines (heads 240-250, 55 units over the lower staff,
     # 100 under the upper one), its beam (200-208) 15 units under the upper system's slur

@@ -73,8 +73,8 @@ from acai_omr.render.musescore import MuseScoreError, convert_batch, find_mscore
 from acai_omr.render.raster import rasterize_svg
 
 SVG_DPI = 360.0  # MuseScore 3 SVG units per inch (an A4 page is 2976 units wide)
-# 2: voice + piano systems are boxed as their piano pair; 3: notes between two systems go to the nearer
-# staff (a version-2 page is derived again from its SVG, `_truth_anew`)
+# 2: voice + piano systems are boxed as their piano pair; 3: notes between two systems are stacked onto
+# their own staff before the rest (an older version's page is derived again from its SVG, `_truth_anew`)
 CACHE_VERSION = "3"
 Box = tuple[int, int, int, int]
 FloatBox = tuple[float, float, float, float]
