@@ -124,6 +124,8 @@ class ModelConfig:
     # A head that reads the key and time signature from the system's left end (`HeaderHead`); greedy
     # decoding writes what it reads there instead of the decoder's guess. Off in weights saved before it.
     header_head: bool = False
+    # The decoder's pitch read from the note map where a pointer head of its own looks (`PitchPointer`).
+    pitch_pointer: bool = False
     max_image_width: int = 2048
     enc_dim: int = 256
     enc_depth: int = 4
@@ -259,6 +261,8 @@ class SupervisedTrainConfig(ReadingTrainConfig):
     # Few crops hold a system's header (1 in 4 with 4-measure systems) and few systems print a time signature:
     crop_first_share: float = 0.0  # chance a crop starts at the first measure (clefs, key); then systems printing a time signature always do
     image_height: int = 0  # systems resized to this height; 0 = the preset's or the --init-weights' (those carry over)
+    pitch_pointer: bool = False  # add the model's PitchPointer (pitch read from the note map where the decoder looks)
+    init_note_map: str = ""  # a supervised checkpoint (.pt) whose note-map head starts the PitchPointer's map
 
 
 @dataclass

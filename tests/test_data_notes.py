@@ -3,6 +3,7 @@ resizing to the patches the encoder's note-map loss scores."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
@@ -195,16 +196,33 @@ def test_note_map_targets_mark_each_note_in_its_patch_and_the_loss_skips_images_
 
 
 @needs_corpora
-def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path):
+@pytest.mark.parametrize("pitch_pointer", [False, True], ids=["own-head", "pitch-pointer"])
+def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pitch_pointer):
+    """The note-map loss trains a head of the objective's, or, with a PitchPointer, the pointer's own
+    map (the one the decoder reads pitches from), which then ships with the weights. A run's trained
+    head can start another model's pointer (`--init-note-map`)."""
+    from acai_omr.model import OMRModel
     from acai_omr.train.common import read_log
-    from acai_omr.train.supervised import train_supervised
+    from acai_omr.train.supervised import load_note_map_into, train_supervised
     from test_train import tiny_model_config, tiny_supervised_config
 
     _write_rendered_split(tmp_path / "data", _rendered_systems(0) + _rendered_systems(1))
     cfg = tiny_supervised_config(tmp_path / "data", tmp_path / "run", steps=30, batch_size=2, lr=3e-3,
                                  ss_start=2.0, aux_notes=1.0, augment=False, crop_measures=1.0,
-                                 crop_max_measures=1)
-    train_supervised(cfg, tiny_model_config(image_height=128, max_image_width=1024, max_tokens=512))
+                                 crop_max_measures=1, pitch_pointer=pitch_pointer)
+    model_cfg = tiny_model_config(image_height=128, max_image_width=1024, max_tokens=512,
+                                  pitch_pointer=pitch_pointer)
+    trainer = train_supervised(cfg, model_cfg)
     losses = [r["note_loss"] for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
     assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    model = trainer.objective.model
+    if pitch_pointer:
+        assert trainer.objective.note_head.proj is None  # no second map beside the pointer's
+        assert "decoder.pointer.note_map.weight" in model.state_dict()
+    else:
+        pointed = OMRModel(dataclasses.replace(model_cfg, pitch_pointer=True))
+        load_note_map_into(pointed, str(tmp_path / "run" / "last.pt"))
+        assert torch.equal(pointed.decoder.pointer.note_map.weight, trainer.objective.note_head.proj.weight)
+        with pytest.raises(ValueError, match="PitchPointer"):
+            load_note_map_into(model, str(tmp_path / "run" / "last.pt"))

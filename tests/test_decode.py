@@ -15,10 +15,17 @@ from acai_omr.model.model import OMRModel
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "pitch-pointer"])
+def model(request):
+    """The tiny model, and the same with a PitchPointer whose query and gate are not at their
+    starting values (so the cache has a pointer that really points to keep in step)."""
     torch.manual_seed(0)
-    return OMRModel(ModelConfig.tiny()).eval()
+    model = OMRModel(ModelConfig.from_dict({**ModelConfig.tiny().to_dict(), "pitch_pointer": request.param}))
+    if request.param:
+        with torch.no_grad():
+            torch.nn.init.normal_(model.decoder.pointer.query.weight, std=0.5)
+            model.decoder.pointer.gate.fill_(0.3)
+    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -187,3 +187,63 @@ def test_configs_saved_before_centring_load_uncentred():
     loaded = ModelConfig.from_dict(legacy)
     assert loaded.center_memory is False and loaded.stem == "linear"
     assert ModelConfig.small().center_memory is True
+
+
+def test_the_pitch_pointer_names_the_pitch_the_map_holds_where_the_decoder_looks():
+    """A known answer: patch 2 holds an E4, patch 5 a G4. A decoder state that points at patch 5 gets
+    G4, one that points at patch 2 gets E4, from pitch logits that were flat; the pitch tokens' summed
+    probability (whether a note comes) and every other token's logit are what the decoder said."""
+    from acai_omr.lmx.vocab import PITCH_TOKENS
+    from acai_omr.model.model import PitchPointer
+
+    cfg = tiny_config(pitch_pointer=True)
+    pointer = PitchPointer(cfg).eval()
+    D, N = cfg.dec_dim, 6
+    with torch.no_grad():
+        pointer.query.weight.copy_(torch.eye(D) * 200.0)
+        pointer.query.bias.zero_()
+        pointer.gate.fill_(1.0)
+    keys = torch.eye(D)[:N][None]  # patch n's key: the n-th unit vector
+    pitches = torch.full((1, N, len(PITCH_TOKENS)), 1e-3)
+    pitches[0, 2, PITCH_TOKENS.index("E4")] = 0.9
+    pitches[0, 5, PITCH_TOKENS.index("G4")] = 0.9
+    valid = torch.ones(1, N, dtype=torch.bool)
+    h = torch.stack([torch.eye(D)[5], torch.eye(D)[2]])[None]  # step 0 looks at patch 5, step 1 at patch 2
+    logits = torch.randn(1, 2, cfg.vocab_size)
+    pitch_ids = VOCAB.encode(PITCH_TOKENS)
+    logits[..., pitch_ids] = 0.0
+    out = pointer(h, logits, (keys, pitches), valid)
+    best = out[0][:, pitch_ids].argmax(-1)
+    assert [PITCH_TOKENS[i] for i in best] == ["G4", "E4"]
+    torch.testing.assert_close(out[..., pitch_ids].logsumexp(-1), logits[..., pitch_ids].logsumexp(-1))
+    others = [i for i in range(cfg.vocab_size) if i not in pitch_ids]
+    assert torch.equal(out[..., others], logits[..., others])
+    # a padded patch is never read: hide patch 5 and the first step no longer finds its G4
+    valid[0, 5] = False
+    hidden = pointer(h, logits, (keys, pitches), valid)
+    assert PITCH_TOKENS[int(hidden[0, 0, pitch_ids].argmax())] != "G4"
+
+
+def test_a_pointer_at_gate_zero_is_the_model_it_was_added_to(tmp_path):
+    """Weights trained without a pointer continue into a model with one; until its gate opens the
+    new model's logits are the old model's, so a continued run starts where the weights were."""
+    from acai_omr.model.weights import save_weights
+    from acai_omr.train.supervised import load_weights_into
+
+    cfg = tiny_config(dropout=0.0)
+    torch.manual_seed(3)
+    folder = save_weights(OMRModel(cfg), cfg, tmp_path / "weights")
+    plain = OMRModel(cfg).eval()
+    load_weights_into(plain, str(folder), cfg)
+    with_pointer = tiny_config(dropout=0.0, pitch_pointer=True)
+    model = OMRModel(with_pointer).eval()
+    load_weights_into(model, str(folder), with_pointer)
+    images, widths = torch.rand(2, 1, 32, 64), torch.tensor([64, 40])
+    tokens = random_tokens(2, 12)
+    with torch.no_grad():
+        opened = model(images, widths, tokens)
+        model.decoder.pointer.gate.zero_()
+        closed = model(images, widths, tokens)
+        reference = plain(images, widths, tokens)
+    torch.testing.assert_close(closed, reference, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(opened, reference, atol=1e-3)  # at its starting gate the image has its say

@@ -1,8 +1,8 @@
 """The encoder's auxiliary heads: read-outs of the memory that give the encoder something to learn
 from the first training step (what symbols an image holds, its own pixels, its notes in reading
 order, which pitch sits in which patch). Used in training only (`train.supervised`); none is part of
-the shipped weights. The header head, which reads the key and time signature at inference, is in
-`model.py` with the model.
+the shipped weights. The header head, which reads the key and time signature at inference, and the
+PitchPointer's note map, which the decoder reads pitches from, are in `model.py` with the model.
 """
 
 from __future__ import annotations
@@ -110,13 +110,15 @@ class NoteMapHead(nn.Module):
     of the memory, which the decoder's cross-attention can look up.
     """
 
-    def __init__(self, dim: int, rows: int, patch_height: int, patch_width: int):
+    def __init__(self, dim: int, rows: int, patch_height: int, patch_width: int, read_out: bool = True):
         super().__init__()
         self.rows, self.patch_height, self.patch_width = rows, patch_height, patch_width
-        self.proj = nn.Linear(dim, len(NOTE_LABELS))
-        # start from the prior (a patch rarely holds a given label): at bias 0 the first steps' loss is
-        # 71 x ln 2 per patch, and its gradient would shake a pretrained encoder before the head learns anything
-        nn.init.constant_(self.proj.bias, -5.0)
+        # without a read-out of its own the head only scores another's (`loss`): the model's PitchPointer map
+        self.proj = nn.Linear(dim, len(NOTE_LABELS)) if read_out else None
+        if self.proj is not None:
+            # start from the prior (a patch rarely holds a given label): at bias 0 the first steps' loss is
+            # 71 x ln 2 per patch, and its gradient would shake a pretrained encoder before the head learns anything
+            nn.init.constant_(self.proj.bias, -5.0)
 
     def targets(self, note_points: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
         """[M, 4] (row, x, y, label) -> [B, patches, labels] of 0/1, patches row-major as the encoder's."""
@@ -132,7 +134,13 @@ class NoteMapHead(nn.Module):
 
     def forward(self, memory: torch.Tensor, valid: torch.Tensor, note_points: torch.Tensor,
                 has_notes: torch.Tensor) -> torch.Tensor:
-        logits = self.proj(memory.float())
+        return self.loss(self.proj(memory.float()), valid, note_points, has_notes)
+
+    def loss(self, logits: torch.Tensor, valid: torch.Tensor, note_points: torch.Tensor,
+             has_notes: torch.Tensor) -> torch.Tensor:
+        """The loss of any note-map read-out's logits [B, N, labels] (this head's, or the model's own
+        when its `PitchPointer` holds the map)."""
+        logits = logits.float()
         target = self.targets(note_points, logits.shape)
         per_patch = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
         counted = valid & has_notes[:, None]

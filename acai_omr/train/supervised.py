@@ -138,7 +138,7 @@ class SupervisedObjective(nn.Module):
                          if aux_ctc > 0 else None)
         self.aux_notes = aux_notes
         self.note_head = (NoteMapHead(cfg.enc_dim, cfg.image_height // cfg.patch_height, cfg.patch_height,
-                                      cfg.patch_width) if aux_notes > 0 else None)
+                                      cfg.patch_width, read_out=not cfg.pitch_pointer) if aux_notes > 0 else None)
         self.aux_header = aux_header
         if aux_header > 0 and getattr(model, "header", None) is None:
             raise ValueError("the header loss needs a model with a header head (ModelConfig.header_head)")
@@ -188,7 +188,11 @@ class SupervisedObjective(nn.Module):
         if self.note_head is not None:
             if note_points is None or has_notes is None:
                 raise ValueError("the note-map loss needs the batch's note_points and has_notes")
-            note_loss = self.note_head(encoded, valid, note_points, has_notes)
+            pointer = decoder.pointer
+            if pointer is None:
+                note_loss = self.note_head(encoded, valid, note_points, has_notes)
+            else:  # the map the decoder reads its pitches from is the one the engraver's positions train
+                note_loss = self.note_head.loss(pointer.note_map(encoded.float()), valid, note_points, has_notes)
             stats["note_loss"] = note_loss.detach()
             loss = loss + self.aux_notes * note_loss
         if self.aux_header > 0:
@@ -259,7 +263,21 @@ def run_model_config(cfg: SupervisedTrainConfig) -> ModelConfig:
     # the conv stem and the sin-cos positions have no weights tied to the height: any height loads the same tensors
     if cfg.image_height:
         shape = dataclasses.replace(shape, image_height=cfg.image_height)
+    if cfg.pitch_pointer:
+        shape = dataclasses.replace(shape, pitch_pointer=True)
     return dataclasses.replace(shape, header_head=True) if cfg.aux_header > 0 else shape
+
+
+def load_note_map_into(model, checkpoint: str) -> None:
+    """Start the PitchPointer's note map from a run whose note-map loss trained a head of its own
+    (`--aux-notes`): the pointer then reads a map that already knows the pitches from its first step."""
+    if model.decoder.pointer is None:
+        raise ValueError("--init-note-map needs a model with a PitchPointer (--pitch-pointer)")
+    state = load_checkpoint(Path(checkpoint)).get("objective", {})
+    head = {k[len("note_head.proj."):]: v for k, v in state.items() if k.startswith("note_head.proj.")}
+    if not head:
+        raise ValueError(f"{checkpoint} holds no note-map head (note_head.proj.*): was it trained with --aux-notes?")
+    model.decoder.pointer.note_map.load_state_dict({k: v.float() for k, v in head.items()})
 
 
 def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
@@ -272,7 +290,8 @@ def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
     ours = model.state_dict()
     theirs = trained.state_dict()
     # a head the weights were trained without (e.g. the header head) starts from its initialisation
-    added = {k for k in ours if k not in theirs and k.startswith("header.") and not trained_cfg.header_head}
+    added = {k for k in ours if k not in theirs and (k.startswith("header.") and not trained_cfg.header_head
+                                                     or k.startswith("decoder.pointer.") and not trained_cfg.pitch_pointer)}
     different = sorted(k for k in (set(ours) | set(theirs)) - added
                        if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)
     if different:
@@ -332,6 +351,8 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
             count = load_mae_encoder(model, cfg.init_mae, model_cfg)
             if runtime.is_main:
                 print(f"encoder initialised from {cfg.init_mae} ({count} tensors)", flush=True)
+        if cfg.init_note_map and fresh:
+            load_note_map_into(model, cfg.init_note_map)
         seed_everything(cfg.seed + runtime.rank)
         objective = SupervisedObjective(
             model, label_smoothing=cfg.label_smoothing, gumbel_hard=cfg.gumbel_hard, token_dropout=cfg.token_dropout,
