@@ -220,6 +220,7 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pi
     if pitch_pointer:
         assert trainer.objective.note_head.proj is None  # no second map beside the pointer's
         assert "decoder.pointer.note_map.weight" in model.state_dict()
+        assert all("pointer_gate" in r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train")
     else:
         pointed = OMRModel(dataclasses.replace(model_cfg, pitch_pointer=True))
         load_note_map_into(pointed, str(tmp_path / "run" / "last.pt"))

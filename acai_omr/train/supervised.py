@@ -201,6 +201,8 @@ class SupervisedObjective(nn.Module):
             loss = loss + self.aux_header * header_loss
         with torch.no_grad():
             stats["memory_spread"] = memory_spread(encoded, valid)
+            if decoder.pointer is not None:  # how much the pitches come from where the pointer looks
+                stats["pointer_gate"] = decoder.pointer.gate.detach().clone()
         return loss, stats
 
     def header_loss(self, encoded, valid, tokens):
