@@ -262,7 +262,7 @@ class SupervisedTrainConfig(ReadingTrainConfig):
     crop_first_share: float = 0.0  # chance a crop starts at the first measure (clefs, key); then systems printing a time signature always do
     image_height: int = 0  # systems resized to this height; 0 = the preset's or the --init-weights' (those carry over)
     pitch_pointer: bool = False  # add the model's PitchPointer (pitch read from the note map where the decoder looks)
-    init_note_map: str = ""  # a supervised checkpoint (.pt) whose note-map head starts the PitchPointer's map
+    init_note_map: str = ""  # a supervised checkpoint (.pt) whose note-map head starts ours (or the PitchPointer's map)
 
 
 @dataclass

@@ -200,7 +200,7 @@ def test_note_map_targets_mark_each_note_in_its_patch_and_the_loss_skips_images_
 def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pitch_pointer):
     """The note-map loss trains a head of the objective's, or, with a PitchPointer, the pointer's own
     map (the one the decoder reads pitches from), which then ships with the weights. A run's trained
-    head can start another model's pointer (`--init-note-map`)."""
+    head can start another run's head or pointer (`--init-note-map`)."""
     from acai_omr.model import OMRModel
     from acai_omr.train.common import read_log
     from acai_omr.train.supervised import load_note_map_into, train_supervised
@@ -221,9 +221,12 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pi
         assert trainer.objective.note_head.proj is None  # no second map beside the pointer's
         assert "decoder.pointer.note_map.weight" in model.state_dict()
         assert all("pointer_gate" in r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train")
-    else:
-        pointed = OMRModel(dataclasses.replace(model_cfg, pitch_pointer=True))
-        load_note_map_into(pointed, str(tmp_path / "run" / "last.pt"))
-        assert torch.equal(pointed.decoder.pointer.note_map.weight, trainer.objective.note_head.proj.weight)
-        with pytest.raises(ValueError, match="PitchPointer"):
-            load_note_map_into(model, str(tmp_path / "run" / "last.pt"))
+    pointed = OMRModel(dataclasses.replace(model_cfg, pitch_pointer=True))
+    load_note_map_into(pointed.decoder.pointer.note_map, str(tmp_path / "run" / "last.pt"))
+    trained = model.decoder.pointer.note_map if pitch_pointer else trainer.objective.note_head.proj
+    assert torch.equal(pointed.decoder.pointer.note_map.weight, trained.weight)
+    # and a continued run starts from the trained head, whichever model holds it
+    cfg2 = dataclasses.replace(cfg, out=str(tmp_path / "run2"), steps=1, init_note_map=str(tmp_path / "run" / "last.pt"))
+    train_supervised(cfg2, model_cfg)
+    losses2 = [r["note_loss"] for r in read_log(tmp_path / "run2" / "log.jsonl") if r["kind"] == "train"]
+    assert losses2[0] < np.mean(losses[:5])  # its first step scores as a trained head does

@@ -270,16 +270,17 @@ def run_model_config(cfg: SupervisedTrainConfig) -> ModelConfig:
     return dataclasses.replace(shape, header_head=True) if cfg.aux_header > 0 else shape
 
 
-def load_note_map_into(model, checkpoint: str) -> None:
-    """Start the PitchPointer's note map from a run whose note-map loss trained a head of its own
-    (`--aux-notes`): the pointer then reads a map that already knows the pitches from its first step."""
-    if model.decoder.pointer is None:
-        raise ValueError("--init-note-map needs a model with a PitchPointer (--pitch-pointer)")
+def load_note_map_into(read_out: torch.nn.Linear, checkpoint: str) -> None:
+    """Start a note-map read-out (the objective's own head, or the PitchPointer's map) from a run whose
+    note-map loss trained one (`--aux-notes`). The head is not part of the shipped weights: without this
+    a continued run's starts afresh, and its first steps' loss (3x the trained head's) shakes the
+    encoder; a PitchPointer reads a map that already knows the pitches from its first step."""
     state = load_checkpoint(Path(checkpoint)).get("objective", {})
-    head = {k[len("note_head.proj."):]: v for k, v in state.items() if k.startswith("note_head.proj.")}
-    if not head:
-        raise ValueError(f"{checkpoint} holds no note-map head (note_head.proj.*): was it trained with --aux-notes?")
-    model.decoder.pointer.note_map.load_state_dict({k: v.float() for k, v in head.items()})
+    prefix = next((p for p in ("note_head.proj.", "model.decoder.pointer.note_map.")
+                   if any(k.startswith(p) for k in state)), None)
+    if prefix is None:
+        raise ValueError(f"{checkpoint} holds no note-map head: was it trained with --aux-notes?")
+    read_out.load_state_dict({k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)})
 
 
 def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
@@ -353,13 +354,16 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
             count = load_mae_encoder(model, cfg.init_mae, model_cfg)
             if runtime.is_main:
                 print(f"encoder initialised from {cfg.init_mae} ({count} tensors)", flush=True)
-        if cfg.init_note_map and fresh:
-            load_note_map_into(model, cfg.init_note_map)
         seed_everything(cfg.seed + runtime.rank)
         objective = SupervisedObjective(
             model, label_smoothing=cfg.label_smoothing, gumbel_hard=cfg.gumbel_hard, token_dropout=cfg.token_dropout,
             aux_symbols=cfg.aux_symbols, aux_recon=cfg.aux_recon, detach_memory=cfg.detach_memory,
             aux_ctc=cfg.aux_ctc, aux_notes=cfg.aux_notes, aux_header=cfg.aux_header)
+        if cfg.init_note_map and fresh:
+            if cfg.aux_notes <= 0:
+                raise ValueError("--init-note-map needs the note-map loss (--aux-notes)")
+            load_note_map_into(model.decoder.pointer.note_map if model.decoder.pointer is not None
+                               else objective.note_head.proj, cfg.init_note_map)
         groups = param_groups(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay, encoder_prefix="model.encoder.",
                               num_encoder_layers=model_cfg.enc_depth)
         dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False,
