@@ -420,9 +420,10 @@ class PitchPointer(nn.Module):
     summed probability is unchanged), and the image where it looks says *which*. The
     pointer's query starts at zero (attention spread over the whole image: the pitches the
     image holds), and `gate` weighs the image's answer against the decoder's. Measured on 15
-    rendered dev systems with the shipped weights and a trained map, before any pointer
-    training: teacher-forced pitch accuracy 61.9% at gate 0 (the decoder alone), 62.8% at 0.5,
-    62.1% at 1, 61.1% at 2; hence the start at 0.5.
+    rendered dev systems with the twenty-third session's weights and a trained map, before any
+    pointer training: teacher-forced pitch accuracy 61.9% at gate 0 (the decoder alone), 62.8%
+    at 0.5, 62.1% at 1, 61.1% at 2; hence the start at 0.5. A 250-step A/B did not yet show a
+    difference (model card, twenty-fourth session).
     """
 
     floor = 1e-4  # a pitch the map rules out is unlikely, not impossible: the map misses notes
