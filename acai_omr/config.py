@@ -263,6 +263,7 @@ class SupervisedTrainConfig(ReadingTrainConfig):
     image_height: int = 0  # systems resized to this height; 0 = the preset's or the --init-weights' (those carry over)
     pitch_pointer: bool = False  # add the model's PitchPointer (pitch read from the note map where the decoder looks)
     init_note_map: str = ""  # a supervised checkpoint (.pt) whose note-map head starts ours (or the PitchPointer's map)
+    pointer_lr_scale: float = 1.0  # the PitchPointer's query, key and gate train at lr x this (they start untrained)
 
 
 @dataclass

@@ -209,7 +209,7 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pi
     _write_rendered_split(tmp_path / "data", _rendered_systems(0) + _rendered_systems(1))
     cfg = tiny_supervised_config(tmp_path / "data", tmp_path / "run", steps=30, batch_size=2, lr=3e-3,
                                  ss_start=2.0, aux_notes=1.0, augment=False, crop_measures=1.0,
-                                 crop_max_measures=1, pitch_pointer=pitch_pointer)
+                                 crop_max_measures=1, pitch_pointer=pitch_pointer, pointer_lr_scale=10.0)
     model_cfg = tiny_model_config(image_height=128, max_image_width=1024, max_tokens=512,
                                   pitch_pointer=pitch_pointer)
     trainer = train_supervised(cfg, model_cfg)
@@ -221,6 +221,13 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pi
         assert trainer.objective.note_head.proj is None  # no second map beside the pointer's
         assert "decoder.pointer.note_map.weight" in model.state_dict()
         assert all("pointer_gate" in r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train")
+        # the pointer's untrained query, key and gate move at 10x the rate; its map (started trained) does not
+        name_of = {id(p): n for n, p in trainer.objective.named_parameters()}
+        rate = {name_of[id(p)]: g["initial_lr"] / cfg.lr for g in trainer.optimizer.param_groups for p in g["params"]}
+        pointer = {n: r for n, r in rate.items() if n.startswith("model.decoder.pointer.")}
+        assert {n for n, r in pointer.items() if r == pytest.approx(10.0)} == {
+            f"model.decoder.pointer.{n}" for n in ("query.weight", "query.bias", "key.weight", "key.bias", "gate")}
+        assert rate["model.decoder.pointer.note_map.weight"] == pytest.approx(1.0)
     pointed = OMRModel(dataclasses.replace(model_cfg, pitch_pointer=True))
     load_note_map_into(pointed.decoder.pointer.note_map, str(tmp_path / "run" / "last.pt"))
     trained = model.decoder.pointer.note_map if pitch_pointer else trainer.objective.note_head.proj

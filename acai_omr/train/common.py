@@ -163,12 +163,15 @@ def param_groups(
     layer_decay: float = 1.0,
     encoder_prefix: str = "encoder.",
     num_encoder_layers: int | None = None,
+    scaled: dict[str, float] | None = None,
 ) -> list[dict]:
     """AdamW groups with layer-wise LR decay on the encoder and no decay on biases/norms.
 
     Encoder parameters at depth d (see `encoder_layer_id`) get
     lr * layer_decay ** (L + 1 - d): the pretrained bottom layers move least.
-    Everything outside the encoder (the decoder) trains at the full lr.
+    Everything outside the encoder (the decoder) trains at the full lr, but for parameters whose
+    name starts with a key of `scaled`, which get lr times its value (a head added to trained
+    weights, starting from zero, that would otherwise move at the rate tuned for converged ones).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if num_encoder_layers is None:
@@ -180,6 +183,7 @@ def param_groups(
         if layer_decay != 1.0 and name.startswith(encoder_prefix):
             depth = encoder_layer_id(name[len(encoder_prefix):], num_encoder_layers)
             scale = layer_decay ** (num_encoder_layers + 1 - depth)
+        scale *= next((value for prefix, value in (scaled or {}).items() if name.startswith(prefix)), 1.0)
         decay = param.ndim >= 2 and "embedding" not in name  # no decay on biases, norms, token/position tables
         key = (scale, decay)
         if key not in groups:

@@ -364,8 +364,10 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
                 raise ValueError("--init-note-map needs the note-map loss (--aux-notes)")
             load_note_map_into(model.decoder.pointer.note_map if model.decoder.pointer is not None
                                else objective.note_head.proj, cfg.init_note_map)
+        pointer = "model.decoder.pointer."
         groups = param_groups(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay, encoder_prefix="model.encoder.",
-                              num_encoder_layers=model_cfg.enc_depth)
+                              num_encoder_layers=model_cfg.enc_depth,
+                              scaled={pointer + part: cfg.pointer_lr_scale for part in ("query.", "key.", "gate")})
         dataset, make_batch_sampler, collate = build_train_data(cfg, model_cfg, runtime, return_clean=False,
                                                                 crop_measures=cfg.crop_measures,
                                                                 max_crop_measures=cfg.crop_max_measures,
