@@ -292,9 +292,9 @@ def load_weights_into(model, weights_dir: str, model_cfg: ModelConfig) -> None:
     trained, trained_cfg = load_model(weights_dir, "cpu")
     ours = model.state_dict()
     theirs = trained.state_dict()
-    # a head the weights were trained without (e.g. the header head) starts from its initialisation
-    added = {k for k in ours if k not in theirs and (k.startswith("header.") and not trained_cfg.header_head
-                                                     or k.startswith("decoder.pointer.") and not trained_cfg.pitch_pointer)}
+    # a head the weights were trained without (the header head, the PitchPointer) starts from its initialisation
+    optional = {"header.": trained_cfg.header_head, "decoder.pointer.": trained_cfg.pitch_pointer}
+    added = {k for k in ours if k not in theirs and any(k.startswith(p) and not had for p, had in optional.items())}
     different = sorted(k for k in (set(ours) | set(theirs)) - added
                        if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)
     if different:
