@@ -462,6 +462,41 @@ def test_a_mask_cut_inside_the_papers_grain_is_cut_again_from_the_smoothed_page(
     assert _above_the_grain(flooded, noisy, staves, 0.0) is flooded
 
 
+def test_grain_clumped_into_specks_too_many_to_be_music_is_cut_again_though_it_covers_little():
+    # a lighter grainy photo: the cut keeps the grain as small clumps with a solid core (which the
+    # despeckling keeps too), covering a few percent of the blank, far under a flood, yet close
+    # enough to chain a lone system's box out over the page (a one-system waltz, seed-4 tune photo).
+    # Counted per square staff space, the clumps outnumber a page's own small marks; the page is
+    # cut again from a smoothed copy, which leaves as few specks as the clean page has and keeps
+    # the solid ink. The clean page itself is left as it is.
+    from acai_omr.detect import normalize
+    from acai_omr.detect.staves import find_staves
+    from acai_omr.detect.systems import _above_the_grain, _speck_density
+
+    page = make_page(["piano"] * 3, seed=2)
+    flat = np.asarray(page.image, np.uint8)
+    ink = normalize.binarize(flat)
+    space, thickness = normalize.estimate_spacing(ink)
+    staves = find_staves(ink, space, thickness, gray=flat)
+    far = np.ones(flat.shape[0], bool)
+    for staff in staves:
+        far[int(staff.top - 3 * staff.space):int(staff.bottom + 3 * staff.space)] = False
+    x0, x1 = int(min(s.x0 for s in staves)), int(max(s.x1 for s in staves))
+    assert _above_the_grain(ink, flat, staves, 0.15) is ink
+    clean_density = _speck_density(ink[far, x0:x1], space)
+
+    rng = np.random.default_rng(0)
+    grain = cv2.GaussianBlur(rng.standard_normal(flat.shape).astype(np.float32), (0, 0), 1.0)
+    noisy = np.clip(flat.astype(np.float32) - 40 * np.abs(grain / grain.std()), 0, 255).astype(np.uint8)
+    specked = normalize.binarize(noisy)
+    assert specked[far, x0:x1].mean() < 0.05  # no flood
+    assert _speck_density(specked[far, x0:x1], space) > 2 * clean_density
+    out = _above_the_grain(specked, noisy, staves, 0.15)
+    assert _speck_density(out[far, x0:x1], space) <= clean_density
+    heads = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    assert out[heads > 0].mean() > 0.9
+
+
 def test_a_scans_black_margin_does_not_join_systems_into_one():
     # a dark scanner margin down the left edge, ending a couple of spaces before the staves
     # start: cut by the connector check's window, its edge looked like a system start line

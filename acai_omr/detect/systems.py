@@ -649,8 +649,16 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
     return np.where(specks[labels], 0, ink).astype(np.uint8)
 
 
+def _speck_density(mask: np.ndarray, space: float) -> float:
+    """Blobs under a square staff space per 100 square spaces of `mask`."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask), connectivity=8)
+    small = int((stats[1:, cv2.CC_STAT_AREA] < space * space).sum())
+    return 100.0 * small * space * space / max(1, mask.size)
+
+
 def _above_the_grain(ink: np.ndarray, flat: np.ndarray, staves: list[Staff], blank_share: float,
-                     smooth_spaces: float = 0.35) -> np.ndarray:
+                     smooth_spaces: float = 0.35, speck_density: float = 4.0,
+                     speck_smooth_spaces: float = 0.25) -> np.ndarray:
     """The (despeckled) ink mask, cut again from a smoothed page when the plain cut fell into the paper's grain.
 
     On a dark, grainy photo the threshold can sit inside the paper's noise: the mask is then speckled
@@ -660,6 +668,12 @@ def _above_the_grain(ink: np.ndarray, flat: np.ndarray, staves: list[Staff], bla
     ink), while a grain-flooded mask covers a quarter or more of them. Such a page is cut again
     after a Gaussian blur of `smooth_spaces` staff spaces, which averages the grain away and keeps
     note heads, beams, stems and braces (thin staff lines may go; they are found already).
+    So is a page whose blank keeps over `speck_density` small blobs per 100 square spaces after
+    despeckling (grain clumped into blobs with a core): they cover little of it, but lie close
+    enough to chain a lone system's box out over the whole page. Such clumps average away under a
+    lighter blur (`speck_smooth_spaces`), which keeps more of the thin slurs and ledger lines a box
+    must reach; a flooded mask needs the heavier one (on the tune photos of seeds 2 and 4, the
+    lighter blur lost two systems there).
     """
     if blank_share <= 0 or not staves:
         return ink
@@ -669,10 +683,16 @@ def _above_the_grain(ink: np.ndarray, flat: np.ndarray, staves: list[Staff], bla
         far[max(0, int(staff.top - 3 * staff.space)):max(0, int(np.ceil(staff.bottom + 3 * staff.space)))] = False
     x0, x1 = int(min(s.x0 for s in staves)), int(np.ceil(max(s.x1 for s in staves)))
     blank = ink[far, x0:x1]
-    if blank.size == 0 or blank.mean() <= blank_share:
+    if blank.size == 0:
         return ink
     space = float(np.median([s.space for s in staves]))
-    return _despeckle(normalize.binarize(cv2.GaussianBlur(flat, (0, 0), max(1.0, smooth_spaces * space))), space)
+    if blank.mean() > blank_share:
+        sigma = smooth_spaces * space
+    elif _speck_density(blank, space) > speck_density:
+        sigma = speck_smooth_spaces * space
+    else:
+        return ink
+    return _despeckle(normalize.binarize(cv2.GaussianBlur(flat, (0, 0), max(1.0, sigma))), space)
 
 
 def _without_show_through(ink: np.ndarray, flat: np.ndarray, staves: list[Staff], share: float) -> np.ndarray:
