@@ -430,30 +430,37 @@ def test_grain_swollen_to_a_note_heads_size_in_a_shadow_goes_but_the_notes_stay(
     assert out[swollen & (ink == 0)].sum() < 0.1 * swollen.sum()
 
 
-def test_a_mask_cut_inside_the_papers_grain_is_cut_again_from_the_smoothed_page():
-    # a dark, grainy photo can leave the threshold inside the paper's noise: the mask floods the
-    # blank between systems with joined specks (a Bravura photo's five boxes each ran on into the
-    # next). Such a mask is cut again from the smoothed page: the blank comes out clean and the
-    # note heads, stems and beams stay. A mask of a clean page is left as it is.
+def _grainy_copies_of_a_clean_page(strength: float):
+    """A clean three-system page (flattened page, ink mask, staves, its rows over three spaces from
+    every staff) and a copy darkened by smooth grain of `strength` grey levels per sigma."""
     from acai_omr.detect import normalize
     from acai_omr.detect.staves import find_staves
-    from acai_omr.detect.systems import _above_the_grain
 
     page = make_page(["piano"] * 3, seed=2)
     flat = np.asarray(page.image, np.uint8)
     ink = normalize.binarize(flat)
     space, thickness = normalize.estimate_spacing(ink)
     staves = find_staves(ink, space, thickness, gray=flat)
-    assert len(staves) == 6
-    assert _above_the_grain(ink, flat, staves, 0.15) is ink
-
-    rng = np.random.default_rng(0)
-    grain = cv2.GaussianBlur(rng.standard_normal(flat.shape).astype(np.float32), (0, 0), 1.0)
-    noisy = np.clip(flat.astype(np.float32) - 60 * np.abs(grain / grain.std()), 0, 255).astype(np.uint8)
-    flooded = (noisy < 225).astype(np.uint8)  # the cut a clipped, grainy paper's statistics gave
     far = np.ones(flat.shape[0], bool)
     for staff in staves:
         far[int(staff.top - 3 * staff.space):int(staff.bottom + 3 * staff.space)] = False
+    rng = np.random.default_rng(0)
+    grain = cv2.GaussianBlur(rng.standard_normal(flat.shape).astype(np.float32), (0, 0), 1.0)
+    noisy = np.clip(flat.astype(np.float32) - strength * np.abs(grain / grain.std()), 0, 255).astype(np.uint8)
+    return flat, ink, staves, far, noisy
+
+
+def test_a_mask_cut_inside_the_papers_grain_is_cut_again_from_the_smoothed_page():
+    # a dark, grainy photo can leave the threshold inside the paper's noise: the mask floods the
+    # blank between systems with joined specks (a Bravura photo's five boxes each ran on into the
+    # next). Such a mask is cut again from the smoothed page: the blank comes out clean and the
+    # note heads, stems and beams stay. A mask of a clean page is left as it is.
+    from acai_omr.detect.systems import _above_the_grain
+
+    flat, ink, staves, far, noisy = _grainy_copies_of_a_clean_page(60)
+    assert len(staves) == 6
+    assert _above_the_grain(ink, flat, staves, 0.15) is ink
+    flooded = (noisy < 225).astype(np.uint8)  # the cut a clipped, grainy paper's statistics gave
     assert flooded[far].mean() > 0.2
     out = _above_the_grain(flooded, noisy, staves, 0.15)
     assert out[far].mean() < 0.03
@@ -470,24 +477,13 @@ def test_grain_clumped_into_specks_too_many_to_be_music_is_cut_again_though_it_c
     # cut again from a smoothed copy, which leaves as few specks as the clean page has and keeps
     # the solid ink. The clean page itself is left as it is.
     from acai_omr.detect import normalize
-    from acai_omr.detect.staves import find_staves
     from acai_omr.detect.systems import _above_the_grain, _speck_density
 
-    page = make_page(["piano"] * 3, seed=2)
-    flat = np.asarray(page.image, np.uint8)
-    ink = normalize.binarize(flat)
-    space, thickness = normalize.estimate_spacing(ink)
-    staves = find_staves(ink, space, thickness, gray=flat)
-    far = np.ones(flat.shape[0], bool)
-    for staff in staves:
-        far[int(staff.top - 3 * staff.space):int(staff.bottom + 3 * staff.space)] = False
+    flat, ink, staves, far, noisy = _grainy_copies_of_a_clean_page(40)
+    space = float(np.median([s.space for s in staves]))
     x0, x1 = int(min(s.x0 for s in staves)), int(max(s.x1 for s in staves))
     assert _above_the_grain(ink, flat, staves, 0.15) is ink
     clean_density = _speck_density(ink[far, x0:x1], space)
-
-    rng = np.random.default_rng(0)
-    grain = cv2.GaussianBlur(rng.standard_normal(flat.shape).astype(np.float32), (0, 0), 1.0)
-    noisy = np.clip(flat.astype(np.float32) - 40 * np.abs(grain / grain.std()), 0, 255).astype(np.uint8)
     specked = normalize.binarize(noisy)
     assert specked[far, x0:x1].mean() < 0.05  # no flood
     assert _speck_density(specked[far, x0:x1], space) > 2 * clean_density
