@@ -228,6 +228,9 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pi
         assert {n for n, r in pointer.items() if r == pytest.approx(10.0)} == {
             f"model.decoder.pointer.{n}" for n in ("query.weight", "query.bias", "key.weight", "key.bias", "gate")}
         assert rate["model.decoder.pointer.note_map.weight"] == pytest.approx(1.0)
+        # the log's rate is the run's own (--lr through its schedule), not the pointer's ten times it
+        assert all(0 < r["lr"] <= cfg.lr * 1.0001 for r in read_log(tmp_path / "run" / "log.jsonl")
+                   if r["kind"] == "train")
     pointed = OMRModel(dataclasses.replace(model_cfg, pitch_pointer=True))
     load_note_map_into(pointed.decoder.pointer.note_map, str(tmp_path / "run" / "last.pt"))
     trained = model.decoder.pointer.note_map if pitch_pointer else trainer.objective.note_head.proj

@@ -515,6 +515,12 @@ class Trainer:
         self.schedule.warmup = self.state.warmup or min(self.cfg.warmup_steps, max(1, steps // 10))
         self.state.horizon = steps
 
+    def _base_lr(self) -> float:
+        """The schedule's rate now, as the run's --lr sets it: groups trained at a multiple of it
+        (`param_groups`' `scaled`, layer decay) carry their factor as `lr_scale`."""
+        group = self.optimizer.param_groups[-1]
+        return group["lr"] / group.get("lr_scale", 1.0)
+
     def _fit_to_time_limit(self, budget: TimeBudget, per_step: float) -> None:
         """With a time limit, size the schedule so warm-up and cosine decay complete before time runs out."""
         fit = budget.steps_that_fit(self.state.step, per_step, self.cfg.steps)
@@ -570,7 +576,7 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": step, "kind": "train", "epoch": self.state.epoch, "loss": loss.item(),
-                    "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[-1]["lr"],
+                    "grad_norm": float(grad_norm), "lr": self._base_lr(),
                     "samples_per_s": window_samples * rt.world_size / max(elapsed, 1e-9),
                     "tokens_per_s": window_tokens * rt.world_size / max(elapsed, 1e-9),
                     "elapsed_s": self.state.train_seconds + time.perf_counter() - started,
