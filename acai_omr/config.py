@@ -405,6 +405,7 @@ class DetectConfig:
     blank_run_spaces: float = 2.0  # a blank band this tall ends that search
     show_through_share: float = 0.7  # ink fainter than this share of the staff lines' contrast is the reverse's ghost (0 = keep all)
     grain_blank_share: float = 0.15  # ink covering more of the blank between staves is paper grain: box from a smoothed page (0 = never)
+    grain_speck_density: float = 4.0  # so are more small blobs than this per 100 square spaces of that blank (lyrics count too)
 
 
 @dataclass

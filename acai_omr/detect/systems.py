@@ -170,7 +170,7 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         result.messages.append(f"no five-line staves found on the page; {LINES_LOST_HINT}")
         return result
     clean_ink = _despeckle(ink, space)
-    clean_ink = _above_the_grain(clean_ink, flat, staves, cfg.grain_blank_share)
+    clean_ink = _above_the_grain(clean_ink, flat, staves, cfg.grain_blank_share, speck_density=cfg.grain_speck_density)
     clean_ink = _without_show_through(clean_ink, flat, staves, cfg.show_through_share)
     groups = _join_by_layout(_group_staves(staves, bar_ink, flat), clean_ink)
     units, boxing_ink, left_out = _box_units(groups, clean_ink)
@@ -651,7 +651,7 @@ def _despeckle(ink: np.ndarray, space: float, grainy_share: float = 2.0) -> np.n
 
 def _speck_density(mask: np.ndarray, space: float) -> float:
     """Blobs under a square staff space per 100 square spaces of `mask`."""
-    n, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask), connectivity=8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(mask), connectivity=8)
     small = int((stats[1:, cv2.CC_STAT_AREA] < space * space).sum())
     return 100.0 * small * space * space / max(1, mask.size)
 
