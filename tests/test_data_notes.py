@@ -220,7 +220,8 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pi
     if pitch_pointer:
         assert trainer.objective.note_head.proj is None  # no second map beside the pointer's
         assert "decoder.pointer.note_map.weight" in model.state_dict()
-        assert all("pointer_gate" in r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train")
+        train_log = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
+        assert all("pointer_gate" in r for r in train_log)
         # the pointer's untrained query, key and gate move at 10x the rate; its map (started trained) does not
         name_of = {id(p): n for n, p in trainer.objective.named_parameters()}
         rate = {name_of[id(p)]: g["initial_lr"] / cfg.lr for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -229,8 +230,7 @@ def test_supervised_run_with_the_note_map_loss_logs_it_and_it_falls(tmp_path, pi
             f"model.decoder.pointer.{n}" for n in ("query.weight", "query.bias", "key.weight", "key.bias", "gate")}
         assert rate["model.decoder.pointer.note_map.weight"] == pytest.approx(1.0)
         # the log's rate is the run's own (--lr through its schedule), not the pointer's ten times it
-        assert all(0 < r["lr"] <= cfg.lr * 1.0001 for r in read_log(tmp_path / "run" / "log.jsonl")
-                   if r["kind"] == "train")
+        assert all(0 < r["lr"] <= cfg.lr * 1.0001 for r in train_log)
     pointed = OMRModel(dataclasses.replace(model_cfg, pitch_pointer=True))
     load_note_map_into(pointed.decoder.pointer.note_map, str(tmp_path / "run" / "last.pt"))
     trained = model.decoder.pointer.note_map if pitch_pointer else trainer.objective.note_head.proj

@@ -422,8 +422,8 @@ class PitchPointer(nn.Module):
     image holds), and `gate` weighs the image's answer against the decoder's. Measured on 15
     rendered dev systems with the twenty-third session's weights and a trained map, before any
     pointer training: teacher-forced pitch accuracy 61.9% at gate 0 (the decoder alone), 62.8%
-    at 0.5, 62.1% at 1, 61.1% at 2; hence the start at 0.5. A 250-step A/B did not yet show a
-    difference (model card, twenty-fourth session).
+    at 0.5, 62.1% at 1, 61.1% at 2; hence the start at 0.5. Whether training with it pays: the
+    model card's A/Bs (none has shown a difference yet).
     """
 
     floor = 1e-4  # a pitch the map rules out is unlikely, not impossible: the map misses notes
