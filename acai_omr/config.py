@@ -395,6 +395,7 @@ class DetectConfig:
     min_work_space: float = 8.0  # ...but not below this staff space in pixels
     perspective: bool = True  # straighten a photographed sheet when its outline is visible
     max_skew_deg: float = 5.0
+    max_straightened_skew_deg: float = 2.5  # staff lines slanting more on a straightened sheet: its traced outline was wrong
     curl_spread_deg: float = 2.0  # lines whose slope differs this much across the page: curled, flattened by column
     strip_spaces: float = 8.0  # strip width for staff finding, in staff spaces
     min_line_fill: float = 0.4  # share of a strip each of the five lines must cover

@@ -971,3 +971,46 @@ def test_staff_lines_fainter_than_the_papers_pixel_noise_are_found_by_their_stea
     result = detect_systems(np.clip(gray, 0, 255).astype(np.uint8))
     assert [b.kind for b in result.boxes] == ["piano"] * 3, result.messages
     _each_whole_in_a_box_of_its_own(page.boxes, boxes_of(result))  # (in so much grain they come out loose)
+
+
+def _sheet_on_a_table(seed: int = 3):
+    """A clean page laid on a dark table, every edge in view, rotated 2 degrees: (picture, corners of the
+    sheet tl/tr/br/bl, true boxes)."""
+    page = make_page(["piano", "piano", "piano"], seed=seed)
+    gray = np.asarray(page.image)
+    h, w = gray.shape
+    pad = 150
+    picture = np.full((h + 2 * pad, w + 2 * pad), 70, np.uint8)
+    picture[pad:pad + h, pad:pad + w] = gray
+    R = cv2.getRotationMatrix2D((picture.shape[1] / 2, picture.shape[0] / 2), 2.0, 1.0)
+    picture = cv2.warpAffine(picture, R, picture.shape[::-1], flags=cv2.INTER_LINEAR, borderValue=70)
+    corners = np.array([[pad, pad], [pad + w, pad], [pad + w, pad + h], [pad, pad + h]], np.float64)
+    corners = corners @ R[:, :2].T + R[:, 2]
+    boxes = []
+    for x0, y0, x1, y1 in page.boxes:
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64) + pad
+        pts = pts @ R[:, :2].T + R[:, 2]
+        boxes.append((*pts.min(axis=0), *pts.max(axis=0)))
+    return picture, corners, boxes
+
+
+def test_a_traced_outline_that_slants_the_staff_lines_is_dropped_and_the_page_read_as_it_lies(monkeypatch):
+    """A sheet's outline straightens a photo only when it is the sheet's: with one corner traced two fifths of
+    the way down its side (a bright patch's edge), the warp would slant the music by several degrees.
+    The lines lie straighter on the photo as taken, so the page is read that way and every system is
+    found; the true outline is still used."""
+    import acai_omr.detect.systems as systems
+
+    picture, corners, boxes = _sheet_on_a_table()
+    right = detect_systems(Image.fromarray(picture))
+    assert "page outline straightened" in right.messages[0]
+    assert len(right.boxes) == 3, right.messages
+
+    wrong = corners.copy()
+    wrong[1] += 0.4 * (corners[2] - corners[1])  # the top-right corner slid down the right side
+    monkeypatch.setattr(systems.normalize, "find_page_quad", lambda work: wrong * (work.shape[1] / picture.shape[1]))
+    result = detect_systems(Image.fromarray(picture))
+    assert "page outline straightened" not in result.messages[0], result.messages
+    assert len(result.boxes) == 3, result.messages
+    for truth, found in zip(boxes, boxes_of(result)):
+        assert iou(truth, found) > 0.7

@@ -86,13 +86,81 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         result.messages.append(f"page is too small ({w}x{h} pixels) to hold staves")
         return result
 
+    page = _read_lines(gray, cfg)
+    if page.straightened and page.found is not None and abs(page.found[1]) > cfg.max_straightened_skew_deg:
+        # the staff lines do not run along the straightened sheet. A page curl bends them, but so does a
+        # wrong outline (a bright patch's edge, a corner snapped along a side), whose warp slants and
+        # shears the music: then the lines lie straighter on the photo as it is than on the "sheet".
+        # Read the page as it lies, and keep that when its lines slant less and it finds as much staff
+        plain = _read_lines(gray, cfg, trace_outline=False)
+        if (plain.found is not None and abs(plain.found[1]) < abs(page.found[1])
+                and _staff_length(plain.found[0]) >= _staff_length(page.found[0])):
+            page = plain
+    if page.found is None:
+        result.messages.append(page.message)
+        return result
+    M, scale, space = page.M, page.scale, page.space
+    staves, angle, R, flat, ink, bar_ink = page.found
+    curl = R if isinstance(R, normalize.ColumnShift) else None
+    if R is not None and curl is None:
+        M = R @ M
+    result.skew_angle = angle
+    if not staves:
+        result.messages.append(f"no five-line staves found on the page; {LINES_LOST_HINT}")
+        return result
+    clean_ink = _despeckle(ink, space)
+    clean_ink = _above_the_grain(clean_ink, flat, staves, cfg.grain_blank_share, speck_density=cfg.grain_speck_density)
+    clean_ink = _without_show_through(clean_ink, flat, staves, cfg.show_through_share)
+    groups = _join_by_layout(_group_staves(staves, bar_ink, flat), clean_ink)
+    units, boxing_ink, left_out = _box_units(groups, clean_ink)
+    rects = _system_rects(units, boxing_ink, cfg, left_out)
+    inverse = np.linalg.inv(M)
+
+    def to_page(pts) -> np.ndarray:
+        return normalize.apply_points(inverse, curl.to_source(pts) if curl is not None else pts)
+
+    for group, rect in zip(groups, rects):
+        result.boxes.append(_to_page_box(group, rect, to_page, (w, h), curved=curl is not None))
+    result.boxes.sort(key=lambda b: (round(b.y0 / max(space / scale, 1) / 4), b.x0))
+    kinds = {}
+    for b in result.boxes:
+        kinds[b.kind] = kinds.get(b.kind, 0) + 1
+    result.messages.append(f"{len(result.boxes)} systems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
+                           f"staff space {space / scale:.1f}px, skew {angle:.2f} deg"
+                           + (", page outline straightened" if page.straightened else "")
+                           + (", page curl flattened" if curl is not None else ""))
+    apart = sum(1 for b in result.boxes if any(st.y1 <= b.y0 or st.y0 >= b.y1 for st in b.staves))
+    if apart:
+        result.messages.append(f"{apart} system{'s' if apart > 1 else ''} boxed as the piano's two staves: "
+                               "the other staves (a voice and its lyrics) are left out")
+    return result
+
+
+@dataclass
+class _PageRead:
+    """What reading a page's lines gave: `_deskew_and_find`'s tuple, the matrix from the page to the
+    working image, whether the sheet's traced outline was straightened, the working scale and the
+    staff space there; or only why nothing could be read (`message`)."""
+
+    found: tuple | None = None
+    M: np.ndarray | None = None
+    straightened: bool = False
+    scale: float = 1.0
+    space: float = 0.0
+    message: str = ""
+
+
+def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True) -> _PageRead:
+    """Working image, spacing, skew and staves of a page. `trace_outline`: straighten the sheet by its
+    outline when a clean one is traced (else the table around it is only masked out)."""
+    h, w = gray.shape
     # working resolution: large pages are shrunk, but never so far that staff lines merge
     scale = min(1.0, cfg.work_max_side / max(h, w))
     for _ in range(2):
         M = np.diag([scale, scale, 1.0])
         work = gray if scale == 1.0 else cv2.resize(gray, (round(w * scale), round(h * scale)),
                                                     interpolation=cv2.INTER_AREA)
-        quad = normalize.find_page_quad(work) if cfg.perspective else None
+        quad = normalize.find_page_quad(work) if cfg.perspective and trace_outline else None
         sheet = None
         if quad is not None:
             P, size = normalize.perspective_matrix(quad)
@@ -124,8 +192,7 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
             break
         scale = min(1.0, scale * (cfg.min_work_space + 2) / spacing[0])
     if spacing is None:
-        result.messages.append("no staff lines found: the page looks blank")
-        return result
+        return _PageRead(message="no staff lines found: the page looks blank")
     space, thickness = spacing
     if thickness > cfg.max_line_thickness * space:
         # thick bands: blurred staff lines (the smoothed mask widens them), or lines of text; the
@@ -133,9 +200,8 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         # the staff check, which wants lines unbroken by the gaps between letters)
         plain = normalize.estimate_spacing(ink)
         if plain is None or plain[1] > cfg.max_line_thickness * space:
-            result.messages.append(f"no staff lines found: the most common horizontal strokes are {thickness:.0f}px "
-                                   f"thick every {space:.0f}px, like lines of text; {LINES_LOST_HINT}")
-            return result
+            return _PageRead(message=f"no staff lines found: the most common horizontal strokes are {thickness:.0f}px "
+                                     f"thick every {space:.0f}px, like lines of text; {LINES_LOST_HINT}")
         thickness = plain[1]
 
     masks = (ink, line_ink, bar_ink)
@@ -161,40 +227,7 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
                 found, space, thickness = attempt, sp, th
             if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
                 break
-    staves, angle, R, flat, ink, bar_ink = found
-    curl = R if isinstance(R, normalize.ColumnShift) else None
-    if R is not None and curl is None:
-        M = R @ M
-    result.skew_angle = angle
-    if not staves:
-        result.messages.append(f"no five-line staves found on the page; {LINES_LOST_HINT}")
-        return result
-    clean_ink = _despeckle(ink, space)
-    clean_ink = _above_the_grain(clean_ink, flat, staves, cfg.grain_blank_share, speck_density=cfg.grain_speck_density)
-    clean_ink = _without_show_through(clean_ink, flat, staves, cfg.show_through_share)
-    groups = _join_by_layout(_group_staves(staves, bar_ink, flat), clean_ink)
-    units, boxing_ink, left_out = _box_units(groups, clean_ink)
-    rects = _system_rects(units, boxing_ink, cfg, left_out)
-    inverse = np.linalg.inv(M)
-
-    def to_page(pts) -> np.ndarray:
-        return normalize.apply_points(inverse, curl.to_source(pts) if curl is not None else pts)
-
-    for group, rect in zip(groups, rects):
-        result.boxes.append(_to_page_box(group, rect, to_page, (w, h), curved=curl is not None))
-    result.boxes.sort(key=lambda b: (round(b.y0 / max(space / scale, 1) / 4), b.x0))
-    kinds = {}
-    for b in result.boxes:
-        kinds[b.kind] = kinds.get(b.kind, 0) + 1
-    result.messages.append(f"{len(result.boxes)} systems ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
-                           f"staff space {space / scale:.1f}px, skew {angle:.2f} deg"
-                           + (", page outline straightened" if quad is not None else "")
-                           + (", page curl flattened" if curl is not None else ""))
-    apart = sum(1 for b in result.boxes if any(st.y1 <= b.y0 or st.y0 >= b.y1 for st in b.staves))
-    if apart:
-        result.messages.append(f"{apart} system{'s' if apart > 1 else ''} boxed as the piano's two staves: "
-                               "the other staves (a voice and its lyrics) are left out")
-    return result
+    return _PageRead(found, M, quad is not None, scale, space)
 
 
 def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: float, cfg: DetectConfig,
