@@ -754,6 +754,48 @@ def test_in_a_choir_and_piano_system_the_braced_pair_is_the_piano_though_the_voi
     assert group.unit == (4, 5) and group.roles[4:] == ["piano-upper", "piano-lower"]
 
 
+def test_a_piano_brace_broken_at_its_cusp_on_grainy_paper_still_marks_the_piano_in_a_choir_system():
+    """On a grainy photo the left end holds grain in nearly every row, and the brace's thin cusp can break
+    it in two. A gap counts as crossed only by strokes a space tall or more, chained over short breaks in
+    the same columns: the broken brace still spans the piano's gap alone, while the grain crosses none.
+    Taking any ink in every row of a gap as a crossing made every gap crossed, and the soprano and alto
+    (seven shared barlines against the piano's six) were boxed as the piano."""
+    from acai_omr.detect.systems import _group_staves
+
+    tops = [100, 200, 300, 400, 520, 600]
+    staves = [_staff(t) for t in tops]
+    ink = _staff_lines((700, 800), tops)
+    ink[100:641, 100:102] = 1  # the system start line, down every staff
+    ink[100:441, 86:90] = 1  # the choir's bracket
+    ink[520:575, 92:95] = 1  # the piano's brace, its upper half ...
+    ink[585:641, 92:95] = 1  # ... and its lower half, a space below
+    rng = np.random.default_rng(0)
+    rows = np.arange(60, 680)
+    ink[rows, rng.integers(76, 99, rows.size)] = 1  # one grain speck in every row of the left end
+    for x in range(180, 700, 70):
+        ink[100:241, x] = 1
+    for x in range(180, 640, 80):
+        ink[520:641, x] = 1
+    (group,) = _group_staves(staves, ink)
+    assert group.kind == "ensemble"
+    assert group.unit == (4, 5) and group.roles[4:] == ["piano-upper", "piano-lower"]
+
+
+def test_a_voice_whose_staff_is_traced_further_right_than_its_piano_on_a_dark_photo_is_still_its_voice():
+    """Staves of one system end together in print, but on a dark photo one can be traced a few spaces
+    short: a voice 2.5 spaces longer than its piano pair is still joined to it (2 spaces was the limit,
+    and the voice came out as a system of its own); one 4 spaces off is not."""
+    from acai_omr.detect.systems import _Group, _join_by_layout
+
+    def voice(x1):
+        return _Group([_staff(20, x1=x1)], "single", ["staff"], 0.9)
+
+    joined = _join_by_layout([voice(725.0), _piano(100), _piano(300)])
+    assert [g.kind for g in joined] == ["voice+piano", "piano"]
+    apart = _join_by_layout([voice(740.0), _piano(100), _piano(300)])
+    assert [g.kind for g in apart] == ["single", "piano", "piano"]
+
+
 def test_stems_bridging_the_gap_between_two_close_systems_do_not_join_them():
     """On a dense page the stems of high notes over the next system's treble staff can reach up to the
     system above. They cross the gap like barlines but end in their own staff; only strokes that run on
