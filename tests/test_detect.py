@@ -780,6 +780,14 @@ def test_a_piano_brace_broken_at_its_cusp_on_grainy_paper_still_marks_the_piano_
     assert group.kind == "ensemble"
     assert group.unit == (4, 5) and group.roles[4:] == ["piano-upper", "piano-lower"]
 
+    # a slanted start line, half in one column and half in the next: neither column is dark down
+    # 90% of the staves, so neither is blanked as the start line, and its thin halves cross the gaps
+    ink[100:641, 100:102] = 0
+    ink[100:370, 100] = 1
+    ink[370:641, 101] = 1
+    (group,) = _group_staves(staves, ink)
+    assert group.unit == (4, 5)
+
 
 def test_a_voice_whose_staff_is_traced_further_right_than_its_piano_on_a_dark_photo_is_still_its_voice():
     """Staves of one system end together in print, but on a dark photo one can be traced a few spaces

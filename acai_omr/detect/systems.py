@@ -506,7 +506,8 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
 
 def _left_end(staves: list[Staff], ink: np.ndarray) -> np.ndarray | None:
     """The ink of the columns where a brace or bracket stands (left of where the staves start), the
-    columns with ink down every staff (the system start line) blanked; None if there is no room."""
+    columns with ink down every staff (the system start line), and theirs beside them, blanked; None
+    if there is no room."""
     h, w = ink.shape
     sp = float(np.median([st.space for st in staves]))
     a = int(max(0, min(st.x0 for st in staves) - 2.5 * sp))
@@ -516,7 +517,12 @@ def _left_end(staves: list[Staff], ink: np.ndarray) -> np.ndarray | None:
         return None
     rows = np.concatenate([np.arange(top, bottom) for top, bottom in bands])
     left = ink[:, a:b].astype(bool)
-    left[:, left[rows].mean(axis=0) >= 0.9] = False
+    # a slanted start line runs down two or three columns, none of them dark down 90% of the staves
+    # alone: judge each column with its neighbours, and blank the neighbours too
+    staff_rows = left[rows]
+    near = staff_rows | np.pad(staff_rows, ((0, 0), (1, 0)))[:, :-1] | np.pad(staff_rows, ((0, 0), (0, 1)))[:, 1:]
+    line = near.mean(axis=0) >= 0.9
+    left[:, line | np.r_[line[1:], False] | np.r_[False, line[:-1]]] = False
     return left
 
 
@@ -549,12 +555,13 @@ def _braced_pairs(staves: list[Staff], ink: np.ndarray) -> list[int]:
 
 
 def _strokes_down(mask: np.ndarray, space: float) -> tuple[np.ndarray, np.ndarray]:
-    """(top rows, bottom rows) of the vertical strokes in `mask`: its parts a staff space tall or more,
-    chained where one ends less than 1.5 spaces above the next in the same columns (a brace's thin
-    cusp, or a bracket's, can break up on a blurred or grainy photo). Grain scattered over the mask
-    puts ink in nearly every row, but its specks are too small to chain."""
+    """(top rows, bottom rows) of the braces and brackets in `mask`: its parts a staff space tall or more
+    and a quarter of a space wide, chained where one ends less than 1.5 spaces above the next in the
+    same columns (a brace's thin cusp can break up on a blurred or grainy photo). Grain scattered over
+    the mask puts ink in nearly every row, but its specks are too small to chain; what is left of a
+    slanted system start line beside the columns blanked for it is too thin."""
     _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    stats = stats[1:][stats[1:, cv2.CC_STAT_HEIGHT] >= space]
+    stats = stats[1:][(stats[1:, cv2.CC_STAT_HEIGHT] >= space) & (stats[1:, cv2.CC_STAT_WIDTH] >= 0.25 * space)]
     x0, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     x1, bottom = x0 + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
     order = np.argsort(top)
