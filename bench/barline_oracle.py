@@ -23,23 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from acai_omr.config import DecodeConfig  # noqa: E402
 from acai_omr.data.degrade import degrade_with_points  # noqa: E402
 from acai_omr.data.preprocess import load_gray, reading_pieces, system_input  # noqa: E402
-from acai_omr.detect.barlines import barlines, crop_span  # noqa: E402
+from acai_omr.detect.barlines import barlines, spans_between  # noqa: E402
 from acai_omr.inference.evaluate import EvalSample, evaluate_model, lieder_dev_folder  # noqa: E402
 from acai_omr.model.weights import load_model  # noqa: E402
-
-
-def true_spans(found: list[int], width: int, per_piece: int) -> list[tuple[int, int]]:
-    """`reading_spans`' cut, from given barlines instead of found ones (same edge rules)."""
-    found = sorted(found)
-    if not found or found[0] > 0.1 * width:
-        found = [0, *found]
-    if found[-1] < 0.9 * width:
-        found = [*found, width]
-    bounds = list(zip(found[:-1], found[1:]))
-    spans = [crop_span(bounds, first, min(per_piece, len(bounds) - first), width)
-             for first in range(0, len(bounds), per_piece)]
-    spans[-1] = (spans[-1][0], width)
-    return spans
 
 
 def main() -> int:
@@ -69,7 +55,8 @@ def main() -> int:
         width = photo.shape[1]
         xs = [int(round(x)) for x in moved[:, 0] if 0 <= x < width]
         if xs:
-            pieces = [system_input(photo[:, x0:x1], height, max_width) for x0, x1 in true_spans(xs, width, per_piece)]
+            spans = spans_between(sorted(xs), width, per_piece)
+            pieces = [system_input(photo[:, x0:x1], height, max_width) for x0, x1 in spans]
         true_samples.append(EvalSample(png.stem, image, gold, png.with_suffix(".musicxml"), png, pieces))
     options = DecodeConfig(batch_size=16, max_tokens=768, read_measures=per_piece).options(cfg.max_tokens)
     print(f"{len(pngs)} degraded lieder-dev systems (seed {args.seed}), weights {args.weights or 'weights'}")

@@ -733,22 +733,28 @@ def test_the_pianos_high_notes_reaching_up_among_the_voices_lyrics_stay_in_the_p
     assert 168 < top <= 178
 
 
+def _choir_and_piano():
+    """Four voices (a bracket) over a piano (no brace yet), space 10: (staves, ink). The soprano and alto
+    share seven barlines, the piano's pair six, so counting barlines alone picks the wrong pair."""
+    tops = [100, 200, 300, 400, 520, 600]
+    ink = _staff_lines((700, 800), tops)
+    ink[100:641, 100:102] = 1  # the system start line, down every staff
+    ink[100:441, 86:90] = 1  # the choir's bracket
+    for x in range(180, 700, 70):
+        ink[100:241, x] = 1
+    for x in range(180, 640, 80):
+        ink[520:641, x] = 1
+    return [_staff(t) for t in tops], ink
+
+
 def test_in_a_choir_and_piano_system_the_braced_pair_is_the_piano_though_the_voices_share_more_barlines():
     """A choir's soprano and alto may share barlines, as many as the piano's pair or more; the brace,
     a mark at the left end spanning two staves alone (the choir's bracket spans four), tells the piano.
     Counting barlines boxed the soprano and alto as the piano."""
     from acai_omr.detect.systems import _group_staves
 
-    tops = [100, 200, 300, 400, 520, 600]
-    staves = [_staff(t) for t in tops]
-    ink = _staff_lines((700, 800), tops)
-    ink[100:641, 100:102] = 1  # the system start line, down every staff
-    ink[100:441, 86:90] = 1  # the choir's bracket
+    staves, ink = _choir_and_piano()
     ink[520:641, 92:95] = 1  # the piano's brace
-    for x in range(180, 700, 70):  # soprano and alto share seven barlines, the piano's pair six
-        ink[100:241, x] = 1
-    for x in range(180, 640, 80):
-        ink[520:641, x] = 1
     (group,) = _group_staves(staves, ink)
     assert group.kind == "ensemble"
     assert group.unit == (4, 5) and group.roles[4:] == ["piano-upper", "piano-lower"]
@@ -762,20 +768,12 @@ def test_a_piano_brace_broken_at_its_cusp_on_grainy_paper_still_marks_the_piano_
     (seven shared barlines against the piano's six) were boxed as the piano."""
     from acai_omr.detect.systems import _group_staves
 
-    tops = [100, 200, 300, 400, 520, 600]
-    staves = [_staff(t) for t in tops]
-    ink = _staff_lines((700, 800), tops)
-    ink[100:641, 100:102] = 1  # the system start line, down every staff
-    ink[100:441, 86:90] = 1  # the choir's bracket
+    staves, ink = _choir_and_piano()
     ink[520:575, 92:95] = 1  # the piano's brace, its upper half ...
     ink[585:641, 92:95] = 1  # ... and its lower half, a space below
     rng = np.random.default_rng(0)
     rows = np.arange(60, 680)
     ink[rows, rng.integers(76, 99, rows.size)] = 1  # one grain speck in every row of the left end
-    for x in range(180, 700, 70):
-        ink[100:241, x] = 1
-    for x in range(180, 640, 80):
-        ink[520:641, x] = 1
     (group,) = _group_staves(staves, ink)
     assert group.kind == "ensemble"
     assert group.unit == (4, 5) and group.roles[4:] == ["piano-upper", "piano-lower"]

@@ -228,6 +228,11 @@ def reading_spans(gray: np.ndarray, measures_per_piece: int) -> list[tuple[int, 
     found = barlines(gray, thin=True)
     if found is None or len(found) < 2:
         found = barlines_degraded(gray)
+    return spans_between(found or [], width, measures_per_piece)
+
+
+def spans_between(found: list[int], width: int, measures_per_piece: int) -> list[tuple[int, int]]:
+    """`reading_spans` from given barline columns (sorted; none: the whole width is one piece)."""
     if not found:
         return [(0, width)]
     if found[0] > 0.1 * width:  # the system's opening line was missed: the first measure starts at the left edge
