@@ -87,14 +87,14 @@ def detect_systems(image: Image.Image | np.ndarray, cfg: DetectConfig | None = N
         return result
 
     page = _read_lines(gray, cfg)
-    if page.straightened and page.found is not None and abs(page.found[1]) > cfg.max_straightened_skew_deg:
+    if page.straightened and page.found is not None and abs(page.angle) > cfg.max_straightened_skew_deg:
         # the staff lines do not run along the straightened sheet. A page curl bends them, but so does a
         # wrong outline (a bright patch's edge, a corner snapped along a side), whose warp slants and
         # shears the music: then the lines lie straighter on the photo as it is than on the "sheet".
         # Read the page as it lies, and keep that when its lines slant less and it finds as much staff
         plain = _read_lines(gray, cfg, trace_outline=False)
-        if (plain.found is not None and abs(plain.found[1]) < abs(page.found[1])
-                and _staff_length(plain.found[0]) >= _staff_length(page.found[0])):
+        if (plain.found is not None and abs(plain.angle) < abs(page.angle)
+                and _staff_length(plain.staves) >= _staff_length(page.staves)):
             page = plain
     if page.found is None:
         result.messages.append(page.message)
@@ -148,6 +148,14 @@ class _PageRead:
     scale: float = 1.0
     space: float = 0.0
     message: str = ""
+
+    @property
+    def staves(self) -> list[Staff]:
+        return self.found[0]
+
+    @property
+    def angle(self) -> float:
+        return self.found[1]
 
 
 def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True) -> _PageRead:
@@ -519,10 +527,9 @@ def _left_end(staves: list[Staff], ink: np.ndarray) -> np.ndarray | None:
     left = ink[:, a:b].astype(bool)
     # a slanted start line runs down two or three columns, none of them dark down 90% of the staves
     # alone: judge each column with its neighbours, and blank the neighbours too
-    staff_rows = left[rows]
-    near = staff_rows | np.pad(staff_rows, ((0, 0), (1, 0)))[:, :-1] | np.pad(staff_rows, ((0, 0), (0, 1)))[:, 1:]
-    line = near.mean(axis=0) >= 0.9
-    left[:, line | np.r_[line[1:], False] | np.r_[False, line[:-1]]] = False
+    beside = np.ones((1, 3), np.uint8)
+    line = cv2.dilate(left[rows].astype(np.uint8), beside).mean(axis=0) >= 0.9
+    left[:, cv2.dilate(line.astype(np.uint8)[None], beside)[0] > 0] = False
     return left
 
 
@@ -565,7 +572,7 @@ def _strokes_down(mask: np.ndarray, space: float) -> tuple[np.ndarray, np.ndarra
     x0, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     x1, bottom = x0 + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]
     order = np.argsort(top)
-    top, bottom, x0, x1 = top[order].copy(), bottom[order].copy(), x0[order], x1[order]
+    top, bottom, x0, x1 = top[order], bottom[order], x0[order], x1[order]  # copies: the chains rewrite them
     slack = 0.5 * space
     for i in range(len(top)):  # by top: each part takes over the extent of the chain it continues
         for j in range(i):
