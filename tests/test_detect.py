@@ -1062,3 +1062,73 @@ def test_a_traced_outline_that_slants_the_staff_lines_is_dropped_and_the_page_re
     assert len(result.boxes) == 3, result.messages
     for truth, found in zip(boxes, boxes_of(result)):
         assert iou(truth, found) > 0.7
+
+
+def _faint_grainy_staves(seed: int = 0):
+    """A flattened photo of two staves (space 13 px) whose lines are a blurred 14 grey levels darker than
+    paper with a pixel noise of 7 levels: a plain cut breaks them into dashes (as on a dim phone photo)."""
+    rng = np.random.default_rng(seed)
+    h, w, sp = 500, 900, 13.0
+    dark = np.zeros((h, w), np.float32)
+    tops = (120.0, 300.0)
+    for top in tops:
+        for k in range(5):
+            dark[int(round(top + k * sp)), 60:860] = 40.0
+    dark = cv2.GaussianBlur(dark, (0, 0), 1.2)  # a blurred 1-px line: some 14 levels at its centre
+    flat = np.clip(250 - dark + rng.normal(0, 7, (h, w)), 0, 255).astype(np.uint8)
+    return flat, sp, tops
+
+
+def test_faint_staff_lines_on_grainy_paper_are_found_on_the_retry_by_averaging_along_the_lines():
+    # a dim, grainy phone photo (a voice+piano page in Gonville): a plain cut and a three-space average
+    # both leave the lines in dashes, and the page's first read found one staff of nine. Averaged over
+    # eight spaces along the rows the lines stand clear of the grain, and every staff is found
+    from acai_omr.detect import normalize
+    from acai_omr.detect.systems import _binarize_all, _deskew_and_find
+
+    flat, sp, tops = _faint_grainy_staves()
+    dashed = normalize.thin_lines(flat, sp, 1.0, length=int(3 * sp))
+    line_rows = [int(round(top + k * sp)) for top in tops for k in range(5)]
+    assert dashed[line_rows, 60:860].mean() < 0.5
+    staves = _deskew_and_find(flat, _binarize_all(flat), sp, 1.0, DetectConfig(), faint=True)[0]
+    assert len(staves) == 2
+    assert all(abs(st.top - top) <= 1.5 and st.x0 < 100 and st.x1 > 820 for st, top in zip(staves, tops))
+
+
+def test_a_start_line_the_grain_breaks_in_the_mask_still_joins_its_staves_by_its_darkness():
+    # on the same photo the system start line comes through the ink mask in pieces (under 85% of the gap's
+    # rows); its darkness, taken over the gap, still stands some 30 levels clear of the paper beside it
+    from acai_omr.detect.staves import Staff
+    from acai_omr.detect.systems import _connectors
+
+    rng = np.random.default_rng(1)
+    h, w, sp = 400, 800, 13.0
+    upper = Staff(xs=np.array([100.0, 700.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=700, contrast=8)
+    lower = Staff(xs=np.array([100.0, 700.0]), tops=np.array([240.0, 240.0]), space=sp, x0=100, x1=700, contrast=8)
+    dark = np.clip(rng.normal(0, 7, (h, w)), 0, 255)
+    dark[:, 99:102] += 35
+    dark = dark.astype(np.uint8)
+    ink = (dark > 30).astype(np.uint8)
+    ink[rng.random(h) < 0.3, 99:102] = 0  # the mask loses a third of its rows
+    assert _connectors(upper, lower, ink, None) == (False, 0)
+    assert _connectors(upper, lower, ink, dark) == (True, 1)
+
+
+def test_grain_that_darkens_whole_columns_of_a_gap_does_not_join_two_systems():
+    # heavy, blurred grain (a Bravura photo) darkens some columns of the blank between two systems
+    # nearly all the way down; in grey levels they pass the staves' faint contrast, but no more than
+    # the gap's other columns scatter: they join nothing. A real barline there still counts
+    from acai_omr.detect.staves import Staff
+    from acai_omr.detect.systems import _connectors
+
+    rng = np.random.default_rng(2)
+    h, w, sp = 400, 800, 10.0
+    upper = Staff(xs=np.array([100.0, 700.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=700, contrast=12)
+    lower = Staff(xs=np.array([100.0, 700.0]), tops=np.array([260.0, 260.0]), space=sp, x0=100, x1=700, contrast=12)
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), sigmaX=1.0, sigmaY=25.0)
+    dark = np.clip(12 + 12 * grain / grain.std(), 0, 255).astype(np.uint8)
+    ink = np.zeros((h, w), np.uint8)
+    assert _connectors(upper, lower, ink, dark) == (False, 0)
+    dark[:, 400:402] = 150
+    ink[:, 400:402] = 1
+    assert _connectors(upper, lower, ink, dark) == (False, 1)

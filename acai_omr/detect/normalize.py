@@ -87,14 +87,16 @@ def binarize(flat: np.ndarray, along: str | None = None, length: int = 5) -> np.
     return (flat < min(level, 235)).astype(np.uint8)
 
 
-def thin_lines(flat: np.ndarray, space: float, thickness: float, length: int | None = None) -> np.ndarray:
+def thin_lines(flat: np.ndarray, space: float, thickness: float, length: int | None = None,
+               floor: float = 10.0) -> np.ndarray:
     """Mask (uint8, 1 = line) of thin horizontal strokes (staff lines) on a background-flattened page.
 
     A vertical top-hat keeps only what is thinner than a few line thicknesses (staff lines,
     ledger lines, slurs; not note heads, stems or letters' stems), averaging along rows over
     `length` pixels (default ~ half a staff space) then lets a faint line on noisy paper stand
     out of the noise; the cut sits at the paper's own noise level after those two steps, so a
-    line a plain threshold breaks up (faint, grey, thin, on grainy paper) stays whole.
+    line a plain threshold breaks up (faint, grey, thin, on grainy paper) stays whole. `floor`: the
+    least darkness over that level a line must show (a long average may take a lower one).
     """
     tall = max(2 * int(round(thickness)) + 1, int(round(0.5 * space)), 3)
     length = length or max(5, int(round(0.5 * space)))
@@ -106,7 +108,7 @@ def thin_lines(flat: np.ndarray, space: float, thickness: float, length: int | N
     centre = _histogram_median(counts)
     deviation = np.bincount(np.abs(np.arange(256) - int(centre)), weights=counts, minlength=256)
     spread = 1.4826 * _histogram_median(deviation)
-    level = centre + max(4.0 * spread, 10.0)
+    level = centre + max(4.0 * spread, floor)
     return (response > level).astype(np.uint8)
 
 
