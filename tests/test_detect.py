@@ -507,12 +507,10 @@ def test_a_scans_black_margin_does_not_join_systems_into_one():
 
 
 def test_connectors_count_thin_strokes_darker_than_the_paper_beside_them():
-    from acai_omr.detect.staves import Staff
     from acai_omr.detect.systems import _connectors
 
     h, w, sp = 400, 800, 10.0
-    upper = Staff(xs=np.array([100.0, 700.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=700, contrast=80)
-    lower = Staff(xs=np.array([100.0, 700.0]), tops=np.array([240.0, 240.0]), space=sp, x0=100, x1=700, contrast=80)
+    upper, lower = _staff(100.0, sp=sp, contrast=80), _staff(240.0, sp=sp, contrast=80)
     ink = np.zeros((h, w), np.uint8)
     dark = np.zeros((h, w), np.uint8)
     dark[:, 250:] = 30  # a shadow over the right of the page: its paper reads darker than the page's
@@ -534,12 +532,10 @@ def test_a_brace_run_into_the_start_line_joins_the_staves_but_as_wide_a_band_els
     """In a screenshot (a staff space of 5 px) the brace and the system start line beside it run
     together into one stroke some two spaces wide; that stroke at the staves' left end joins them.
     The same width away from the left end is no barline."""
-    from acai_omr.detect.staves import Staff
     from acai_omr.detect.systems import _connectors
 
     h, w, sp = 200, 600, 5.0
-    upper = Staff(xs=np.array([100.0, 500.0]), tops=np.array([50.0, 50.0]), space=sp, x0=100, x1=500, contrast=60)
-    lower = Staff(xs=np.array([100.0, 500.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=500, contrast=60)
+    upper, lower = _staff(50.0, x1=500.0, sp=sp, contrast=60), _staff(100.0, x1=500.0, sp=sp, contrast=60)
     ink = np.zeros((h, w), np.uint8)
     dark = np.zeros((h, w), np.uint8)
     ink[:, 300:310] = 1  # ten columns mid-staff: a blot, not a barline
@@ -638,10 +634,11 @@ def test_a_plain_page_with_dark_bands_gets_no_sheet_outline():
     assert sheet_mask(page) is None
 
 
-def _staff(top: float, x0: float = 100.0, x1: float = 700.0, sp: float = 10.0):
+def _staff(top: float, x0: float = 100.0, x1: float = 700.0, sp: float = 10.0, contrast: float = 0.0):
     from acai_omr.detect.staves import Staff
 
-    return Staff(xs=np.array([x0, x1]), tops=np.array([top, top]), space=sp, x0=x0, x1=x1, score=0.9)
+    return Staff(xs=np.array([x0, x1]), tops=np.array([top, top]), space=sp, x0=x0, x1=x1, score=0.9,
+                 contrast=contrast)
 
 
 def _piano(top: float):
@@ -1098,13 +1095,11 @@ def test_faint_staff_lines_on_grainy_paper_are_found_on_the_retry_by_averaging_a
 def test_a_start_line_the_grain_breaks_in_the_mask_still_joins_its_staves_by_its_darkness():
     # on the same photo the system start line comes through the ink mask in pieces (under 85% of the gap's
     # rows); its darkness, taken over the gap, still stands some 30 levels clear of the paper beside it
-    from acai_omr.detect.staves import Staff
     from acai_omr.detect.systems import _connectors
 
     rng = np.random.default_rng(1)
     h, w, sp = 400, 800, 13.0
-    upper = Staff(xs=np.array([100.0, 700.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=700, contrast=8)
-    lower = Staff(xs=np.array([100.0, 700.0]), tops=np.array([240.0, 240.0]), space=sp, x0=100, x1=700, contrast=8)
+    upper, lower = _staff(100.0, sp=sp, contrast=8), _staff(240.0, sp=sp, contrast=8)
     dark = np.clip(rng.normal(0, 7, (h, w)), 0, 255)
     dark[:, 99:102] += 35
     dark = dark.astype(np.uint8)
@@ -1118,13 +1113,11 @@ def test_grain_that_darkens_whole_columns_of_a_gap_does_not_join_two_systems():
     # heavy, blurred grain (a Bravura photo) darkens some columns of the blank between two systems
     # nearly all the way down; in grey levels they pass the staves' faint contrast, but no more than
     # the gap's other columns scatter: they join nothing. A real barline there still counts
-    from acai_omr.detect.staves import Staff
     from acai_omr.detect.systems import _connectors
 
     rng = np.random.default_rng(2)
     h, w, sp = 400, 800, 10.0
-    upper = Staff(xs=np.array([100.0, 700.0]), tops=np.array([100.0, 100.0]), space=sp, x0=100, x1=700, contrast=12)
-    lower = Staff(xs=np.array([100.0, 700.0]), tops=np.array([260.0, 260.0]), space=sp, x0=100, x1=700, contrast=12)
+    upper, lower = _staff(100.0, sp=sp, contrast=12), _staff(260.0, sp=sp, contrast=12)
     grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), sigmaX=1.0, sigmaY=25.0)
     dark = np.clip(12 + 12 * grain / grain.std(), 0, 255).astype(np.uint8)
     ink = np.zeros((h, w), np.uint8)

@@ -344,7 +344,8 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | 
     pad = min(a, int(np.ceil(3 * space)))
     band = cv2.dilate(ink[y_from:y_to, a - pad:b], np.ones((1, 3), np.uint8))  # tolerate slight tilt
     filled = band.mean(axis=0) >= 0.85
-    if dark is not None and min(upper.contrast, lower.contrast) > 0:
+    contrast = min(upper.contrast, lower.contrast) if dark is not None else 0.0  # of their lines (0: unmeasured)
+    if contrast > 0:
         # the same test in grey levels: a column darker than the paper beside it (within three spaces,
         # so a shadow's step counts as paper) by the staff lines' contrast, in 85% of the gap's rows.
         # A faint start line on a grainy photo comes through the mask in pieces (the pixel cut sits in
@@ -357,7 +358,7 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | 
         # and clear of the columns' own scatter: on a grainy photo whole columns of the gap come out dark
         centre = float(np.median(above))
         scatter = 1.4826 * float(np.median(np.abs(above - centre)))
-        filled |= above >= max(min(upper.contrast, lower.contrast), centre + 5 * scatter)
+        filled |= above >= max(contrast, centre + 5 * scatter)
     if not filled.any():
         return False, 0
     edges = np.diff(np.concatenate([[0], filled.astype(np.int8), [0]]))
@@ -371,11 +372,11 @@ def _connectors(upper: Staff, lower: Staff, ink: np.ndarray, dark: np.ndarray | 
     if a - pad == 0:
         thin &= starts > -pad  # a run from the page's edge: the margin, not a stroke
     starts, ends = starts[thin], ends[thin]
-    if dark is not None and min(upper.contrast, lower.contrast) > 0:
+    if contrast > 0:
         # darker than the paper beside it (half a space to two spaces off either side) by a good
         # part of the staff lines' contrast: on a grainy or shadowed photo the mask's columns of
         # noise, and a shadow's darker paper, pass a test against the page's paper level
-        need = 0.35 * min(upper.contrast, lower.contrast)
+        need = 0.35 * contrast
         column = np.median(dark[y_from:y_to, a:b], axis=0)
         near, far = int(round(0.5 * space)), int(round(2 * space))
         strong = []
