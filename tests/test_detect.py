@@ -857,6 +857,24 @@ def test_lone_staves_join_the_piano_systems_the_page_layout_puts_them_in():
     assert [g.kind for g in _join_by_layout([single(100), single(180), single(300)])] == ["single"] * 3
 
 
+def test_a_lone_staff_as_far_over_a_piano_as_the_pages_other_voices_is_a_voice_too():
+    # a song photographed: the top voice's lyrics lost in the grain, it stands two pairs' gaps over its
+    # piano (too far for a lone top staff to be taken as a voice). Another song on the page, its voice
+    # 70 px over its piano, gives the gap: the top staff, 80 px over, is that system's voice. Without
+    # the song below it stays a single staff; at twice the song's gap it stays one too
+    from acai_omr.detect.systems import _Group, _join_by_layout
+
+    def single(top):
+        return _Group([_staff(top)], "single", ["staff"], 0.9)
+
+    assert [g.kind for g in _join_by_layout([single(120), _piano(240)])] == ["single", "piano"]
+    page = _join_by_layout([single(120), _piano(240), single(450), _piano(560)])
+    assert [g.kind for g in page] == ["voice+piano", "voice+piano"]
+    assert all(g.unit == (1, 2) for g in page)
+    far = _join_by_layout([single(60), _piano(240), single(450), _piano(560)])
+    assert [g.kind for g in far] == ["single", "piano", "voice+piano"]
+
+
 def _plain_projection_skew(lines: np.ndarray, max_deg: float, bands: int) -> float:
     """The skew search written out plainly (a fresh array per step, float sum of squares): what
     `estimate_skew`'s buffer-reusing loop must reproduce angle for angle."""
@@ -1125,3 +1143,56 @@ def test_grain_that_darkens_whole_columns_of_a_gap_does_not_join_two_systems():
     dark[:, 400:402] = 150
     ink[:, 400:402] = 1
     assert _connectors(upper, lower, ink, dark) == (False, 1)
+
+
+def test_a_brace_spanning_two_staves_alone_joins_them_where_the_start_line_is_lost():
+    # a grainy Bravura photo: the start lines came through in pieces, no barline was read down both
+    # staves, and each staff was boxed alone (seven boxes for five systems). The brace, a mark at the
+    # left end crossing one gap and no other, joins its pair; the gap between systems stays open
+    from acai_omr.detect.systems import _group_staves
+
+    tops = [100, 180, 290, 370]
+    staves = [_staff(t) for t in tops]
+    ink = _staff_lines((500, 800), tops)
+    assert [g.kind for g in _group_staves(staves, ink)] == ["single"] * 4
+    for top in (100, 290):
+        ink[top:top + 121, 86:90] = 1  # each system's brace
+    groups = _group_staves(staves, ink)
+    assert [(g.kind, len(g.staves)) for g in groups] == [("piano", 2), ("piano", 2)]
+
+
+def test_a_comb_fitted_to_ledger_lines_in_the_gap_under_a_staff_is_dropped_but_close_staves_stay():
+    # ledger lines, beams and stems in the gap between a piano's staves can pass for a short staff 0.6 to
+    # 1.5 spaces under the treble; kept, it split the system in two. Staves that close are never engraved;
+    # a full staff three spaces under another (a tight system) stays
+    from acai_omr.detect.staves import _drop_overlapping
+
+    treble, bass = _staff(100), _staff(220)
+    ghost = _staff(155, x0=400, x1=650)  # 1.5 spaces under the treble, a third of its width
+    ghost.score = 0.5
+    assert [s.top for s in _drop_overlapping([treble, ghost, bass])] == [100, 220]
+    near = _staff(146)  # 0.6 spaces under, full width
+    near.score = 0.5
+    assert [s.top for s in _drop_overlapping([treble, near, bass])] == [100, 220]
+    tight = _staff(170)  # 3 spaces under: a real staff
+    assert sorted(s.top for s in _drop_overlapping([treble, tight])) == [100, 170]
+
+
+def test_a_staff_lost_in_a_shadows_grain_is_found_by_averaging_along_its_lines_while_the_rest_stands():
+    # a photo with a shadow over its top system: flattened, the shadow's grain comes up with its faint
+    # lines and the first read finds only the lit staves. Where no staff was found but ink fills the
+    # rows, the lines averaged along the row are read again in the same frame, and the lost staff joins
+    from acai_omr.detect.systems import _binarize_all, _deskew_and_find, _fill_in_faint
+
+    flat, sp, tops = _faint_grainy_staves()
+    h, w = flat.shape
+    page = np.full((h + 150, w), 250, np.uint8)
+    page[:h] = flat
+    for k in range(5):
+        page[int(420 + k * sp), 60:860] = 220  # a third staff under the two, in the light: 30 levels dark
+    first = _deskew_and_find(page, _binarize_all(page), sp, 1.0, DetectConfig())
+    assert [round(s.top) for s in first[0]] == [420]
+    filled = _fill_in_faint(first, sp, 1.0, DetectConfig())
+    assert len(filled[0]) == 3
+    assert all(abs(st.top - top) <= 1.5 for st, top in zip(filled[0], (*tops, 420)))
+    assert filled[0][2] is first[0][0] and filled[1:] == first[1:]  # in the same frame, the lit staff as it was

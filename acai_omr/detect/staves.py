@@ -364,10 +364,17 @@ def _drop_overlapping(staves: list[Staff]) -> list[Staff]:
             # staves never share rows: a comb shifted by a few lines onto one staff (its lines plus
             # ledger lines or beams) overlaps it, however little
             overlap_y = min(s.bottom, k.bottom) - max(s.top, k.top)
+            overlap_x = min(s.x1, k.x1) - max(s.x0, k.x0)
             if overlap_y <= 0.5 * s.space:
+                near = -s.space if s.x1 - s.x0 >= 0.5 * (k.x1 - k.x0) else -2 * s.space
+                if overlap_y > near and overlap_x > 0:
+                    # less than a space under or over a stronger staff (two, for a short one): no
+                    # engraver sets staves that close; a comb fitted to the ledger lines, beams and
+                    # stems in the gap between two staves
+                    clash = True
+                    break
                 continue
             clash = True
-            overlap_x = min(s.x1, k.x1) - max(s.x0, k.x0)
             edge = k.x0 if s.x1 <= k.x0 else k.x1
             if overlap_x <= 0 and abs(float(s.top_at(edge)) - float(k.top_at(edge))) < 0.5 * s.space:
                 # side by side, lines continuing each other: one staff

@@ -235,7 +235,53 @@ def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True)
                 found, space, thickness = attempt, sp, th
             if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
                 break
+    else:
+        found = _fill_in_faint(found, space, thickness, cfg)
     return _PageRead(found, M, quad is not None, scale, space)
+
+
+def _fill_in_faint(found: tuple, space: float, thickness: float, cfg: DetectConfig) -> tuple:
+    """`found` with the staves that only lines averaged along the row show, where no staff was found:
+    a shadow or dim corner of a grainy photo, whose flattening brings the grain up with the lines.
+
+    Read on the same levelled page (its frame is kept), in each stretch of rows with ink and no staff;
+    a staff there must be as dark as a quarter of the page's others, like any staff, and clear of them
+    by a space.
+    """
+    staves, angle, R, flat, ink, bar_ink = found
+    if not staves:
+        return found
+    typical = float(np.median([s.contrast for s in staves]))
+    new = []
+    for y0, y1 in _rows_without_staff(staves, ink, space):
+        part = flat[y0:y1]
+        line_ink = normalize.binarize(part, along="x") | normalize.thin_lines(part, space, thickness)
+        line_ink |= normalize.thin_lines(part, space, thickness, length=max(5, int(round(3 * space))))
+        line_ink |= normalize.thin_lines(part, space, thickness, length=max(5, int(round(8 * space))), floor=6.0)
+        for m in find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=part):
+            m.tops = m.tops + y0
+            if m.contrast >= 0.25 * typical and all(m.bottom < s.top - s.space or m.top > s.bottom + s.space
+                                                   or min(m.x1, s.x1) <= max(m.x0, s.x0) for s in staves):
+                new.append(m)
+    if not new:
+        return found
+    return sorted(staves + new, key=lambda s: s.center_y), angle, R, flat, ink, bar_ink
+
+
+def _rows_without_staff(staves: list[Staff], ink: np.ndarray, space: float) -> list[tuple[int, int]]:
+    """Stretches of the page's rows clear of the staves found by three spaces, six spaces tall or more,
+    that have ink in most of their rows (music, or text): (first row, end row) of each."""
+    h = ink.shape[0]
+    free = np.ones(h, bool)
+    for s in staves:
+        free[max(0, int(s.top - 3 * s.space)):int(s.bottom + 3 * s.space) + 1] = False
+    inked = free & (ink.mean(axis=1) >= 0.01)
+    edges = np.diff(np.concatenate([[0], free.astype(np.int8), [0]]))
+    out = []
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if b - a >= 6 * space and inked[a:b].mean() >= 0.6:
+            out.append((int(a), int(b)))
+    return out
 
 
 def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: float, cfg: DetectConfig,
@@ -405,13 +451,14 @@ def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None 
     dark = paper_darkness(flat)[0] if flat is not None else None
     joins = [_connectors(staves[i], staves[i + 1], ink, dark) for i in range(len(staves) - 1)]
     links = [n for _, n in joins]
+    braced = set(_braced_pairs(staves, ink)) if len(staves) > 1 else set()
     groups: list[list[int]] = [[0]]
     for i, (at_left, n) in enumerate(joins):
         horizontally_aligned = (min(staves[i].x1, staves[i + 1].x1) - max(staves[i].x0, staves[i + 1].x0)
                                 > 0.5 * (staves[i + 1].x1 - staves[i + 1].x0))
         # the system start line joins a system's staves; elsewhere, stems that happen to line
         # up could fake one stroke, so away from the left end it takes two (shared barlines)
-        if (at_left or n >= 2) and horizontally_aligned:
+        if horizontally_aligned and (at_left or n >= 2 or i in braced):
             groups[-1].append(i + 1)
         else:
             groups.append([i + 1])
@@ -470,8 +517,11 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
     are a piano pair. A lone staff over a piano pair, no more than three such gaps off (a voice's
     lyrics widen the gap), is that system's voice when it is nearer to the pair than to anything
     above (with nothing above: within 1.15 such gaps), or when lyrics (read in `ink`) run under it:
-    a song's systems can stand closer together than its voice to its piano. Lyrics, or no staff
-    above, also excuse a left end a few spaces off (the voice's opening rests, faint on a photo).
+    a song's systems can stand closer together than its voice to its piano. Then the page's songs
+    give the gap between a voice and its piano, and a lone staff about that far over a pair (and
+    nearer to it than to anything above) is a voice as well. Staves "aligned" start within three
+    spaces of each other (a photo traces a left end two spaces off); lyrics, or no staff above,
+    excuse a left end further off (the voice's opening rests, faint on a photo).
     A page without a joined piano pair is left as found: single staves may be all it holds.
     """
     pairs = [g.staves for g in groups if g.kind == "piano"]
@@ -482,7 +532,7 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
     if inner <= 0:
         return groups
 
-    def aligned(a: list[Staff], b: list[Staff], left_spaces: float = 2.0) -> bool:
+    def aligned(a: list[Staff], b: list[Staff], left_spaces: float = 3.0) -> bool:
         sp = float(np.median([s.space for s in a + b]))
         return (abs(min(s.x0 for s in a) - min(s.x0 for s in b)) <= left_spaces * sp
                 and abs(max(s.x1 for s in a) - max(s.x1 for s in b)) <= 3 * sp)
@@ -508,7 +558,7 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
         # with no staff above there is no neighbour to be nearer than: a voice then sits within
         # about a pair's gap of its piano (engravers set systems further apart than that)
         near = between <= 1.15 * inner if before is None else between < gap(before, voice)
-        return aligned(voice.staves, piano.staves, 8.0 if lyrics or before is None else 2.0) and (lyrics or near)
+        return aligned(voice.staves, piano.staves, 8.0 if lyrics or before is None else 3.0) and (lyrics or near)
 
     out = list(groups)
     i = 0
@@ -522,12 +572,30 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
     while i < len(out):
         voice, piano = out[i - 1], out[i]
         if voice_of(voice, piano, out[i - 2] if i > 1 else None):
-            out[i - 1:i + 1] = [_Group(voice.staves + piano.staves, "voice+piano",
-                                       ["voice", "piano-upper", "piano-lower"],
-                                       (voice.confidence + 2 * piano.confidence) / 3, unit=(1, 2))]
+            out[i - 1:i + 1] = [_voice_over(voice, piano)]
         else:
             i += 1
+    # the page's own songs give the gap between a voice and its piano: a lone staff over a piano pair at
+    # about that gap is a voice too, though nothing else says so (its lyrics lost in a photo's grain)
+    sung = [g.staves[1].top - g.staves[0].bottom for g in out if g.kind == "voice+piano" and g.unit == (1, 2)]
+    if sung:
+        low, high = 0.8 * min(sung), 1.25 * max(sung)
+        i = 1
+        while i < len(out):
+            voice, piano = out[i - 1], out[i]
+            if (voice.kind == "single" and piano.kind == "piano" and low <= gap(voice, piano) <= high
+                    and gap(voice, piano) < gap(out[i - 2] if i > 1 else None, voice)
+                    and aligned(voice.staves, piano.staves)):
+                out[i - 1:i + 1] = [_voice_over(voice, piano)]
+            else:
+                i += 1
     return out
+
+
+def _voice_over(voice: _Group, piano: _Group) -> _Group:
+    """A lone staff and the piano pair under it as one voice + piano system, boxed as the piano."""
+    return _Group(voice.staves + piano.staves, "voice+piano", ["voice", "piano-upper", "piano-lower"],
+                  (voice.confidence + 2 * piano.confidence) / 3, unit=(1, 2))
 
 
 def _left_end(staves: list[Staff], ink: np.ndarray) -> np.ndarray | None:
