@@ -660,10 +660,11 @@ def _strokes_down(mask: np.ndarray, space: float) -> tuple[np.ndarray, np.ndarra
     order = np.argsort(top)
     top, bottom, x0, x1 = top[order], bottom[order], x0[order], x1[order]  # copies: the chains rewrite them
     slack = 0.5 * space
-    for i in range(len(top)):  # by top: each part takes over the extent of the chain it continues
-        for j in range(i):
-            if top[i] - bottom[j] <= 1.5 * space and x0[i] < x1[j] + slack and x0[j] < x1[i] + slack:
-                top[i], bottom[i] = min(top[i], top[j]), max(bottom[i], bottom[j])
+    for i in range(1, len(top)):  # by top: each part takes over the extent of the chains it continues
+        # (one array step per part: a grainy page's left end can hold thousands of parts)
+        joined = (top[i] - bottom[:i] <= 1.5 * space) & (x0[i] < x1[:i] + slack) & (x0[:i] < x1[i] + slack)
+        if joined.any():
+            top[i], bottom[i] = min(top[i], top[:i][joined].min()), max(bottom[i], bottom[:i][joined].max())
     return top, bottom
 
 
