@@ -294,6 +294,11 @@ def test_blank_page_offers_manual_boxes_on_a_phone_screen(chromium, server_url, 
         assert "No systems were found" in phone.inner_text("#systems-notice")
         assert phone.locator("#overlay .box").count() == 0
         phone.tap("#btn-new")
+        # the overlay takes the page image's size once it is decoded: on a loaded machine that comes after
+        # the notice, and a tap aimed at the overlay's box before it lands beside the page
+        phone.wait_for_function("() => { const img = document.getElementById('page-image');"
+                                " return img.complete && img.naturalWidth > 0"
+                                " && document.getElementById('overlay').getBoundingClientRect().height > 100; }")
         box = phone.locator("#overlay").bounding_box()
         phone.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
         phone.wait_for_selector("#overlay .box", timeout=10_000)  # the box is drawn after the tap's events run
