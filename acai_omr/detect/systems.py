@@ -255,9 +255,7 @@ def _fill_in_faint(found: tuple, space: float, thickness: float, cfg: DetectConf
     new = []
     for y0, y1 in _rows_without_staff(staves, ink, space):
         part = flat[y0:y1]
-        line_ink = normalize.binarize(part, along="x") | normalize.thin_lines(part, space, thickness)
-        line_ink |= normalize.thin_lines(part, space, thickness, length=max(5, int(round(3 * space))))
-        line_ink |= normalize.thin_lines(part, space, thickness, length=max(5, int(round(8 * space))), floor=6.0)
+        line_ink = _line_mask(part, normalize.binarize(part, along="x"), space, thickness, faint=True)
         for m in find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=part):
             m.tops = m.tops + y0
             if m.contrast >= 0.25 * typical and all(m.bottom < s.top - s.space or m.top > s.bottom + s.space
@@ -292,17 +290,8 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
     `faint`: also take thin lines averaged over three and eight spaces along the row (a faint line on
     grainy paper, which the shorter average leaves in pieces), for the skew and the staves.
     """
-    def lines_of(page: np.ndarray, base: np.ndarray) -> np.ndarray:
-        out = base | normalize.thin_lines(page, space, thickness)
-        if faint:
-            out |= normalize.thin_lines(page, space, thickness, length=max(5, int(round(3 * space))))
-            # and over eight spaces, cut nearer the paper: a dim photo's blurred lines, a dozen levels
-            # darker than paper under a grain of half that, stay in dashes at three
-            out |= normalize.thin_lines(page, space, thickness, length=max(5, int(round(8 * space))), floor=6.0)
-        return out
-
     ink, line_ink, bar_ink = masks
-    line_ink = lines_of(flat, line_ink)
+    line_ink = _line_mask(flat, line_ink, space, thickness, faint)
     R = None
     strokes = normalize.horizontal_lines(line_ink, 2 * space)  # the skew's evidence, both ways of reading it
     bands = normalize.band_skews(line_ink, space, cfg.max_skew_deg + 3, lines=strokes)
@@ -320,9 +309,20 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
             flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
     if R is not None:
         ink, line_ink, bar_ink = _binarize_all(flat)
-        line_ink = lines_of(flat, line_ink)
+        line_ink = _line_mask(flat, line_ink, space, thickness, faint)
     staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=flat)
     return staves, angle, R, flat, ink, bar_ink
+
+
+def _line_mask(page: np.ndarray, base: np.ndarray, space: float, thickness: float, faint: bool) -> np.ndarray:
+    """`base` (the row-smoothed ink) with the page's thin lines; `faint`: also thin lines averaged over
+    three and eight spaces along the row, the longer cut nearer the paper (a dim photo's blurred lines, a
+    dozen levels darker than paper under a grain of half that, stay in dashes at three)."""
+    out = base | normalize.thin_lines(page, space, thickness)
+    if faint:
+        out |= normalize.thin_lines(page, space, thickness, length=max(5, int(round(3 * space))))
+        out |= normalize.thin_lines(page, space, thickness, length=max(5, int(round(8 * space))), floor=6.0)
+    return out
 
 
 def _spacing_repeats(flat: np.ndarray, space: float) -> bool:
