@@ -264,6 +264,9 @@ class SupervisedTrainConfig(ReadingTrainConfig):
     pitch_pointer: bool = False  # add the model's PitchPointer (pitch read from the note map where the decoder looks)
     init_note_map: str = ""  # a supervised checkpoint (.pt) whose note-map head starts ours (or the PitchPointer's map)
     pointer_lr_scale: float = 1.0  # the PitchPointer's query, key and gate train at lr x this (they start untrained)
+    # a batch whose padded images hold more pixels than this runs as slices, gradients summed (the
+    # widest 128-px batch of 32 fits whole; at 192 px the widest outgrew 24 GiB); 0 = never sliced
+    micro_batch_pixels: int = 32 * 128 * 2048
 
 
 @dataclass

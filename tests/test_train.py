@@ -675,3 +675,63 @@ def test_ctc_loss_is_added_logged_and_trains_a_detached_encoder(tiny_data, tmp_p
     objective(images, widths, tokens)[0].backward()
     stem_grad = objective.model.encoder.patch_embed.convs[0].weight.grad
     assert stem_grad is not None and stem_grad.abs().sum() > 0
+
+
+def test_a_batch_cut_into_slices_keeps_each_rows_notes_and_tokens_within_the_pixel_budget():
+    from acai_omr.data.dataset import split_systems_batch
+
+    rows, width = 5, 64
+    tokens = torch.zeros(rows, 10, dtype=torch.long)
+    lengths = torch.tensor([10, 4, 6, 3, 5])
+    for r, n in enumerate(lengths):
+        tokens[r, :n] = torch.arange(1, n + 1)
+    notes = torch.tensor([[0, 1, 1, 7], [2, 5, 5, 8], [3, 2, 2, 9], [4, 3, 3, 10], [4, 4, 4, 11]], dtype=torch.float)
+    batch = {"images": torch.rand(rows, 1, 32, width), "widths": torch.tensor([64, 50, 40, 64, 30]),
+             "tokens": tokens, "token_lengths": lengths, "ids": list("abcde"), "crops": [None] * rows,
+             "note_points": notes, "has_notes": torch.ones(rows, dtype=torch.bool)}
+    assert split_systems_batch(batch, 0) == [(batch, 1.0)]
+    parts = split_systems_batch(batch, 2 * 32 * width)  # two rows' pixels a slice
+    assert [p["ids"] for p, _ in parts] == [["a", "b"], ["c", "d"], ["e"]]
+    assert sum(share for _, share in parts) == pytest.approx(1.0)
+    assert all(p["images"].numel() <= 2 * 32 * width for p, _ in parts)
+    assert [p["tokens"].shape[1] for p, _ in parts] == [10, 6, 5]  # each slice padded to its own longest
+    assert parts[1][0]["note_points"].tolist() == [[0, 5, 5, 8], [1, 2, 2, 9]]  # rows renumbered in the slice
+    assert parts[2][0]["note_points"][:, 3].tolist() == [10, 11]
+
+
+def test_a_batch_run_in_slices_gets_the_whole_batchs_loss_and_gradient():
+    """Rows with equal token counts: the row-weighted mean of slice losses is the batch's token mean."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from acai_omr.data.dataset import split_systems_batch
+    from acai_omr.model import OMRModel
+    from acai_omr.train.common import Trainer
+    from acai_omr.train.supervised import SupervisedObjective
+
+    cfg = tiny_model_config(dropout=0.0)
+    torch.manual_seed(0)
+    objective = SupervisedObjective(OMRModel(cfg), label_smoothing=0.1)
+    g = torch.Generator().manual_seed(1)
+    rows = 4
+    tokens = torch.randint(3, cfg.vocab_size, (rows, 12), generator=g)
+    tokens[:, 0], tokens[:, -1] = 1, 2
+    batch = {"images": torch.rand(rows, 1, cfg.image_height, 96, generator=g), "widths": torch.tensor([96, 80, 64, 96]),
+             "tokens": tokens, "token_lengths": torch.full((rows,), 12), "ids": list("abcd"), "crops": [None] * rows}
+
+    def loss_fn(obj, b, step):
+        return obj(b["images"], b["widths"], b["tokens"], 1.0, 1.0)
+
+    def run(max_pixels: int):
+        objective.zero_grad(set_to_none=True)
+        host = SimpleNamespace(split_batch=lambda b: split_systems_batch(b, max_pixels), model_for_ddp=objective,
+                               rt=SimpleNamespace(autocast=contextlib.nullcontext), loss_fn=loss_fn,
+                               state=SimpleNamespace(step=0))
+        loss, extra = Trainer._forward_backward(host, batch)
+        return float(loss.detach()), float(extra["token_acc"]), [p.grad.clone() for p in objective.parameters() if p.grad is not None]
+
+    whole_loss, whole_acc, whole = run(0)
+    sliced_loss, sliced_acc, sliced = run(2 * batch["images"][0].numel())
+    assert sliced_loss == pytest.approx(whole_loss, abs=1e-5)
+    assert sliced_acc == pytest.approx(whole_acc, abs=1e-6)
+    assert len(whole) == len(sliced) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(whole, sliced))

@@ -10,6 +10,7 @@ is stopped and resumed follows the same trajectory as one that is not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -366,6 +367,7 @@ class Trainer:
         on_best: Callable[[int, dict], None] | None = None,
         extra_state: Callable[[], dict] | None = None,
         worker_init_fn: Callable[[int], None] | None = None,
+        split_batch: Callable[[dict], list[tuple[dict, float]]] | None = None,
     ):
         self.cfg, self.rt = cfg, runtime
         self.horizon = cfg.steps  # the schedule's length: --steps, or what a time limit fits (cfg is never changed)
@@ -376,6 +378,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.dataset, self.make_batch_sampler, self.collate = dataset, make_batch_sampler, collate
         self.worker_init_fn = worker_init_fn
+        self.split_batch = split_batch
         self.loss_fn, self.evaluate, self.on_best = loss_fn, evaluate, on_best
         self.extra_state = extra_state or (lambda: {})
         self.state = LoopState()
@@ -534,6 +537,31 @@ class Trainer:
             print(f"time limit {self.cfg.time_limit_min} min: schedule set to {fit} steps "
                   f"({per_step:.3f} s/step)", flush=True)
 
+    def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """The batch's loss and its gradients, slice by slice where `split_batch` cuts it (the memory of
+        one slice, the gradient of the whole); returns the loss and the logged values, slice-weighted."""
+        parts = self.split_batch(batch) if self.split_batch is not None else [(batch, 1.0)]
+        total, extra, weight = torch.zeros(()), {}, {}
+        for i, (part, share) in enumerate(parts):
+            last = i == len(parts) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.model_for_ddp, "no_sync") \
+                else self.model_for_ddp.no_sync()
+            with sync:
+                with self.rt.autocast():
+                    loss, values = self.loss_fn(self.model_for_ddp, part, self.state.step)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.state.step}")
+                (loss * share if len(parts) > 1 else loss).backward()
+            total = total + loss.detach().float().cpu() * share
+            for key, value in values.items():  # a value some slices lack (no header in them) averages the rest
+                if torch.is_tensor(value) or isinstance(value, float):
+                    extra[key] = extra.get(key, 0.0) + value * share
+                    weight[key] = weight.get(key, 0.0) + share
+                else:
+                    extra[key] = value
+        extra = {k: (v / weight[k] if k in weight else v) for k, v in extra.items()}
+        return total if len(parts) > 1 else loss, extra
+
     def train(self, stop_at: int | None = None) -> LoopState:
         """Train until the horizon (or `stop_at`, an interruption that keeps the horizon's schedule)."""
         cfg, rt = self.cfg, self.rt
@@ -550,12 +578,8 @@ class Trainer:
         fitted_here = False
         while self.state.step < (self.horizon if stop_at is None else min(stop_at, self.horizon)):
             batch = self._to_device(next(batches))
-            with rt.autocast():
-                loss, extra = self.loss_fn(self.model_for_ddp, batch, self.state.step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.state.step}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, extra = self._forward_backward(batch)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             self.optimizer.step()
             self.scheduler.step()

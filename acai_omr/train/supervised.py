@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from acai_omr.config import DegradeConfig, ModelConfig, SupervisedTrainConfig
-from acai_omr.data.dataset import SystemDataset, collate_systems, seed_worker
+from acai_omr.data.dataset import SystemDataset, collate_systems, seed_worker, split_systems_batch
 from acai_omr.data.sampler import WidthBucketSampler
 from acai_omr.inference.evaluate import evaluate_model, load_eval_samples
 from acai_omr.lmx.reading_order import reading_order
@@ -308,8 +309,6 @@ def build_train_data(cfg, model_cfg: ModelConfig, runtime, return_clean: bool, c
     """Training dataset, a per-epoch batch-sampler factory (sharded by rank, resumable), and the collate function.
     `crop_measures`: share of items cut to 1..max_crop_measures measures (labelled phases only), starting at
     the system's first measure with chance `crop_first_share`."""
-    from functools import partial
-
     dataset = SystemDataset(cfg.data, "train", height=model_cfg.image_height, augment=cfg.augment, seed=cfg.seed,
                             max_tokens=min(cfg.max_tokens, model_cfg.max_tokens), return_clean=return_clean,
                             max_width=model_cfg.max_image_width, degrade_config=DegradeConfig.for_training(cfg),
@@ -392,7 +391,8 @@ def train_supervised(cfg: SupervisedTrainConfig, model_cfg: ModelConfig | None =
 
         trainer = Trainer(cfg, runtime, objective, groups, dataset, make_batch_sampler, collate, loss_fn,
                           evaluate=eval_fn, on_best=on_best, worker_init_fn=seed_worker,
-                          extra_state=lambda: {"model_config": model_cfg.to_dict(), "phase": "supervised"})
+                          extra_state=lambda: {"model_config": model_cfg.to_dict(), "phase": "supervised"},
+                          split_batch=partial(split_systems_batch, max_pixels=cfg.micro_batch_pixels))
         trainer.train(stop_at)
         return trainer
     finally:
