@@ -41,7 +41,9 @@ The ground truth follows every geometric step: each system's ink pixels are move
 boxed again.
 
 Figures: recall and precision of systems matched at IoU >= 0.5 (greedy by best IoU), the share of
-matched boxes that contain their system's ink (nothing cut off, 2 px tolerance), and detection seconds
+matched boxes that contain their system's ink (nothing cut off, 2 px tolerance), the share that are
+tight (reaching no more than two staff spaces above or below their system's ink: no title, credit
+line, lyrics or neighbour's notes taken in), and detection seconds
 per page: wall clock, process CPU and the slowest page; by source and condition, by music font, by
 page kind, and overall.
 """
@@ -450,10 +452,14 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def score(gt: list, pred: list, tol: float = 2.0) -> tuple[int, int]:
-    """(matched at IoU >= 0.5, matched boxes containing their ground truth) by greedy best IoU."""
+TIGHT_SPACES = 2.0  # how far past its system's ink, above or below, a box may reach and still be tight
+
+
+def score(gt: list, pred: list, tol: float = 2.0, space: float = 0.0) -> tuple[int, int, int]:
+    """(matched at IoU >= 0.5, matched boxes containing their ground truth, matched boxes reaching no
+    further than TIGHT_SPACES staff spaces above and below it) by greedy best IoU."""
     pairs = sorted(((iou(g, p), i, j) for i, g in enumerate(gt) for j, p in enumerate(pred)), reverse=True)
-    used_g, used_p, matched, contained = set(), set(), 0, 0
+    used_g, used_p, matched, contained, tight = set(), set(), 0, 0, 0
     for v, i, j in pairs:
         if v < 0.5:
             break
@@ -465,11 +471,19 @@ def score(gt: list, pred: list, tol: float = 2.0) -> tuple[int, int]:
         g, p = gt[i], pred[j]
         if p[0] <= g[0] + tol and p[1] <= g[1] + tol and p[2] >= g[2] - tol and p[3] >= g[3] - tol:
             contained += 1
-    return matched, contained
+        if _loose_sides(g, p, space) == []:
+            tight += 1
+    return matched, contained, tight
 
 
-def failure_kinds(gt: list, pred: list, tol: float = 2.0) -> list[str]:
-    """What went wrong on one page, in words: missed / merged / split systems, extra boxes, cut boxes."""
+def _loose_sides(g, p, space: float) -> list[str]:
+    reach = TIGHT_SPACES * space + 2.0
+    return [side for side, bad in (("top", p[1] < g[1] - reach), ("bottom", p[3] > g[3] + reach)) if bad]
+
+
+def failure_kinds(gt: list, pred: list, tol: float = 2.0, space: float = 0.0) -> list[str]:
+    """What went wrong on one page, in words: missed / merged / split systems, extra boxes, cut or
+    loose boxes."""
     kinds = []
     for g in gt:
         overlaps = [p for p in pred if iou(g, p) > 0.05]
@@ -489,6 +503,9 @@ def failure_kinds(gt: list, pred: list, tol: float = 2.0) -> list[str]:
                                           ("right", p[2] < g[2] - tol), ("bottom", p[3] < g[3] - tol)) if bad]
             if cut:
                 kinds.append("cut-" + "/".join(cut))
+            loose = _loose_sides(g, p, space)
+            if space and loose:
+                kinds.append("loose-" + "/".join(loose))
     return kinds
 
 
@@ -515,16 +532,23 @@ def save_overlay(gray: np.ndarray, result, gt: list, path: Path, max_side: int =
     image.quantize(palette=palette, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
+def _space_on(page: BenchPage, boxes: list) -> float:
+    """The page's staff space where its systems now are: a screenshot or photo is scaled."""
+    scale = [(b[3] - b[1]) / (a[3] - a[1]) for a, b in zip(page.boxes, boxes) if a[3] > a[1]]
+    return page.space * float(np.median(scale)) if scale else page.space
+
+
 class Tally:
     def __init__(self) -> None:
-        self.gt = self.pred = self.matched = self.contained = self.pages = 0
+        self.gt = self.pred = self.matched = self.contained = self.tight = self.pages = 0
         self.seconds = self.cpu = self.worst = 0.0
 
-    def add(self, gt: int, pred: int, matched: int, contained: int, seconds: float, cpu: float) -> None:
+    def add(self, gt: int, pred: int, matched: int, contained: int, tight: int, seconds: float, cpu: float) -> None:
         self.gt += gt
         self.pred += pred
         self.matched += matched
         self.contained += contained
+        self.tight += tight
         self.seconds += seconds
         self.cpu += cpu
         self.worst = max(self.worst, seconds)
@@ -533,6 +557,7 @@ class Tally:
     def row(self, label: str, width: int) -> str:
         return (f"{label:{width}s} {self.pages:5d} {self.gt:7d} {self.pred:5d} {self.matched / max(self.gt, 1):7.4f} "
                 f"{self.matched / max(self.pred, 1):7.4f} {self.contained / max(self.matched, 1):7.4f} "
+                f"{self.tight / max(self.matched, 1):7.4f} "
                 f"{self.seconds / max(self.pages, 1):6.3f} {self.cpu / max(self.pages, 1):6.3f} {self.worst:6.3f}")
 
     def short(self) -> str:
@@ -544,7 +569,7 @@ class Tally:
 def print_table(title: str, rows: list[tuple[str, Tally]]) -> None:
     width = max([len(label) for label, _ in rows] + [6])
     print(title)
-    print(f"{'':{width}s} {'pages':>5s} {'systems':>7s} {'pred':>5s} {'recall':>7s} {'precis.':>7s} {'contain':>7s} "
+    print(f"{'':{width}s} {'pages':>5s} {'systems':>7s} {'pred':>5s} {'recall':>7s} {'precis.':>7s} {'contain':>7s} {'tight':>7s} "
           f"{'s/page':>6s} {'cpu s':>6s} {'max s':>6s}")
     for label, tally in rows:
         if tally.pages:
@@ -621,13 +646,14 @@ def main(argv: list[str] | None = None) -> int:
                 result = detect_systems(Image.fromarray(img))
                 dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 pred = [(b.x0, b.y0, b.x1, b.y1) for b in result.boxes]
-                m, c = score(boxes, pred)
+                space = _space_on(page, boxes)
+                m, c, t = score(boxes, pred, space=space)
                 for key in ((source, condition), ("all", condition), ("all", "all"), (source, "all"),
                             (f"{source}/{page.font}", condition), (f"{source}/{page.kind}", condition)):
-                    tallies[key].add(len(boxes), len(pred), m, c, dt, dc)
-                failed = m < len(boxes) or m < len(pred) or c < m
+                    tallies[key].add(len(boxes), len(pred), m, c, t, dt, dc)
+                failed = m < len(boxes) or m < len(pred) or c < m or t < m
                 if args.show_failures and failed:
-                    kinds = failure_kinds(boxes, pred)
+                    kinds = failure_kinds(boxes, pred, space=space)
                     for kind in kinds:
                         failures_seen[kind] += 1
                     path = Path(f"/tmp/detect_fail_{source}_{done}_{condition}.jpg")

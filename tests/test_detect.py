@@ -324,6 +324,35 @@ def test_boxes_take_text_past_the_staff_end_and_a_dynamic_below_the_last_system(
         assert box.x1 >= xs.max() and box.y0 <= ys.min() and box.y1 >= ys.max(), (box, xs.max(), ys.min(), ys.max())
 
 
+@pytest.mark.parametrize("slur", [False, True])
+def test_the_arrangers_line_above_the_first_system_stays_out_of_its_box_but_the_tempo_mark_is_in(slur):
+    page = make_page(["piano", "piano"], seed=5, title=False)
+    sp = page.space
+    room = int(8 * sp)  # white paper added above the first system for a heading
+    gray = np.pad(np.asarray(page.image), ((room, 0), (0, 0)), constant_values=255)
+    first = (page.boxes[0][0], page.boxes[0][1] + room)
+    staves_x1 = int(0.92 * gray.shape[1])  # where make_page ends its staves
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, sp / 24
+    tempo_y = int(first[1] - 0.8 * sp)  # baseline of the tempo mark, just over the highest note
+    cv2.putText(gray, "Andante", (int(first[0] + 2 * sp), tempo_y), font, scale, 0, 2)
+    # the arranger's credit, flush with the staves' right end, a little over a space above the tempo mark
+    credit = "Arranged by A. Editor"
+    (w, th), _ = cv2.getTextSize(credit, font, scale, 2)
+    credit_y = int(tempo_y - th - 1.5 * sp)
+    cv2.putText(gray, credit, (staves_x1 - w, credit_y), font, scale, 0, 2)
+    crest = int(credit_y - 0.3 * sp)
+    if slur:  # over the first notes, left of the credit, its crest a little above the credit's baseline
+        cv2.ellipse(gray, (int(first[0] + 20 * sp), int(crest + 1.5 * sp)), (int(8 * sp), int(1.5 * sp)), 0, 200,
+                    340, 0, 2)
+    result = detect_systems(Image.fromarray(gray))
+    assert len(result.boxes) == 2
+    box = result.boxes[0]
+    if slur:  # the box reaches the slur's crest (and its half-space margin), not the credit's letters above it
+        assert crest - 0.6 * sp <= box.y0 <= crest, (box.y0, crest, credit_y - th)
+    else:  # the credit's letters out (their descenders aside), the tempo mark in
+        assert credit_y - th / 3 < box.y0 <= tempo_y - th, (box.y0, credit_y, tempo_y - th)
+
+
 def test_noisy_low_light_page_still_found():
     rng = np.random.default_rng(3)
     page = make_page(["piano", "piano", "piano"], seed=3)

@@ -1043,10 +1043,20 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         # between systems everything assigned is taken; above the first / below the last, what
         # follows on from the system's ink
         take = []
+        over_staves = np.flatnonzero((cy1 <= btop[k]) & ~tall)  # with what runs on past the staves' ends
+        own_top = y0
         for c in free[np.argsort(-cy1[free])]:  # above: nearest first
             if cy1[c] <= btop[k]:
                 if edge[c] and (cy1[c] < y0 - gap or cy0[c] < btop[k] - reach):
                     continue
+                credits = _credits_line_bottom(c, over_staves, (cx0, cy0, cx1, cy1), bands[k][0], bands[k][2], sp) \
+                    if edge[c] else None
+                if credits is not None:
+                    # the composer's / arranger's line: it, all above it and the words that reach up beside
+                    # it (a subtitle centred lower than the names) are the page's heading; a slur is not
+                    take = [t for t in take if cy0[t] >= credits - 0.5 * sp or _elongated(t, (cx0, cy0, cx1, cy1))]
+                    y0 = min([own_top] + [cy0[t] for t in take])
+                    break
                 take.append(c)
                 y0 = min(y0, cy0[c])
         for c in free[np.argsort(cy0[free])]:  # below: nearest first
@@ -1077,6 +1087,46 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         hi = float(btop[over & (centre > centre[k])].min(initial=h + 1.0)) - 1
         rects.append([x0, max(lo, y0 - margin), x1, min(hi, y1 + margin)])
     return [tuple(r) for r in rects]
+
+
+def _credits_line_bottom(c: int, above: np.ndarray, boxes: tuple, staves_x0: float, staves_x1: float,
+                         sp: float) -> float | None:
+    """The lower edge of the line of credits a loose component over a page's first system lies on, or
+    None where it lies on none.
+
+    A composer's, arranger's or editor's name is set flush with the staves' right end, in a row of
+    its own above the first system; a tempo or expression mark starts at the left or over its note,
+    and may run on past the staves' end. So a row of letters (among `above`, every component over
+    the staves) whose last block of words ends at the staves' right end and starts right of their
+    middle is the page's heading, with whatever shares its row ("Transcribed by ..." on the left).
+    """
+    x0, y0, x1, y1 = boxes
+    h = y1 - y0
+    if h[c] > 3 * sp or _elongated(c, boxes):
+        return None
+    overlap = np.minimum(y1[above], y1[c]) - np.maximum(y0[above], y0[c])
+    row = above[(overlap > 0.5 * np.minimum(h[above], h[c])) & (h[above] <= 3 * sp) & ~_elongated(above, boxes)]
+    if row.size < 4:
+        return None
+    row = row[np.argsort(-x1[row])]
+    if abs(x1[row[0]] - staves_x1) > 2 * sp:
+        return None
+    left, block = x0[row[0]], [row[0]]
+    for r in row[1:]:
+        if x1[r] < left - 1.5 * sp:
+            break
+        left = min(left, x0[r])
+        block.append(r)
+    width = x1[row[0]] - left
+    if len(block) >= 4 and width >= 5 * sp and left > (staves_x0 + staves_x1) / 2:
+        return float(y1[block].max())
+    return None
+
+
+def _elongated(c, boxes: tuple):
+    """Components over four times as wide as tall: slurs, ties, hairpins, lines; never a letter or a word."""
+    x0, y0, x1, y1 = boxes
+    return (x1[c] - x0[c]) > 4 * (y1[c] - y0[c])
 
 
 def _to_page_box(group: _Group, rect, to_page, page_wh, curved: bool = False) -> SystemBox:
