@@ -315,9 +315,10 @@ def split_systems_batch(batch: dict, max_pixels: int) -> list[tuple[dict, float]
     """A `collate_systems` batch cut into row slices of at most `max_pixels` padded image pixels each,
     with each slice's share of the rows (what its mean loss weighs in the batch's).
 
-    Gradients summed over the slices are the batch's; the memory is a slice's. A batch of wide
-    systems at 192 px (32 x 12 x 128 patches) holds 2.25 times the encoder attention of the widest
-    at 128 px and outgrows 24 GiB on a CPU.
+    The slices' gradients, summed, are the batch's (exactly where its rows hold equal numbers of
+    tokens; otherwise each slice's token mean weighs by its rows); the memory is a slice's. A batch
+    of wide systems at 192 px (32 x 12 x 128 patches) holds 2.25 times the encoder attention of the
+    widest at 128 px and outgrows 24 GiB on a CPU.
     """
     rows = int(batch["images"].shape[0])
     per_row = int(batch["images"][0].numel())

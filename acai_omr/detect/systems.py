@@ -1123,8 +1123,8 @@ def _credits_line_bottom(c: int, above: np.ndarray, boxes: tuple, staves_x0: flo
     return None
 
 
-def _elongated(c, boxes: tuple):
-    """Components over four times as wide as tall: slurs, ties, hairpins, lines; never a letter or a word."""
+def _elongated(c: int | np.ndarray, boxes: tuple) -> bool | np.ndarray:
+    """Component(s) over four times as wide as tall: slurs, ties, hairpins, lines; never a letter or a word."""
     x0, y0, x1, y1 = boxes
     return (x1[c] - x0[c]) > 4 * (y1[c] - y0[c])
 
