@@ -459,6 +459,10 @@ class Trainer:
             generator=gen,
             worker_init_fn=self.worker_init_fn,
             persistent_workers=False,
+            # not forked from this process: a worker forked from a trainer holding 11 GB keeps the
+            # old copy of every page the trainer writes afterwards, and at 192 px the pair outgrew
+            # 24 GiB at the first epoch boundary
+            multiprocessing_context="forkserver" if self.cfg.num_workers > 0 else None,
         )
 
     def _batches(self) -> Iterator[dict]:
