@@ -471,12 +471,16 @@ def score(gt: list, pred: list, tol: float = 2.0, space: float = 0.0) -> tuple[i
         g, p = gt[i], pred[j]
         if p[0] <= g[0] + tol and p[1] <= g[1] + tol and p[2] >= g[2] - tol and p[3] >= g[3] - tol:
             contained += 1
-        if _loose_sides(g, p, space) == []:
+        if not _loose_sides(g, p, space):
             tight += 1
     return matched, contained, tight
 
 
 def _loose_sides(g, p, space: float) -> list[str]:
+    """The sides (top, bottom) where box p reaches past truth g by over TIGHT_SPACES; none where the
+    staff space is unknown (0)."""
+    if space <= 0:
+        return []
     reach = TIGHT_SPACES * space + 2.0
     return [side for side, bad in (("top", p[1] < g[1] - reach), ("bottom", p[3] > g[3] + reach)) if bad]
 
@@ -504,7 +508,7 @@ def failure_kinds(gt: list, pred: list, tol: float = 2.0, space: float = 0.0) ->
             if cut:
                 kinds.append("cut-" + "/".join(cut))
             loose = _loose_sides(g, p, space)
-            if space and loose:
+            if loose:
                 kinds.append("loose-" + "/".join(loose))
     return kinds
 
@@ -569,8 +573,8 @@ class Tally:
 def print_table(title: str, rows: list[tuple[str, Tally]]) -> None:
     width = max([len(label) for label, _ in rows] + [6])
     print(title)
-    print(f"{'':{width}s} {'pages':>5s} {'systems':>7s} {'pred':>5s} {'recall':>7s} {'precis.':>7s} {'contain':>7s} {'tight':>7s} "
-          f"{'s/page':>6s} {'cpu s':>6s} {'max s':>6s}")
+    print(f"{'':{width}s} {'pages':>5s} {'systems':>7s} {'pred':>5s} {'recall':>7s} {'precis.':>7s} {'contain':>7s} "
+          f"{'tight':>7s} {'s/page':>6s} {'cpu s':>6s} {'max s':>6s}")
     for label, tally in rows:
         if tally.pages:
             print(tally.row(label, width))

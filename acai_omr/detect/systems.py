@@ -958,6 +958,8 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         ext_top[k, cols] = np.minimum(ext_top[k, cols], top[cols])
         ext_bot[k, cols] = np.maximum(ext_bot[k, cols], bot[cols])
     loose = np.flatnonzero((n_cross == 0) & in_x.any(axis=1) & ~tall)
+    comp_boxes = (cx0, cy0, cx1, cy1)
+    elongated = (cx1 - cx0) > 4 * (cy1 - cy0)  # slurs, ties, hairpins, lines; never a letter or a word
     centre = (btop + bbot) / 2
     # which bands lie above / below a component: any band within a few spaces of its columns
     # (a first system indented further than the next one is still above that one's text)
@@ -1049,12 +1051,12 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
             if cy1[c] <= btop[k]:
                 if edge[c] and (cy1[c] < y0 - gap or cy0[c] < btop[k] - reach):
                     continue
-                credits = _credits_line_bottom(c, over_staves, (cx0, cy0, cx1, cy1), bands[k][0], bands[k][2], sp) \
-                    if edge[c] else None
+                credits = _credits_line_bottom(c, over_staves, comp_boxes, elongated, bands[k][0], bands[k][2],
+                                               sp) if edge[c] else None
                 if credits is not None:
                     # the composer's / arranger's line: it, all above it and the words that reach up beside
                     # it (a subtitle centred lower than the names) are the page's heading; a slur is not
-                    take = [t for t in take if cy0[t] >= credits - 0.5 * sp or _elongated(t, (cx0, cy0, cx1, cy1))]
+                    take = [t for t in take if cy0[t] >= credits - 0.5 * sp or elongated[t]]
                     y0 = min([own_top] + [cy0[t] for t in take])
                     break
                 take.append(c)
@@ -1089,8 +1091,8 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
     return [tuple(r) for r in rects]
 
 
-def _credits_line_bottom(c: int, above: np.ndarray, boxes: tuple, staves_x0: float, staves_x1: float,
-                         sp: float) -> float | None:
+def _credits_line_bottom(c: int, above: np.ndarray, boxes: tuple, elongated: np.ndarray, staves_x0: float,
+                         staves_x1: float, sp: float) -> float | None:
     """The lower edge of the line of credits a loose component over a page's first system lies on, or
     None where it lies on none.
 
@@ -1099,13 +1101,14 @@ def _credits_line_bottom(c: int, above: np.ndarray, boxes: tuple, staves_x0: flo
     and may run on past the staves' end. So a row of letters (among `above`, every component over
     the staves) whose last block of words ends at the staves' right end and starts right of their
     middle is the page's heading, with whatever shares its row ("Transcribed by ..." on the left).
+    `elongated` marks the components too long and thin to be letters (slurs, lines).
     """
     x0, y0, x1, y1 = boxes
     h = y1 - y0
-    if h[c] > 3 * sp or _elongated(c, boxes):
+    if h[c] > 3 * sp or elongated[c]:
         return None
     overlap = np.minimum(y1[above], y1[c]) - np.maximum(y0[above], y0[c])
-    row = above[(overlap > 0.5 * np.minimum(h[above], h[c])) & (h[above] <= 3 * sp) & ~_elongated(above, boxes)]
+    row = above[(overlap > 0.5 * np.minimum(h[above], h[c])) & (h[above] <= 3 * sp) & ~elongated[above]]
     if row.size < 4:
         return None
     row = row[np.argsort(-x1[row])]
@@ -1121,12 +1124,6 @@ def _credits_line_bottom(c: int, above: np.ndarray, boxes: tuple, staves_x0: flo
     if len(block) >= 4 and width >= 5 * sp and left > (staves_x0 + staves_x1) / 2:
         return float(y1[block].max())
     return None
-
-
-def _elongated(c: int | np.ndarray, boxes: tuple) -> bool | np.ndarray:
-    """Component(s) over four times as wide as tall: slurs, ties, hairpins, lines; never a letter or a word."""
-    x0, y0, x1, y1 = boxes
-    return (x1[c] - x0[c]) > 4 * (y1[c] - y0[c])
 
 
 def _to_page_box(group: _Group, rect, to_page, page_wh, curved: bool = False) -> SystemBox:

@@ -545,7 +545,7 @@ class Trainer:
         """The batch's loss and its gradients, slice by slice where `split_batch` cuts it (the memory of
         one slice, the gradient of the whole); returns the loss and the logged values, slice-weighted."""
         parts = self.split_batch(batch) if self.split_batch is not None else [(batch, 1.0)]
-        total, extra, weight = torch.zeros(()), {}, {}
+        total, extra, weight = 0.0, {}, {}
         for i, (part, share) in enumerate(parts):
             last = i == len(parts) - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.model_for_ddp, "no_sync") \
@@ -555,8 +555,8 @@ class Trainer:
                     loss, values = self.loss_fn(self.model_for_ddp, part, self.state.step)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.state.step}")
-                (loss * share if len(parts) > 1 else loss).backward()
-            total = total + loss.detach().float().cpu() * share
+                (loss * share).backward()
+            total = total + loss.detach() * share  # on the loss's device: no host sync per step
             for key, value in values.items():  # a value some slices lack (no header in them) averages the rest
                 if torch.is_tensor(value) or isinstance(value, float):
                     extra[key] = extra.get(key, 0.0) + value * share
@@ -564,7 +564,7 @@ class Trainer:
                 else:
                     extra[key] = value
         extra = {k: (v / weight[k] if k in weight else v) for k, v in extra.items()}
-        return total if len(parts) > 1 else loss, extra
+        return total, extra
 
     def train(self, stop_at: int | None = None) -> LoopState:
         """Train until the horizon (or `stop_at`, an interruption that keeps the horizon's schedule)."""
