@@ -526,6 +526,27 @@ def test_cancelling_keeps_the_finished_systems_for_download(tmp_path, weights_di
     app.extensions["acai_omr"].runner.shutdown()
 
 
+def test_a_cancel_while_rendering_ends_the_job_with_the_score_kept(tmp_path, weights_dir, page_png):
+    """Decoding can be over before a cancel arrives (a short page on a fast machine); the cancel still
+    ends the job, between MuseScore's calls, and the transcribed score stays downloadable."""
+    app = make_app(tmp_path, weights_dir, render=True)
+    client = app.test_client()
+    uploaded = upload(client, page_png).get_json()
+    job_id = client.post("/api/jobs", json={"upload_id": uploaded["upload_id"],
+                                            "systems": boxes_of(uploaded) * 3}).get_json()["job_id"]
+    deadline = time.time() + 120
+    while (status := client.get(f"/api/jobs/{job_id}").get_json()["status"]) != "rendering":
+        assert status not in ("done", "failed", "cancelled") and time.time() < deadline, status
+        time.sleep(0.01)
+    client.delete(f"/api/jobs/{job_id}")
+    job = wait_for(client, job_id)
+    assert job["status"] == "cancelled" and "can be downloaded" in job["message"]
+    assert all(s["state"] == "done" for s in job["systems"])
+    assert client.get(f"/api/jobs/{job_id}/result.musicxml").status_code == 200
+    assert not any(s.get("rendered") for s in job["systems"])  # the systems' pictures were not drawn
+    app.extensions["acai_omr"].runner.shutdown()
+
+
 def test_rendering_failure_still_offers_the_musicxml(tmp_path, weights_dir, page_png, monkeypatch):
     monkeypatch.setenv("ACAI_MSCORE", "/bin/false")
     app = make_app(tmp_path, weights_dir, render=True)

@@ -273,6 +273,8 @@ def transcribe_job(model, crops: list[Image.Image], systems: list[tuple[int, int
     score = write_score(results, directory, title, progress)
 
     if settings.render:
+        # a cancel while rendering ends the job there: the score written above stays downloadable
+        progress.check_cancel()
         progress.update(status=JobStatus.RENDERING, message="Rendering the score with MuseScore…")
         readable = [index for (index, _, _), result in zip(systems, results) if result.part is not None]
         render_outputs(score, directory, readable, settings.render_timeout, progress)
@@ -307,6 +309,7 @@ def render_outputs(score: ScoreText, directory: Path, readable: list[int], timeo
         return
     progress.update(outputs={key: FORMATS[key].job_file for key in keys},
                     score_pages=len(list(directory.glob("score-*.png"))))
+    progress.check_cancel()  # before the second MuseScore call, the systems' pictures
 
     batch = [(directory / f"system-{index}.musicxml", directory / f"render-{index}", ("png",)) for index in readable]
     try:
