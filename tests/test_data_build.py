@@ -158,6 +158,38 @@ def test_build_writes_manifest_and_resumes(tmp_path):
     assert 0 < stats["vocabulary"]["used"] < 224
 
 
+def test_merged_splits_train_on_both_roots_images_without_copying_them(tmp_path):
+    """`data merge` mixes built splits (Lieder and piano solo): one manifest, paths into each root, the
+    roots' cached barlines kept so the mix is not scanned again; an id in two roots is refused."""
+    from acai_omr.data.build import merge_splits
+    from acai_omr.data.dataset import SystemDataset
+    from acai_omr.data.measures import BOUNDS_FILE, load_measure_bounds
+
+    cache = NormalizedCache(tmp_path / "cache")
+    for piece, root in zip(SHORT_PIECES, ("lieder", "piano")):
+        source = Source("lieder", piece, Path(), "dev")
+        cache.path(source).parent.mkdir(parents=True, exist_ok=True)
+        cache.path(source).write_text(score_to_string(_score(piece)))
+        SplitWriter(tmp_path / root / "train").write(run_unit(Unit("verovio", (("lieder", piece),), 0),
+                                                              str(cache.root)))
+    first = [json.loads(line) for line in (tmp_path / "lieder" / "train" / "manifest.jsonl").open()]
+    load_measure_bounds(tmp_path / "lieder" / "train", first, workers=1)  # as a first training run caches them
+
+    counts = merge_splits([tmp_path / "lieder", tmp_path / "piano"], tmp_path / "mix")
+    assert list(counts.values()) == [len(first), len((tmp_path / "piano" / "train" / "manifest.jsonl")
+                                                     .read_text().splitlines())]
+    assert not list((tmp_path / "mix").rglob("*.png"))  # nothing copied
+    cached = (tmp_path / "mix" / "train" / BOUNDS_FILE).read_text().splitlines()
+    assert len(cached) == len(first)
+    data = SystemDataset(tmp_path / "mix", "train", height=128, augment=False, seed=0, max_tokens=None)
+    assert len(data) == sum(counts.values())
+    assert {data.records[i]["source"] for i in range(len(data))} == {f"lieder/{p}" for p in SHORT_PIECES}
+    assert data[0]["image"].shape[1] == 128 and data[len(data) - 1]["image"].shape[1] == 128
+
+    with pytest.raises(ValueError, match="more than one"):
+        merge_splits([tmp_path / "lieder", tmp_path / "lieder"], tmp_path / "twice")
+
+
 def test_splits_are_by_piece_and_by_chopin_work():
     assert chopin_work("028_1-12-1a-C-001.krn") == "028" and chopin_work("001-1-BRZ.krn") == "001"
     train = list_sources(CORPORA, "train")

@@ -242,3 +242,53 @@ def build_split(config: DataBuildConfig, progress: bool = True, max_passes: int 
     errors_log.close()
     return {"split": config.split, "systems": writer.count, "pieces": len(pieces), "normalized": dict(normalized),
             "parse_failures": len(failures), "render_errors": errors}
+
+
+# ---------------------------------------------------------------- mixing built splits
+
+
+def merge_splits(roots: list[Path], out: Path, split: str = "train") -> dict:
+    """One split made of several built ones (e.g. the Lieder split and a piano-solo one), without copying images.
+
+    The merged manifest points at each root's files by relative path, so a trainer
+    takes `--data <out>` as it takes any root; the roots' cached barlines come along,
+    so the merged split is not scanned again. Ids must not repeat across roots.
+    Returns the systems taken from each root.
+    """
+    from acai_omr.data.measures import BOUNDS_FILE
+
+    target = Path(out) / split
+    target.mkdir(parents=True, exist_ok=True)
+    rows, bounds, seen, counts = [], [], set(), {}
+    for root in roots:
+        source = Path(root) / split
+        manifest = source / "manifest.jsonl"
+        if not manifest.exists():
+            raise FileNotFoundError(f"no manifest at {manifest}")
+        offset = Path(_relative(source, target))
+        taken = 0
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if record["id"] in seen:
+                raise ValueError(f"system id {record['id']} is in more than one of {', '.join(map(str, roots))}")
+            seen.add(record["id"])
+            for key in ("image", "musicxml"):
+                if record.get(key):
+                    record[key] = str(offset / record[key])
+            rows.append(json.dumps(record) + "\n")
+            taken += 1
+        counts[str(root)] = taken
+        if (source / BOUNDS_FILE).exists():
+            bounds.append((source / BOUNDS_FILE).read_text(encoding="utf-8"))
+    (target / "manifest.jsonl").write_text("".join(rows), encoding="utf-8")
+    (target / BOUNDS_FILE).write_text("".join(text if text.endswith("\n") or not text else text + "\n"
+                                              for text in bounds), encoding="utf-8")
+    return counts
+
+
+def _relative(source: Path, target: Path) -> str:
+    import os
+
+    return os.path.relpath(source.resolve(), target.resolve())

@@ -1,4 +1,4 @@
-"""`acai-omr data build|stats`: render the corpora into a split on disk, and describe a split."""
+"""`acai-omr data build|merge|stats`: render the corpora into a split on disk, mix built splits, describe one."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_flags(build, DataBuildConfig)
     build.set_defaults(func=run_build)
+
+    merge = subparsers.add_parser(
+        "merge", help="one split from several built ones (images stay where they are)",
+        description="Write <out>/<split>/manifest.jsonl listing every system of each root's split, by relative "
+                    "path, with their cached barlines: train on a mix (e.g. Lieder and piano solo) with --data <out>.")
+    merge.add_argument("out", type=Path, help="the merged dataset root")
+    merge.add_argument("roots", type=Path, nargs="+", help="built dataset roots (each holding <split>/manifest.jsonl)")
+    merge.add_argument("--split", default="train")
+    merge.set_defaults(func=run_merge)
 
     stats = subparsers.add_parser("stats", help="systems per source and engraver, token lengths, vocabulary coverage")
     stats.add_argument("root", type=Path, help="dataset root (holding <split>/manifest.jsonl)")
@@ -42,6 +51,18 @@ def run_build(args: argparse.Namespace) -> int:
         return 1
     summary["seconds"] = round(time.time() - started, 1)
     print(json.dumps(summary))
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from acai_omr.data.build import merge_splits
+
+    try:
+        counts = merge_splits(args.roots, args.out, args.split)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"split": args.split, "systems": counts, "total": sum(counts.values())}))
     return 0
 
 
