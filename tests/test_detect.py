@@ -353,6 +353,28 @@ def test_the_arrangers_line_above_the_first_system_stays_out_of_its_box_but_the_
         assert credit_y - th / 3 < box.y0 <= tempo_y - th, (box.y0, credit_y, tempo_y - th)
 
 
+def test_dust_in_the_gap_between_systems_does_not_stretch_their_boxes():
+    """A few dot-sized specks (dust, a photo's grain that despeckling left: too few to make the page
+    grainy) lie between two systems, each nearer one of them; neither box reaches out to them."""
+    page = make_page(["piano", "piano", "piano"], seed=4, title=False)
+    sp = page.space
+    gray = np.asarray(page.image).copy()
+    upper, lower = page.boxes[0], page.boxes[1]
+    gap = lower[1] - upper[3]
+    assert gap > 4 * sp
+    side = max(2, int(0.4 * sp))
+    specks = [(upper[3] + 0.4 * gap, 0.3), (upper[3] + 0.45 * gap, 0.6), (lower[1] - 0.4 * gap - side, 0.45),
+              (lower[1] - 0.45 * gap - side, 0.8)]
+    for y, share in specks:
+        x = int(upper[0] + share * (upper[2] - upper[0]))
+        gray[int(y):int(y) + side, x:x + side] = 30
+    result = detect_systems(Image.fromarray(gray))
+    assert len(result.boxes) == 3, result.messages
+    first, second = sorted(result.boxes, key=lambda b: b.y0)[:2]
+    assert upper[3] - 2 <= first.y1 <= upper[3] + sp, (first.y1, upper[3])
+    assert lower[1] - sp <= second.y0 <= lower[1] + 2, (second.y0, lower[1])
+
+
 def test_noisy_low_light_page_still_found():
     rng = np.random.default_rng(3)
     page = make_page(["piano", "piano", "piano"], seed=3)

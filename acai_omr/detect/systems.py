@@ -1068,6 +1068,16 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
                 take.append(c)
                 y1 = max(y1, cy1[c])
         mine = np.concatenate([own, np.asarray(take, int)])
+        if take:
+            # a speck (a dot's size: grain, dust) widens the box only beside the system's other ink: on a
+            # photo's grain one is assigned in every gap, and took the box out to the middle of it
+            taken = np.asarray(take, int)
+            speck = ((cx1[taken] - cx0[taken]) < 0.8 * sp) & ((cy1[taken] - cy0[taken]) < 0.6 * sp)
+            body = np.concatenate([own, taken[~speck]])
+            y0 = min([btop[k]] + [cy0[c] for c in body])
+            y1 = max([bbot[k]] + [cy1[c] for c in body])
+            near = taken[speck & (cy0[taken] >= y0 - sp) & (cy1[taken] <= y1 + sp)]
+            y0, y1 = min([y0] + [cy0[c] for c in near]), max([y1] + [cy1[c] for c in near])
         if mine.size:
             # text running on past the staves' right end: words, dashes, chained while close
             right = x1
