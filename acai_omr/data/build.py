@@ -9,6 +9,7 @@ to ``manifest.jsonl`` in one write, then records the unit as done.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 
 from acai_omr.config import DataBuildConfig
 from acai_omr.data.ingest import NormalizedCache, list_sources, normalize_sources
+from acai_omr.data.measures import BOUNDS_FILE
 from acai_omr.data.musescore_render import render_batch
 from acai_omr.data.verovio_render import VerovioEngraver, sample_options
 from acai_omr.lmx import linearize_part, part_to_score, read_score, score_to_string
@@ -255,8 +257,6 @@ def merge_splits(roots: list[Path], out: Path, split: str = "train") -> dict:
     so the merged split is not scanned again. Ids must not repeat across roots.
     Returns the systems taken from each root.
     """
-    from acai_omr.data.measures import BOUNDS_FILE
-
     target = Path(out) / split
     target.mkdir(parents=True, exist_ok=True)
     rows, bounds, seen, counts = [], [], set(), {}
@@ -265,7 +265,7 @@ def merge_splits(roots: list[Path], out: Path, split: str = "train") -> dict:
         manifest = source / "manifest.jsonl"
         if not manifest.exists():
             raise FileNotFoundError(f"no manifest at {manifest}")
-        offset = Path(_relative(source, target))
+        offset = Path(os.path.relpath(source.resolve(), target.resolve()))
         taken = 0
         for line in manifest.read_text(encoding="utf-8").splitlines():
             if not line.strip():
@@ -286,9 +286,3 @@ def merge_splits(roots: list[Path], out: Path, split: str = "train") -> dict:
     (target / BOUNDS_FILE).write_text("".join(text if text.endswith("\n") or not text else text + "\n"
                                               for text in bounds), encoding="utf-8")
     return counts
-
-
-def _relative(source: Path, target: Path) -> str:
-    import os
-
-    return os.path.relpath(source.resolve(), target.resolve())
