@@ -1,4 +1,4 @@
-"""`acai-omr eval score` on small folders built from the fixtures."""
+"""`acai-omr eval score` on small folders built from the fixtures; `eval compare` on two small reports."""
 
 from __future__ import annotations
 
@@ -94,3 +94,24 @@ def test_bad_gold_is_reported_not_crashing(folders, capsys):
 def test_missing_folder_is_a_usage_error(tmp_path, capsys):
     assert main(["eval", "score", "--gold", str(tmp_path / "nope"), "--pred", str(tmp_path)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_compare_pairs_the_systems_both_reports_scored(tmp_path, capsys):
+    """Only systems in both reports count; a drop in TEDn is "better"; the standard error is the paired one."""
+    before = {"systems": [{"id": "a", "tedn": 50.0}, {"id": "b", "tedn": 40.0}, {"id": "c", "tedn": 30.0},
+                          {"id": "only-before", "tedn": 99.0}]}
+    after = {"systems": [{"id": "a", "tedn": 44.0}, {"id": "b", "tedn": 38.0}, {"id": "c", "tedn": 31.0},
+                         {"id": "only-after", "tedn": 0.0}]}
+    (tmp_path / "before.json").write_text(json.dumps(before))
+    (tmp_path / "after.json").write_text(json.dumps(after))
+    assert main(["eval", "compare", str(tmp_path / "before.json"), str(tmp_path / "after.json")]) == 0
+    # changes -6, -2, +1: mean -7/3; deviations -11/3, 1/3, 10/3 -> variance (222/9) / 2, se sqrt(that / 3)
+    se = (222 / 9 / 2 / 3) ** 0.5
+    assert capsys.readouterr().out.strip() == f"3 systems: 2 better, 1 worse, TEDn change -2.33 +- {se:.2f} points"
+
+
+def test_compare_refuses_reports_without_common_systems(tmp_path, capsys):
+    (tmp_path / "a.json").write_text(json.dumps({"systems": [{"id": "a", "tedn": 1.0}]}))
+    (tmp_path / "b.json").write_text(json.dumps({"systems": [{"id": "b", "tedn": 1.0}]}))
+    assert main(["eval", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    assert "share 0 system(s)" in capsys.readouterr().err

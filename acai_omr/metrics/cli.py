@@ -223,8 +223,45 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def paired_difference(before: dict[str, float], after: dict[str, float]) -> dict:
+    """Per-system TEDn change from `before` to `after` over the systems both scored: how many got better
+    and worse, the mean change and its standard error (points; negative is better). A leg is judged on
+    the corpus figures; this says whether their difference is more than the noise of which systems moved."""
+    ids = sorted(set(before) & set(after))
+    if len(ids) < 2:
+        raise ValueError(f"the two reports share {len(ids)} system(s); a paired comparison needs two or more")
+    diffs = [after[i] - before[i] for i in ids]
+    mean = sum(diffs) / len(diffs)
+    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    return {"systems": len(ids), "better": sum(d < 0 for d in diffs), "worse": sum(d > 0 for d in diffs),
+            "mean_change": mean, "standard_error": se}
+
+
+def _report_tedn(path: str) -> dict[str, float]:
+    systems = json.loads(Path(path).read_text(encoding="utf-8")).get("systems", [])
+    return {str(s["id"]): float(s["tedn"]) for s in systems if s.get("tedn") is not None}
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    try:
+        result = paired_difference(_report_tedn(args.before), _report_tedn(args.after))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{result['systems']} systems: {result['better']} better, {result['worse']} worse, "
+          f"TEDn change {result['mean_change']:+.2f} +- {result['standard_error']:.2f} points")
+    return 0
+
+
 def register(subparsers) -> None:
     from acai_omr.config import TednConfig
+
+    compare = subparsers.add_parser(
+        "compare", help="per-system TEDn change between two `eval model --json` reports (paired)",
+        description="Systems better and worse from BEFORE to AFTER, and the mean change with its standard error.")
+    compare.add_argument("before", help="report JSON of the weights compared against")
+    compare.add_argument("after", help="report JSON of the new weights")
+    compare.set_defaults(func=run_compare)
 
     parser = subparsers.add_parser(
         "score",
