@@ -1046,7 +1046,6 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
         # follows on from the system's ink
         take = []
         over_staves = np.flatnonzero((cy1 <= btop[k]) & ~tall)  # with what runs on past the staves' ends
-        own_top = y0
         for c in free[np.argsort(-cy1[free])]:  # above: nearest first
             if cy1[c] <= btop[k]:
                 if edge[c] and (cy1[c] < y0 - gap or cy0[c] < btop[k] - reach):
@@ -1057,7 +1056,6 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
                     # the composer's / arranger's line: it, all above it and the words that reach up beside
                     # it (a subtitle centred lower than the names) are the page's heading; a slur is not
                     take = [t for t in take if cy0[t] >= credits - 0.5 * sp or elongated[t]]
-                    y0 = min([own_top] + [cy0[t] for t in take])
                     break
                 take.append(c)
                 y0 = min(y0, cy0[c])
@@ -1067,17 +1065,16 @@ def _system_rects(groups: list[_Group], ink: np.ndarray, cfg: DetectConfig,
                     continue
                 take.append(c)
                 y1 = max(y1, cy1[c])
-        mine = np.concatenate([own, np.asarray(take, int)])
-        if take:
-            # a speck (a dot's size: grain, dust) widens the box only beside the system's other ink: on a
-            # photo's grain one is assigned in every gap, and took the box out to the middle of it
-            taken = np.asarray(take, int)
-            speck = ((cx1[taken] - cx0[taken]) < 0.8 * sp) & ((cy1[taken] - cy0[taken]) < 0.6 * sp)
-            body = np.concatenate([own, taken[~speck]])
-            y0 = min([btop[k]] + [cy0[c] for c in body])
-            y1 = max([bbot[k]] + [cy1[c] for c in body])
-            near = taken[speck & (cy0[taken] >= y0 - sp) & (cy1[taken] <= y1 + sp)]
-            y0, y1 = min([y0] + [cy0[c] for c in near]), max([y1] + [cy1[c] for c in near])
+        taken = np.asarray(take, int)
+        mine = np.concatenate([own, taken])
+        # the box's height from what was kept (y0 / y1 above only steered the chaining); a speck (a dot's
+        # size: grain, dust) widens it only beside the system's other ink: on a photo's grain one is
+        # assigned in every gap, and took the box out to the middle of it
+        speck = ((cx1[taken] - cx0[taken]) < 0.8 * sp) & ((cy1[taken] - cy0[taken]) < 0.6 * sp)
+        body = np.concatenate([own, taken[~speck]])
+        y0, y1 = min([btop[k]] + [cy0[c] for c in body]), max([bbot[k]] + [cy1[c] for c in body])
+        near = taken[speck & (cy0[taken] >= y0 - sp) & (cy1[taken] <= y1 + sp)]
+        y0, y1 = min([y0] + [cy0[c] for c in near]), max([y1] + [cy1[c] for c in near])
         if mine.size:
             # text running on past the staves' right end: words, dashes, chained while close
             right = x1
