@@ -46,6 +46,7 @@ def test_accepts_fixture_systems():
     ("measure forward voice:1 quarter", "voice:1"),  # forward takes only a type
     ("measure C4 quarter tremolo:single", "<eos>"),  # tremolo type needs its marks
     ("measure", "<eos>"),  # no empty trailing measure
+    ("measure C4 16th " + "beam:begin " * 7, "beam:begin"),  # a stack of beams no note has
 ])
 def test_rejects_malformed(text, bad_token):
     ok, why = lmx_grammar().accepts(text.split())
@@ -75,3 +76,12 @@ def test_remaining_budget_forces_an_ending():
     assert names == {"quarter", "half", "whole", "eighth", "16th", "32nd", "64th", "128th", "256th", "512th",
                      "1024th", "breve", "long", "maxima"}
     assert not grammar.allowed(states, remaining=1)[0].any()  # cannot finish in one token
+
+
+def test_a_note_takes_up_to_six_beams_and_then_its_later_suffixes():
+    grammar = lmx_grammar()
+    note = "measure C4 voice:1 1024th staff:1".split()
+    ok, why = grammar.accepts(note + ["beam:begin"] * 3 + ["beam:forward-hook"] * 3 + ["tuplet:start", "slur:start"])
+    assert ok, why
+    ok, why = grammar.accepts(note + ["beam:begin"] * 2 + "D4 16th beam:end beam:end".split())
+    assert ok, why  # the count starts again on the next note

@@ -13,7 +13,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from acai_omr.inference.decode import EOS_ID, RunawayLimits, decode_steps
+from acai_omr.inference.decode import EOS_ID, RunawayGuard, RunawayLimits, decode_steps
 from acai_omr.inference.grammar import lmx_grammar
 from acai_omr.lmx import load_lmx_file
 from acai_omr.lmx.clock import MeasureClock, measure_extents
@@ -66,6 +66,9 @@ def test_the_clock_finds_each_conformance_measures_length_as_the_delinearizer_do
     _clock_agrees_with_delinearizer(tokens)
     for peak, _ in measure_extents(tokens):  # real music never trips the stop
         assert peak <= RunawayLimits().quarters
+    guard = RunawayGuard(1, RunawayLimits())  # nor the tighter bound on voices after the first
+    tripped = [guard.update([VOCAB.token_to_id[token]], [False]) for token in tokens]
+    assert not any(tripped)
 
 
 def test_the_clock_follows_dots_tuplets_chords_graces_and_backups():
@@ -128,6 +131,37 @@ def test_a_row_looping_in_one_measure_is_closed_early_and_stays_grammatical():
     for row in rows:
         ok, why = grammar.accepts(VOCAB.decode(row))
         assert ok, why
+
+
+def test_the_clock_notes_where_the_first_voice_ended():
+    clock = MeasureClock()
+    for token in "measure E5 voice:1 quarter dot E5 voice:1 quarter dot backup half".split():
+        clock.feed(token)
+    assert clock.first_voice == 3
+    for token in "dot backup quarter E3 voice:5 half".split():
+        clock.feed(token)
+    assert clock.first_voice == 3  # the first backup's, not a later one's
+    clock.feed("measure")
+    assert clock.first_voice is None
+
+
+LEFT_HAND_LOOP = "E2 voice:5 16th 3in2 staff:2".split()  # a sixth of a quarter each
+
+
+def test_a_loop_in_a_later_voice_is_closed_at_twice_the_first_voices_length():
+    """A 6/8 measure: the right hand ends at 3 quarters, then the left hand loops through triplet 16ths.
+    It never passes 16 quarters before the token cap, but it passes 2 * 3 + 2 = 8 at its 49th note."""
+    grammar = lmx_grammar()
+    right_hand = "E5 voice:1 quarter dot staff:1 E5 voice:1 quarter dot staff:1 backup half backup quarter".split()
+    looping = MEASURE + right_hand + LEFT_HAND_LOOP * 200
+    pick = _scripted_pick([looping], grammar)
+    ids, _, finished, tripped = decode_steps(1, torch.device("cpu"), 900, grammar, pick, runaway=RunawayLimits())
+    assert tripped.tolist() == [True] and finished.tolist() == [True]
+    row = VOCAB.decode([t for t in ids[0].tolist() if t > EOS_ID])
+    loop_notes = row.count("E2")
+    assert 48 <= loop_notes <= 50
+    ok, why = grammar.accepts(row)
+    assert ok, why
 
 
 def test_without_the_stop_the_same_loop_runs_to_the_cap():

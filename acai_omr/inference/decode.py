@@ -174,9 +174,24 @@ class RunawayLimits:
     TEDn). In the 68,753 measures of the Lieder training systems no voice gets further than 10
     quarters into a measure; 16 (four whole notes) leaves room for a 4/2 or 6/2 measure. What is not
     bounded: a loop that does not move time forward (chords, backups), which the token cap ends.
+
+    A loop in a later voice is held tighter: once the measure's first voice has ended (its first
+    `backup`, at F quarters), no voice may pass 2F + 2. The voices of a real measure fill the same
+    length; in the 100,400 measures of the Lieder + piano-solo training mix whose first voice ends
+    past 0, 31 pass 2F + 2, and 22 of those are unmeasured passages (cadenzas, unbarred music) that
+    pass 16 anyway. The thirtieth session's weights looped in a 6/8 measure's left hand up to the
+    768-token cap without passing 16 quarters (lieder-dev, degraded); this bound trips there at 8.
     """
 
     quarters: float = 16.0  # furthest any voice may get into one measure
+    voice_factor: float = 2.0  # ... and, after the first voice ended at F quarters, no further than
+    voice_margin: float = 2.0  # voice_factor * F + voice_margin
+
+    def bound(self, first_voice) -> float:
+        """The furthest a measure may go, given where its first voice ended (None or 0: unknown)."""
+        if not first_voice:
+            return self.quarters
+        return min(self.quarters, self.voice_factor * float(first_voice) + self.voice_margin)
 
 
 class RunawayGuard:
@@ -195,7 +210,7 @@ class RunawayGuard:
                 continue
             clock = self.clocks[row]
             clock.feed(VOCAB.tokens[token])
-            if clock.peak > self.limits.quarters:
+            if clock.peak > self.limits.bound(clock.first_voice):
                 self.tripped[row] = True
                 newly.append(row)
         return newly

@@ -5,7 +5,9 @@ keeps filling with notes long after any real measure would have ended) needs the
 incrementally and cheaply. `MeasureClock.feed(token)` follows the time position of the current
 measure: a note or rest advances it by its length (its type, dots and time modification, which
 arrive after the type), chord members and grace notes do not, `backup`/`forward` move it back or
-on. `peak` is the furthest any voice has got in the measure, `tokens` how many tokens it has taken.
+on. `peak` is the furthest any voice has got in the measure, `tokens` how many tokens it has taken,
+`first_voice` how far the measure had got when its first `backup` came (the length the other voices
+should fill), or None before one.
 
 A whole-measure rest (`rest:measure`) advances by nothing: its length is the time signature's,
 which a piece read from the middle of a system does not state, and counting it as zero can only
@@ -27,13 +29,14 @@ _NOTE_STARTS = frozenset(V.PITCH_TOKENS) | {V.REST}
 class MeasureClock:
     """Time position (in quarters) and token count of the current measure of an LMX stream."""
 
-    __slots__ = ("position", "_peak", "tokens", "_start", "_type", "_dots", "_modification", "_sign",
-                 "_chord", "_grace", "_pending", "_headed")
+    __slots__ = ("position", "_peak", "tokens", "first_voice", "_start", "_type", "_dots", "_modification",
+                 "_sign", "_chord", "_grace", "_pending", "_headed")
 
     def __init__(self) -> None:
         self.position = Fraction(0)
         self._peak = Fraction(0)  # the furthest any finished item reached
         self.tokens = 0
+        self.first_voice: Fraction | None = None
         self._reset_item()
 
     @property
@@ -63,6 +66,7 @@ class MeasureClock:
         if token == V.MEASURE:
             self.position = self._peak = Fraction(0)
             self.tokens = 0
+            self.first_voice = None
             self._reset_item()
             return
         self.tokens += 1
@@ -78,6 +82,8 @@ class MeasureClock:
                 self._headed = True
                 self._pending = not (self._chord or self._grace)
             elif token in (V.BACKUP, V.FORWARD):
+                if token == V.BACKUP and self.first_voice is None:
+                    self.first_voice = self.peak
                 self._headed = self._pending = True
                 self._sign = -1 if token == V.BACKUP else 1
             return
