@@ -6,9 +6,10 @@ prefixes come in order (print-object, grace, grace:slash, chord, pitch|rest,
 voice) and must be closed by a note-type root; ``forward``/``backup`` take a
 type root only; ``time`` must be followed by ``beats`` then ``beat-type``;
 a clef may take one ``staff``; note suffixes come in canonical slot order
-(repeatable: dot, beam, slur) and only after a note root; ``tremolo:TYPE``
-must be followed by ``tremolo:MARKS``; a note takes at most ``MAX_BEAMS`` beam tokens. Every accepted sequence therefore
-delinearizes without dangling, unexpected or duplicated tokens.
+(repeatable: dot, beam, slur) and only after a note root, a note taking at
+most ``MAX_BEAMS`` beam tokens; ``tremolo:TYPE`` must be followed by
+``tremolo:MARKS``. Every accepted sequence therefore delinearizes without
+dangling, unexpected or duplicated tokens.
 
 Everything is precomputed into two tensors, so one decoding step costs one
 gather: ``table[state, token]`` is the next state (-1 = forbidden) and
