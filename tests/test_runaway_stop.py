@@ -150,7 +150,8 @@ LEFT_HAND_LOOP = "E2 voice:5 16th 3in2 staff:2".split()  # a sixth of a quarter 
 
 def test_a_loop_in_a_later_voice_is_closed_at_twice_the_first_voices_length():
     """A 6/8 measure: the right hand ends at 3 quarters, then the left hand loops through triplet 16ths.
-    It never passes 16 quarters before the token cap, but it passes 2 * 3 + 2 = 8 at its 49th note."""
+    The measure-wide bound (16 quarters) would let it run to its 97th note; 2 * 3 + 2 = 8 is passed at
+    its 49th."""
     grammar = lmx_grammar()
     right_hand = "E5 voice:1 quarter dot staff:1 E5 voice:1 quarter dot staff:1 backup half backup quarter".split()
     looping = MEASURE + right_hand + LEFT_HAND_LOOP * 200
