@@ -17,6 +17,7 @@ from acai_omr.data.build import SplitWriter, Unit, run_unit
 from acai_omr.data.ingest import NormalizedCache, Source, chopin_work, list_sources, piano_only_score
 from acai_omr.data.layout import measures_of
 from acai_omr.lmx import delinearize, linearize_part, read_score, score_to_string
+from acai_omr.lmx.clock import measure_extents
 from acai_omr.paths import shared_dir
 from acai_omr.render.musescore import find_mscore
 
@@ -156,6 +157,40 @@ def test_build_writes_manifest_and_resumes(tmp_path):
     stats = split_stats(tmp_path / "dev")
     assert stats["systems"] == len(rows) and stats["systems_per_engraver"] == {"verovio": len(rows)}
     assert 0 < stats["vocabulary"]["used"] < 224
+
+
+def _overfill_first_measure(score, whole_notes: int) -> None:
+    """Append whole notes to the first measure's upper staff: a measure no time signature holds."""
+    import xml.etree.ElementTree as ET
+
+    measure = score.find("part").find("measure")
+    divisions = int(measure.find("attributes").findtext("divisions"))
+    for _ in range(whole_notes):
+        note = ET.SubElement(measure, "note")
+        pitch = ET.SubElement(note, "pitch")
+        ET.SubElement(pitch, "step").text = "C"
+        ET.SubElement(pitch, "octave").text = "5"
+        ET.SubElement(note, "duration").text = str(4 * divisions)
+        ET.SubElement(note, "voice").text = "1"
+        ET.SubElement(note, "type").text = "whole"
+        ET.SubElement(note, "staff").text = "1"
+
+
+def test_a_system_with_an_unmeasured_passage_is_left_out_and_the_rest_kept(tmp_path):
+    """A measure past 16 quarters (a cadenza, unbarred music) would teach the decoder to loop."""
+    score = _score(SHORT_PIECES[0])
+    _overfill_first_measure(score, 5)
+    cache = NormalizedCache(tmp_path / "cache")
+    source = Source("lieder", SHORT_PIECES[0], Path(), "dev")
+    cache.path(source).parent.mkdir(parents=True)
+    cache.path(source).write_text(score_to_string(score))
+    result = run_unit(Unit("verovio", (("lieder", SHORT_PIECES[0]),), 0), str(cache.root))
+    # the first measure: a one-quarter upbeat and the five whole notes
+    assert result.left_out == ["lieder/lc5100073 system 0: an unmeasured passage (21 quarters in one measure)"]
+    assert result.records and not result.errors  # the piece's other systems are kept
+    assert [record["id"][-3:] for record in result.records] == [f"{i:03d}" for i in range(1, len(result.records) + 1)]
+    for record in result.records:
+        assert max(peak for peak, _ in measure_extents(record["lmx"].split())) <= 16
 
 
 def test_merged_splits_train_on_both_roots_images_without_copying_them(tmp_path):

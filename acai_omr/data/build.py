@@ -24,6 +24,7 @@ from acai_omr.data.measures import BOUNDS_FILE
 from acai_omr.data.musescore_render import render_batch
 from acai_omr.data.verovio_render import VerovioEngraver, sample_options
 from acai_omr.lmx import linearize_part, part_to_score, read_score, score_to_string
+from acai_omr.lmx.clock import LONGEST_MEASURE_QUARTERS, measure_extents
 from acai_omr.paths import shared_dir
 from acai_omr.render.musescore import find_mscore
 
@@ -50,6 +51,7 @@ class UnitResult:
     images: list[np.ndarray] = field(default_factory=list)
     musicxml: list[str] = field(default_factory=list)  # the gold system as a one-part score
     errors: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # systems rendered but not kept, and why
 
 
 _ENGRAVER = None  # one Verovio toolkit per worker process
@@ -107,6 +109,11 @@ def run_unit(unit: Unit, cache_root: str, config: DataBuildConfig | None = None)
                 tokens = linearize_part(system.part, fail_on_unknown=False)
             except Exception as error:
                 result.errors.append(f"{corpus}/{piece} system {system.options.get('system')}: {error}")
+                continue
+            longest = max((peak for peak, _ in measure_extents(tokens)), default=0)
+            if longest > LONGEST_MEASURE_QUARTERS:  # it would teach the decoder the loops it must not write
+                result.left_out.append(f"{corpus}/{piece} system {system.options.get('system')}: an unmeasured "
+                                       f"passage ({float(longest):g} quarters in one measure)")
                 continue
             index = len(result.records)
             result.records.append({
@@ -212,14 +219,15 @@ def build_split(config: DataBuildConfig, progress: bool = True, max_passes: int 
     units = (u for u in plan_units(pieces, config, musescore, max_passes) if u.key not in writer.done)
     bar = tqdm(total=config.systems, initial=min(writer.count, config.systems), desc=f"render {config.split}",
                unit="system", disable=not progress, file=sys.stderr)
-    errors = 0
+    errors = left_out = 0
 
     def consume(results):
-        nonlocal errors
+        nonlocal errors, left_out
         for result in results:
             added = writer.write(result)
             errors += len(result.errors)
-            for line in result.errors:
+            left_out += len(result.left_out)
+            for line in result.errors + [f"left out: {why}" for why in result.left_out]:
                 errors_log.write(line + "\n")
             errors_log.flush()
             bar.update(min(added, max(0, config.systems - bar.n)))
@@ -243,7 +251,7 @@ def build_split(config: DataBuildConfig, progress: bool = True, max_passes: int 
     bar.close()
     errors_log.close()
     return {"split": config.split, "systems": writer.count, "pieces": len(pieces), "normalized": dict(normalized),
-            "parse_failures": len(failures), "render_errors": errors}
+            "parse_failures": len(failures), "render_errors": errors, "left_out_unmeasured": left_out}
 
 
 # ---------------------------------------------------------------- mixing built splits

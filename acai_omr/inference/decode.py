@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from acai_omr.inference.grammar import lmx_grammar
-from acai_omr.lmx.clock import MeasureClock
+from acai_omr.lmx.clock import LONGEST_MEASURE_QUARTERS, MeasureClock
 from acai_omr.lmx.reading_order import NOTE_LABELS, REST
 from acai_omr.lmx.vocab import VOCAB
 from acai_omr.model.model import KEY_IDS, MEASURE_ID, OMRModel, header_token_ids
@@ -183,7 +183,7 @@ class RunawayLimits:
     768-token cap without passing 16 quarters (lieder-dev, degraded); this bound trips there at 8.
     """
 
-    quarters: float = 16.0  # furthest any voice may get into one measure
+    quarters: float = LONGEST_MEASURE_QUARTERS  # furthest any voice may get into one measure
     voice_factor: float = 2.0  # ... and, after the first voice ended at F quarters, no further than
     voice_margin: float = 2.0  # voice_factor * F + voice_margin
 

@@ -21,6 +21,11 @@ from fractions import Fraction
 from acai_omr.lmx import vocab as V
 from acai_omr.lmx.delinearize import note_length
 
+# The furthest any voice of a real measure gets, in quarters: four whole notes, room for a 4/2 or 6/2
+# measure (no voice of the 68,753 measures of the Lieder training systems passes 10). A measure past it
+# is a loop when a decoder writes it, and an unmeasured passage (a cadenza, unbarred music) in a corpus.
+LONGEST_MEASURE_QUARTERS = 16
+
 _TYPES = frozenset(V.NOTE_TYPE_TOKENS)
 _MODIFICATIONS = {token: tuple(int(n) for n in token.split("in")) for token in V.TIME_MODIFICATION_TOKENS}
 _NOTE_STARTS = frozenset(V.PITCH_TOKENS) | {V.REST}
