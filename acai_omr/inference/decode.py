@@ -171,9 +171,8 @@ class RunawayLimits:
 
     A decoder that has lost its place sometimes writes the same notes over and over until the token
     cap (the twelfth session's weights: 2 of 198 lieder-dev systems, each then scoring over 200%
-    TEDn). In the 68,753 measures of the Lieder training systems no voice gets further than 10
-    quarters into a measure; 16 (four whole notes) leaves room for a 4/2 or 6/2 measure. What is not
-    bounded: a loop that does not move time forward (chords, backups), which the token cap ends.
+    TEDn). No voice may pass `LONGEST_MEASURE_QUARTERS` (acai_omr.lmx.clock, with the figure behind
+    it). Not bounded: a loop that does not move time forward (chords, backups); the token cap ends it.
 
     A loop in a later voice is held tighter: once the measure's first voice has ended (its first
     `backup`, at F quarters), no voice may pass 2F + 2. The voices of a real measure fill the same
