@@ -423,10 +423,32 @@ def test_a_spacing_the_pages_line_repeat_contradicts_does_not_enlarge_the_workin
 
     page = make_page(["piano"] * 3, seed=2)
     flat = normalize.flatten_background(np.asarray(page.image))
-    assert _spacing_repeats(flat, page.space)
-    assert _spacing_repeats(flat, page.space / 2)
-    assert not _spacing_repeats(flat, page.space * 0.37)
-    assert not _spacing_repeats(flat, page.space * 0.62)
+    repeat = normalize.periodic_spacing(flat)
+    assert _spacing_repeats(repeat, page.space)
+    assert _spacing_repeats(repeat, page.space / 2)
+    assert not _spacing_repeats(repeat, page.space * 0.37)
+    assert not _spacing_repeats(repeat, page.space * 0.62)
+
+
+def test_a_full_page_found_at_a_spacing_the_pages_repeat_contradicts_is_read_again_wider():
+    # a grainy photo (a dark MuseScore page at 300 dpi) read 5.0 px spacing off its grain, where its
+    # lines repeat every 26.8 px (two spaces of 13.4): the staves found there were combs laid over the
+    # grain and every other line, a page's worth of them, so no retry was made and the page came out
+    # as four split systems. Such a spacing is read again at the repeat and its fractions, widest
+    # first, never narrower than what was read; one the repeat confirms (or a half or third of it), or one of a
+    # usual size (8 px or more at the working size), stands.
+    from acai_omr.detect.systems import _spacings_to_retry
+
+    tries = _spacings_to_retry(4.97, 1.0, True, (26.82, 0.3), 8.0)
+    assert [round(sp, 2) for sp, _ in tries] == [26.82, 13.41, 8.94]
+    assert _spacings_to_retry(6.7, 1.5, True, (13.4, 0.3), 8.0) == []  # the repeat is two spaces
+    assert _spacings_to_retry(6.7, 1.5, True, (6.8, 0.3), 8.0) == []
+    assert _spacings_to_retry(6.7, 3.0, True, (20.2, 0.3), 8.0) == []  # the repeat is three spaces
+    assert _spacings_to_retry(6.7, 1.5, True, None, 8.0) == []  # no clear repeat: nothing says otherwise
+    # a spacing of a usual size stands whatever the repeat (a dense page's can be a system's height)
+    assert _spacings_to_retry(10.0, 1.5, True, (95.5, 0.3), 8.0) == []
+    # nothing found: the spacing read is tried too, among the repeat's fractions
+    assert [round(sp, 2) for sp, _ in _spacings_to_retry(4.97, 1.0, False, (26.82, 0.3), 8.0)] == [26.82, 13.41, 8.94, 4.97]
 
 
 def test_the_grain_of_a_noisy_photo_is_despeckled_but_notes_and_dots_stay():
@@ -690,6 +712,30 @@ def _staff(top: float, x0: float = 100.0, x1: float = 700.0, sp: float = 10.0, c
 
     return Staff(xs=np.array([x0, x1]), tops=np.array([top, top]), space=sp, x0=x0, x1=x1, score=0.9,
                  contrast=contrast)
+
+
+
+def test_the_brace_crossing_between_two_staves_names_the_piano_pair_of_a_voice_and_piano_system():
+    # on a curled photo the bass staff bends out of the rows its lines were found in, so the brace
+    # covers few of them, while the voice's clef, set further left, covers all of the voice's: the
+    # share of rows covered named the voice and the treble staff the piano. The brace crossing the
+    # gap between the treble and the bass staff (and no other) says which pair it joins.
+    from acai_omr.detect.systems import _group_staves
+
+    ink = np.zeros((340, 640), np.uint8)
+    staves = [_staff(50, x0=100, x1=600), _staff(150, x0=100, x1=600), _staff(250, x0=100, x1=600)]
+    for st in staves:
+        for k in range(5):
+            ink[int(st.top) + 10 * k, 100:600] = 1
+    ink[50:291, 100:102] = 1  # the system start line, down every staff
+    ink[150:291, 300:302] = ink[150:291, 450:452] = 1  # the piano's shared barlines
+    ink[50:91, 300:302] = ink[50:91, 450:452] = 1  # the voice's own
+    ink[150:262, 80:85] = 1  # the brace: across the piano's gap, down to the top of the bass staff's rows
+    ink[50:91, 86:94] = 1  # the voice's clef, starting left of the others
+    (group,) = _group_staves(staves, ink)
+    assert group.kind == "voice+piano"
+    assert group.roles == ["voice", "piano-upper", "piano-lower"]
+    assert group.unit == (1, 2)
 
 
 def _piano(top: float):
