@@ -423,32 +423,10 @@ def test_a_spacing_the_pages_line_repeat_contradicts_does_not_enlarge_the_workin
 
     page = make_page(["piano"] * 3, seed=2)
     flat = normalize.flatten_background(np.asarray(page.image))
-    repeat = normalize.periodic_spacing(flat)
-    assert _spacing_repeats(repeat, page.space)
-    assert _spacing_repeats(repeat, page.space / 2)
-    assert not _spacing_repeats(repeat, page.space * 0.37)
-    assert not _spacing_repeats(repeat, page.space * 0.62)
-
-
-def test_a_full_page_found_at_a_spacing_the_pages_repeat_contradicts_is_read_again_wider():
-    # a grainy photo (a dark MuseScore page at 300 dpi) read 5.0 px spacing off its grain, where its
-    # lines repeat every 26.8 px (two spaces of 13.4): the staves found there were combs laid over the
-    # grain and every other line, a page's worth of them, so no retry was made and the page came out
-    # as four split systems. Such a spacing is read again at the repeat and its fractions, widest
-    # first, never narrower than what was read; one the repeat confirms (or a half or third of it), or one of a
-    # usual size (8 px or more at the working size), stands.
-    from acai_omr.detect.systems import _spacings_to_retry
-
-    tries = _spacings_to_retry(4.97, 1.0, True, (26.82, 0.3), 8.0)
-    assert [round(sp, 2) for sp, _ in tries] == [26.82, 13.41, 8.94]
-    assert _spacings_to_retry(6.7, 1.5, True, (13.4, 0.3), 8.0) == []  # the repeat is two spaces
-    assert _spacings_to_retry(6.7, 1.5, True, (6.8, 0.3), 8.0) == []
-    assert _spacings_to_retry(6.7, 3.0, True, (20.2, 0.3), 8.0) == []  # the repeat is three spaces
-    assert _spacings_to_retry(6.7, 1.5, True, None, 8.0) == []  # no clear repeat: nothing says otherwise
-    # a spacing of a usual size stands whatever the repeat (a dense page's can be a system's height)
-    assert _spacings_to_retry(10.0, 1.5, True, (95.5, 0.3), 8.0) == []
-    # nothing found: the spacing read is tried too, among the repeat's fractions
-    assert [round(sp, 2) for sp, _ in _spacings_to_retry(4.97, 1.0, False, (26.82, 0.3), 8.0)] == [26.82, 13.41, 8.94, 4.97]
+    assert _spacing_repeats(flat, page.space)
+    assert _spacing_repeats(flat, page.space / 2)
+    assert not _spacing_repeats(flat, page.space * 0.37)
+    assert not _spacing_repeats(flat, page.space * 0.62)
 
 
 def test_the_grain_of_a_noisy_photo_is_despeckled_but_notes_and_dots_stay():

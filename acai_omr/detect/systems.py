@@ -193,7 +193,7 @@ def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True)
         spacing = normalize.estimate_spacing(line_ink | normalize.thin_lines(flat, 10.0, 2.0))
         if spacing is None or scale == 1.0 or spacing[0] >= cfg.min_work_space:
             break
-        if not _spacing_repeats(normalize.periodic_spacing(flat), spacing[0]):
+        if not _spacing_repeats(flat, spacing[0]):
             # a grainy photo's pixel noise breaks its lines into short runs whose spacing reads
             # small; the page's vertical repeat of thin lines does not match it: keep the working
             # size (the retry below tries that repeat) rather than work on the full page for nothing
@@ -214,55 +214,30 @@ def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True)
 
     masks = (ink, line_ink, bar_ink)
     found = _deskew_and_find(flat, masks, space, thickness, cfg)
-    worth = 1.5 * flat.shape[1]  # a page's worth of staff, in pixels
-    tries = _spacings_to_retry(space, thickness, _staff_length(found[0]) * space >= worth,
-                               normalize.periodic_spacing(flat), cfg.min_work_space)
-    if not tries:
-        return _PageRead(_fill_in_faint(found, space, thickness, cfg), M, quad is not None, scale, space)
-    short, faint_found = _staff_length(found[0]) * space < worth, False
-    for sp, th in tries:
-        attempt = _deskew_and_find(flat, masks, sp, th, cfg, faint=True)
-        full = _staff_length(attempt[0]) * sp >= worth
-        if full or (short and _staff_length(attempt[0]) > _staff_length(found[0])):
-            found, space, thickness, faint_found = attempt, sp, th, True
-        if full:
-            break
-    if not short and not faint_found:
+    if _staff_length(found[0]) < 1.5 * flat.shape[1] / space:
+        # (next to) nothing found: a dark, grainy photo whose staff lines came through faint and broken
+        # (the run lengths then misread the spacing too, and the skew). Try again with lines
+        # averaged over a few spaces, at the spacing read and at the page's strongest vertical
+        # repeat of thin lines (or a fraction of it). The widest spacing that finds a page's worth
+        # of staff wins: staves of spacing s also pass for staves of s/2 (every other line lies on
+        # ink), never for staves of 2s, so a narrower candidate only adds those impostors;
+        # without such a candidate the one with most staff wins.
+        tries = [(space, thickness)]
+        repeat = normalize.periodic_spacing(flat)
+        if repeat is not None:
+            for part in (1, 2, 3):
+                sp = repeat[0] / part
+                if sp >= 4.0 and all(abs(sp / t[0] - 1) > 0.08 for t in tries):
+                    tries.append((sp, float(min(thickness, max(1.0, 0.2 * sp)))))
+        for sp, th in sorted(tries, key=lambda t: -t[0]):
+            attempt = _deskew_and_find(flat, masks, sp, th, cfg, faint=True)
+            if _staff_length(attempt[0]) > _staff_length(found[0]):
+                found, space, thickness = attempt, sp, th
+            if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
+                break
+    else:
         found = _fill_in_faint(found, space, thickness, cfg)
     return _PageRead(found, M, quad is not None, scale, space)
-
-
-def _spacings_to_retry(space: float, thickness: float, page_worth: bool, repeat: tuple[float, float] | None,
-                       small: float) -> list[tuple[float, float]]:
-    """(spacing, line thickness) to read the page again at, widest first, with lines averaged over a
-    few spaces; none when the first reading stands.
-
-    Read again when (next to) nothing was found: a dark, grainy photo whose staff lines came through
-    faint and broken (the run lengths then misread the spacing too, and the skew); and when a page's
-    worth was found at a spacing under `small` (the least the working size keeps) that the page's
-    vertical repeat of thin lines (`repeat`) contradicts, being neither that repeat nor a half or
-    third of it: the run lengths read the grain, and what was found are combs laid over the grain
-    and over the real staves' lines. (A true spacing is often a third of the repeat, and the repeat
-    of a dense page can be a system's height: wider candidates, with lines averaged along the row,
-    find pages of impostor staves there, so a spacing of a usual size is not second-guessed.) The
-    candidates are
-    the repeat and its fractions, and, when nothing was found, the spacing read. The caller takes
-    the widest that finds a page's worth of staff: staves of spacing s also pass for staves of s/2
-    (every other line lies on ink), never for staves of 2s, so a narrower candidate only adds those
-    impostors. Without such a candidate, nothing found gives way to the try with most staff, and a
-    contradicted spacing keeps what it found.
-    """
-    if page_worth and (space >= small or repeat is None
-                       or any(abs(repeat[0] / (part * space) - 1) <= 0.1 for part in (1, 2, 3))):
-        return []
-    tries = [] if page_worth else [(space, thickness)]
-    if repeat is not None:
-        for part in (1, 2, 3):
-            sp = repeat[0] / part
-            if (sp >= 4.0 and (not page_worth or sp > 1.08 * space)
-                    and all(abs(sp / t[0] - 1) > 0.08 for t in tries)):
-                tries.append((sp, float(min(thickness, max(1.0, 0.2 * sp)))))
-    return sorted(tries, key=lambda t: -t[0])
 
 
 def _fill_in_faint(found: tuple, space: float, thickness: float, cfg: DetectConfig) -> tuple:
@@ -350,11 +325,12 @@ def _line_mask(page: np.ndarray, base: np.ndarray, space: float, thickness: floa
     return out
 
 
-def _spacing_repeats(repeat: tuple[float, float] | None, space: float) -> bool:
-    """Whether the page's strongest vertical repeat of thin lines (`normalize.periodic_spacing`) is
-    `space` or twice it (lines a space or two apart), or there is no clear repeat to say otherwise.
-    A spacing read off pixel noise matches neither (thirds are not taken: a grain's run spacing
-    falls on a third of some repeat too easily)."""
+def _spacing_repeats(flat: np.ndarray, space: float) -> bool:
+    """Whether the page's strongest vertical repeat of thin lines is `space` or twice it (lines a
+    space or two apart), or there is no clear repeat to say otherwise. A spacing read off pixel
+    noise matches neither (thirds are not taken: a grain's run spacing falls on a third of
+    some repeat too easily)."""
+    repeat = normalize.periodic_spacing(flat)
     if repeat is None:
         return True
     return any(abs(repeat[0] / (part * space) - 1) <= 0.1 for part in (1, 2))
@@ -520,9 +496,9 @@ def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None 
         else:
             kind = "ensemble"
             roles = ["staff"] * len(idx)
-            braced = _braced_pairs(members, ink)
-            if len(braced) == 1:
-                pair, clear = braced[0], True  # the one mark at the left end that spans two staves alone
+            pairs = _braced_pairs(members, ink)
+            if len(pairs) == 1:
+                pair, clear = pairs[0], True  # the one mark at the left end that spans two staves alone
             else:
                 best = int(np.argmax(inner[::-1]))  # prefer the lowest pair on ties
                 pair = len(inner) - 1 - best
