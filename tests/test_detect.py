@@ -692,7 +692,6 @@ def _staff(top: float, x0: float = 100.0, x1: float = 700.0, sp: float = 10.0, c
                  contrast=contrast)
 
 
-
 def test_the_brace_crossing_between_two_staves_names_the_piano_pair_of_a_voice_and_piano_system():
     # on a curled photo the bass staff bends out of the rows its lines were found in, so the brace
     # covers few of them, while the voice's clef, set further left, covers all of the voice's: the
