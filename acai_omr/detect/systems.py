@@ -479,10 +479,10 @@ def _group_staves(staves: list[Staff], ink: np.ndarray, flat: np.ndarray | None 
             # either to tell, the piano pair shares barlines (many connectors), the voice only the
             # system start line
             kind = "voice+piano"
-            pair = [k for k in (0, 1) if idx[k] in braced]
+            crossed = [k for k in (0, 1) if idx[k] in braced]  # the gaps (below staff k) a brace crosses
             cover = _brace_cover(members, ink)
-            if len(pair) == 1:
-                voice_below = pair[0] == 0
+            if len(crossed) == 1:
+                voice_below = crossed[0] == 0
             elif min(cover[1:]) - cover[0] >= 0.35:  # (staff lines and clefs cover a few rows of any staff)
                 voice_below = False
             elif min(cover[:2]) - cover[2] >= 0.35:
