@@ -402,9 +402,9 @@ def test_a_misread_spacing_is_retried_at_the_pages_repeat_and_the_first_full_pag
     calls = []
     find = systems._deskew_and_find
 
-    def counted(flat, masks, space, thickness, cfg, faint=False):
+    def counted(flat, masks, space, thickness, cfg, faint=False, smooth=0.0):
         calls.append(space)
-        return find(flat, masks, space, thickness, cfg, faint)
+        return find(flat, masks, space, thickness, cfg, faint, smooth)
 
     monkeypatch.setattr(systems, "_deskew_and_find", counted)
     result = detect_systems(page.image)
@@ -1182,6 +1182,54 @@ def test_faint_staff_lines_on_grainy_paper_are_found_on_the_retry_by_averaging_a
     staves = _deskew_and_find(flat, _binarize_all(flat), sp, 1.0, DetectConfig(), faint=True)[0]
     assert len(staves) == 2
     assert all(abs(st.top - top) <= 1.5 and st.x0 < 100 and st.x1 > 820 for st, top in zip(staves, tops))
+
+
+def test_staff_lines_under_a_heavy_grain_are_found_only_on_the_page_smoothed_along_its_rows():
+    # a dark phone photo at high ISO: lines some 14 levels darker than paper under a pixel noise of 30.
+    # Averaging along the rows after the vertical top-hat still leaves the grain's peaks above the
+    # lines; a Gaussian along the rows first (1.5 spaces) brings both staves out, in place
+    from acai_omr.detect import normalize
+    from acai_omr.detect.systems import _binarize_all, _deskew_and_find
+
+    rng = np.random.default_rng(0)
+    h, w, sp, tops = 500, 900, 13.0, (120.0, 300.0)
+    dark = np.zeros((h, w), np.float32)
+    for top in tops:
+        for k in range(5):
+            dark[int(round(top + k * sp)), 60:860] = 40.0
+    flat = np.clip(250 - cv2.GaussianBlur(dark, (0, 0), 1.2) + rng.normal(0, 30, (h, w)), 0, 255).astype(np.uint8)
+    assert _deskew_and_find(flat, _binarize_all(flat), sp, 1.0, DetectConfig(), faint=True)[0] == []
+    found = _deskew_and_find(flat, _binarize_all(flat), sp, 1.0, DetectConfig(), faint=True, smooth=1.5)
+    staves, returned_page = found[0], found[3]
+    assert len(staves) == 2
+    assert all(abs(st.top - top) <= 2.5 and st.x0 < 110 and st.x1 > 800 for st, top in zip(staves, tops))
+    assert normalize.binarize(returned_page).mean() > 0.05  # the page handed on keeps its grain: boxes are cut
+    # from the page as it is, not from the blurred one
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_page_whose_lines_drown_in_grain_is_read_again_smoothed_along_its_rows(seed):
+    """Nothing of the page is found on the first read nor on the faint-line retries; the page read again
+    blurred along its rows finds every system (and without that read, none)."""
+    page = make_page(["piano"] * 3, seed=seed)
+    gray = cv2.GaussianBlur(220 - 0.1 * (255 - np.asarray(page.image, np.float32)), (0, 0), 0.8)
+    gray += np.random.default_rng(seed).normal(0, 30, gray.shape).astype(np.float32)
+    photo = np.clip(gray, 0, 255).astype(np.uint8)
+    assert detect_systems(photo, DetectConfig(grain_row_sigma_spaces=0)).boxes == []
+    result = detect_systems(photo)
+    assert [b.kind for b in result.boxes] == ["piano"] * 3, result.messages
+    _each_whole_in_a_box_of_its_own(page.boxes, boxes_of(result))
+
+
+@pytest.mark.parametrize("seed,noise", [(1, 20), (2, 30), (3, 30)])
+def test_a_grainy_photo_of_a_page_of_text_has_no_systems_though_its_lines_blur_into_bars(seed, noise):
+    # blurred along the rows, five lines of text pass for a staff; no stroke runs through all five
+    # (music has barlines and stems), so that read is refused and the page has no systems
+    text = 220 - 0.3 * (255 - np.asarray(make_text_page(seed=seed), np.float32))
+    photo = np.clip(text + np.random.default_rng(seed).normal(0, noise, text.shape), 0, 255).astype(np.uint8)
+    result = detect_systems(photo)
+    assert result.boxes == [], result.messages
+    assert "no five-line staves" in result.messages[0]
 
 
 def test_a_start_line_the_grain_breaks_in_the_mask_still_joins_its_staves_by_its_darkness():

@@ -75,16 +75,22 @@ def binarize(flat: np.ndarray, along: str | None = None, length: int = 5) -> np.
     otsu, _ = cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     # Thin staff lines drawn between two pixel rows are only half dark, so the cut sits halfway
     # between Otsu and paper white, but safely outside the paper's own noise.
-    counts = np.bincount(flat[::3, ::3].ravel(), minlength=256)
-    paper = _histogram_median(counts)
-    # median absolute deviation from the histogram: fold it around the paper level
-    levels = np.arange(256)
-    deviation = np.bincount(np.abs(levels - int(paper)), weights=counts, minlength=256)
-    spread = 1.4826 * _histogram_median(deviation)
+    paper, spread = paper_level(flat)
     # smoothed views look for faint thin lines, so they cut closer to the paper
     toward_paper = 0.5 if along is None else 0.75
     level = max(float(otsu), min(otsu + toward_paper * (paper - otsu), paper - 5 * spread - 4))
     return (flat < min(level, 235)).astype(np.uint8)
+
+
+def paper_level(flat: np.ndarray) -> tuple[float, float]:
+    """(paper level, its pixel noise) of a background-flattened page: the median grey and the median
+    absolute deviation around it (scaled to a standard deviation). A clean render or a black-and-white
+    scan has no noise; a dim phone photo's grain reaches tens of levels."""
+    counts = np.bincount(flat[::3, ::3].ravel(), minlength=256)
+    paper = _histogram_median(counts)
+    # median absolute deviation from the histogram: fold it around the paper level
+    deviation = np.bincount(np.abs(np.arange(256) - int(paper)), weights=counts, minlength=256)
+    return paper, 1.4826 * _histogram_median(deviation)
 
 
 def thin_lines(flat: np.ndarray, space: float, thickness: float, length: int | None = None,

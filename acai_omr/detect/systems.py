@@ -229,11 +229,24 @@ def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True)
                 sp = repeat[0] / part
                 if sp >= 4.0 and all(abs(sp / t[0] - 1) > 0.08 for t in tries):
                     tries.append((sp, float(min(thickness, max(1.0, 0.2 * sp)))))
-        for sp, th in sorted(tries, key=lambda t: -t[0]):
-            attempt = _deskew_and_find(flat, masks, sp, th, cfg, faint=True)
-            if _staff_length(attempt[0]) > _staff_length(found[0]):
-                found, space, thickness = attempt, sp, th
-            if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
+        # Last, on a grainy page, the same spacings on the page smoothed along its rows (about a
+        # Gaussian of `cfg.grain_row_sigma_spaces`): under a heavy grain the lines are a dozen levels
+        # darker than paper and the grain tens, and only a long average brings them out of it. Not on
+        # paper without grain (a render, a black-and-white scan): there the blur finds nothing the
+        # retries above missed but lines of text smeared into bars.
+        smooths = [0.0]
+        if cfg.grain_row_sigma_spaces > 0 and normalize.paper_level(flat)[1] >= cfg.grain_min_noise:
+            smooths.append(cfg.grain_row_sigma_spaces)
+        for smooth in smooths:
+            for sp, th in sorted(tries, key=lambda t: -t[0]):
+                attempt = _deskew_and_find(flat, masks, sp, th, cfg, faint=True, smooth=smooth)
+                if smooth and not _crossed_by_strokes(attempt[0], attempt[5]):
+                    continue  # lines of text, smeared into bars: no stem or barline runs through them
+                if _staff_length(attempt[0]) > _staff_length(found[0]):
+                    found, space, thickness = attempt, sp, th
+                if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
+                    break
+            if _staff_length(found[0]) >= 1.5 * flat.shape[1] / space:
                 break
     else:
         found = _fill_in_faint(found, space, thickness, cfg)
@@ -283,15 +296,18 @@ def _rows_without_staff(staves: list[Staff], ink: np.ndarray, space: float) -> l
 
 
 def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: float, cfg: DetectConfig,
-                     faint: bool = False):
+                     faint: bool = False, smooth: float = 0.0):
     """Level the page by its lines and find its staves: (staves, angle, R, flat, ink, bar_ink), R being the
     rotation's matrix, the `normalize.ColumnShift` that flattened a curled page, or None.
 
     `faint`: also take thin lines averaged over three and eight spaces along the row (a faint line on
     grainy paper, which the shorter average leaves in pieces), for the skew and the staves.
+    `smooth`: read the lines (skew, staves and the staff check's contrast) on the page blurred along its
+    rows by a Gaussian of this many spaces; the ink masks and the page returned stay unblurred.
     """
     ink, line_ink, bar_ink = masks
-    line_ink = _line_mask(flat, line_ink, space, thickness, faint)
+    lined = _along_rows(flat, space, smooth)
+    line_ink = _line_mask(lined, normalize.binarize(lined, along="x") if smooth else line_ink, space, thickness, faint)
     R = None
     strokes = normalize.horizontal_lines(line_ink, 2 * space)  # the skew's evidence, both ways of reading it
     bands = normalize.band_skews(line_ink, space, cfg.max_skew_deg + 3, lines=strokes)
@@ -309,9 +325,43 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
             flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
     if R is not None:
         ink, line_ink, bar_ink = _binarize_all(flat)
-        line_ink = _line_mask(flat, line_ink, space, thickness, faint)
-    staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=flat)
+        lined = _along_rows(flat, space, smooth)
+        line_ink = _line_mask(lined, normalize.binarize(lined, along="x") if smooth else line_ink,
+                              space, thickness, faint)
+    staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=lined)
     return staves, angle, R, flat, ink, bar_ink
+
+
+def _crossed_by_strokes(staves: list[Staff], bar_ink: np.ndarray, cover: float = 0.8) -> bool:
+    """Whether at least half of `staves` have some column inked over `cover` of their height (in `bar_ink`,
+    the page's ink smoothed along columns): a barline, or a stem or beamed chord across the staff. Music
+    has them; five lines of text read as a staff on a page blurred along its rows have none (no stroke of a
+    letter spans four lines of text)."""
+    if not staves:
+        return False
+    crossed = 0
+    for staff in staves:
+        xs = np.arange(max(0, int(staff.x0)), min(bar_ink.shape[1], int(staff.x1)))
+        if len(xs) == 0:
+            continue
+        tops = staff.top_at(xs)
+        height = int(round(4 * staff.space))
+        inked = np.zeros(len(xs))
+        for dy in range(height + 1):
+            inked += bar_ink[np.clip(np.round(tops + dy).astype(int), 0, bar_ink.shape[0] - 1), xs]
+        crossed += bool((inked >= cover * (height + 1)).any())
+    return 2 * crossed >= len(staves)
+
+
+def _along_rows(page: np.ndarray, space: float, sigma_spaces: float) -> np.ndarray:
+    """`page` blurred along its rows only, about as a Gaussian of `sigma_spaces` staff spaces would (0: as it
+    is): three passes of a box filter two sigmas wide, whose cost does not grow with the blur as a Gaussian's does."""
+    if sigma_spaces <= 0:
+        return page
+    width = max(1, int(round(2 * sigma_spaces * space)))
+    for _ in range(3):
+        page = cv2.blur(page, (width, 1))
+    return page
 
 
 def _line_mask(page: np.ndarray, base: np.ndarray, space: float, thickness: float, faint: bool) -> np.ndarray:
