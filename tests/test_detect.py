@@ -949,6 +949,27 @@ def test_a_lone_staff_as_far_over_a_piano_as_the_pages_other_voices_is_a_voice_t
     assert [g.kind for g in far] == ["single", "piano", "voice+piano"]
 
 
+def test_on_a_page_of_songs_a_lone_staff_lined_up_over_a_piano_pair_is_its_voice_whatever_the_gap():
+    # a song printed with room for words under the voice, the words lost in a photo's grain: the voice
+    # stands 110 px over its piano (nearly three pairs' gaps), too far for the gap rules, and the system
+    # above may even be nearer. On a page whose other systems are voice + piano it is still that system's
+    # voice; on a page without songs, or not lined up with the pair, it stays a staff of its own
+    from acai_omr.detect.systems import _Group, _join_by_layout
+
+    def single(top, x0=100.0):
+        return _Group([_staff(top, x0=x0)], "single", ["staff"], 0.9)
+
+    song = _Group([_staff(800), _staff(900), _staff(980)], "voice+piano", ["voice", "piano-upper", "piano-lower"],
+                  0.9, (1, 2))
+    page = _join_by_layout([single(100), _piano(250), single(400), _piano(550), song])
+    assert [g.kind for g in page] == ["voice+piano"] * 3
+    assert all(g.unit == (1, 2) and g.roles[0] == "voice" for g in page)
+    without_songs = _join_by_layout([single(100), _piano(250), single(400), _piano(550)])
+    assert [g.kind for g in without_songs] == ["single", "piano", "single", "piano"]
+    apart = _join_by_layout([single(100, x0=200.0), _piano(250), song])
+    assert [g.kind for g in apart] == ["single", "piano", "voice+piano"]
+
+
 def _plain_projection_skew(lines: np.ndarray, max_deg: float, bands: int) -> float:
     """The skew search written out plainly (a fresh array per step, float sum of squares): what
     `estimate_skew`'s buffer-reusing loop must reproduce angle for angle."""

@@ -303,7 +303,7 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
     `faint`: also take thin lines averaged over three and eight spaces along the row (a faint line on
     grainy paper, which the shorter average leaves in pieces), for the skew and the staves.
     `smooth`: read the lines (skew, staves and the staff check's contrast) on the page blurred along its
-    rows by a Gaussian of this many spaces; the ink masks and the page returned stay unblurred.
+    rows by this many spaces (`_along_rows`); the ink masks and the page returned stay unblurred.
     """
     ink, line_ink, bar_ink = masks
     lined = _along_rows(flat, space, smooth)
@@ -575,9 +575,10 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
     above (with nothing above: within 1.15 such gaps), or when lyrics (read in `ink`) run under it:
     a song's systems can stand closer together than its voice to its piano. Then the page's songs
     give the gap between a voice and its piano, and a lone staff about that far over a pair (and
-    nearer to it than to anything above) is a voice as well. Staves "aligned" start within three
-    spaces of each other (a photo traces a left end two spaces off); lyrics, or no staff above,
-    excuse a left end further off (the voice's opening rests, faint on a photo).
+    nearer to it than to anything above) is a voice as well, and on such a page of songs so is any lone
+    staff lined up over a pair within three pair gaps of it (words lost in the grain leave a wide gap).
+    Staves "aligned" start within three spaces of each other (a photo traces a left end two spaces off);
+    lyrics, or no staff above, excuse a left end further off (the voice's opening rests, faint on a photo).
     A page without a joined piano pair is left as found: single staves may be all it holds.
     """
     pairs = [g.staves for g in groups if g.kind == "piano"]
@@ -642,6 +643,18 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
             if (voice.kind == "single" and piano.kind == "piano" and low <= gap(voice, piano) <= high
                     and gap(voice, piano) < gap(out[i - 2] if i > 1 else None, voice)
                     and aligned(voice.staves, piano.staves)):
+                out[i - 1:i + 1] = [_voice_over(voice, piano)]
+            else:
+                i += 1
+    # on a page of songs a lone staff straight over a piano pair, lined up with it, is its voice even where
+    # the gap between them says nothing: a voice staff stands over its piano, never under it, and lyrics
+    # lost in a photo's grain (or a song printed without words under some systems) leave the gap wide
+    if any(g.kind == "voice+piano" for g in out):
+        i = 1
+        while i < len(out):
+            voice, piano = out[i - 1], out[i]
+            if (voice.kind == "single" and piano.kind == "piano" and 0 < gap(voice, piano) <= 3 * inner
+                    and aligned(voice.staves, piano.staves, 8.0)):
                 out[i - 1:i + 1] = [_voice_over(voice, piano)]
             else:
                 i += 1
