@@ -966,7 +966,7 @@ def test_on_a_page_of_songs_a_lone_staff_lined_up_over_a_piano_pair_is_its_voice
     assert all(g.unit == (1, 2) and g.roles[0] == "voice" for g in page)
     without_songs = _join_by_layout([single(100), _piano(250), single(400), _piano(550)])
     assert [g.kind for g in without_songs] == ["single", "piano", "single", "piano"]
-    apart = _join_by_layout([single(100, x0=200.0), _piano(250), song])
+    apart = _join_by_layout([single(100, x0=140.0), _piano(250), song])  # 4 spaces in: an indented system
     assert [g.kind for g in apart] == ["single", "piano", "voice+piano"]
 
 

@@ -576,7 +576,8 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
     a song's systems can stand closer together than its voice to its piano. Then the page's songs
     give the gap between a voice and its piano, and a lone staff about that far over a pair (and
     nearer to it than to anything above) is a voice as well, and on such a page of songs so is any lone
-    staff lined up over a pair within three pair gaps of it (words lost in the grain leave a wide gap).
+    staff starting with a pair (a system's staves share its start line) within three pair gaps over it
+    (words lost in the grain leave a wide gap); a staff set further in or out is a system of its own.
     Staves "aligned" start within three spaces of each other (a photo traces a left end two spaces off);
     lyrics, or no staff above, excuse a left end further off (the voice's opening rests, faint on a photo).
     A page without a joined piano pair is left as found: single staves may be all it holds.
@@ -654,7 +655,7 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
         while i < len(out):
             voice, piano = out[i - 1], out[i]
             if (voice.kind == "single" and piano.kind == "piano" and 0 < gap(voice, piano) <= 3 * inner
-                    and aligned(voice.staves, piano.staves, 8.0)):
+                    and aligned(voice.staves, piano.staves)):
                 out[i - 1:i + 1] = [_voice_over(voice, piano)]
             else:
                 i += 1
