@@ -1174,9 +1174,10 @@ def test_a_traced_outline_that_slants_the_staff_lines_is_dropped_and_the_page_re
         assert iou(truth, found) > 0.7
 
 
-def _faint_grainy_staves(seed: int = 0):
+def _faint_grainy_staves(seed: int = 0, noise: float = 7.0):
     """A flattened photo of two staves (space 13 px) whose lines are a blurred 14 grey levels darker than
-    paper with a pixel noise of 7 levels: a plain cut breaks them into dashes (as on a dim phone photo)."""
+    paper with a pixel noise of `noise` levels (7: a plain cut breaks them into dashes, as on a dim phone
+    photo; 30: a high-ISO photo's grain)."""
     rng = np.random.default_rng(seed)
     h, w, sp = 500, 900, 13.0
     dark = np.zeros((h, w), np.float32)
@@ -1185,7 +1186,7 @@ def _faint_grainy_staves(seed: int = 0):
         for k in range(5):
             dark[int(round(top + k * sp)), 60:860] = 40.0
     dark = cv2.GaussianBlur(dark, (0, 0), 1.2)  # a blurred 1-px line: some 14 levels at its centre
-    flat = np.clip(250 - dark + rng.normal(0, 7, (h, w)), 0, 255).astype(np.uint8)
+    flat = np.clip(250 - dark + rng.normal(0, noise, (h, w)), 0, 255).astype(np.uint8)
     return flat, sp, tops
 
 
@@ -1212,13 +1213,7 @@ def test_staff_lines_under_a_heavy_grain_are_found_only_on_the_page_smoothed_alo
     from acai_omr.detect import normalize
     from acai_omr.detect.systems import _binarize_all, _deskew_and_find
 
-    rng = np.random.default_rng(0)
-    h, w, sp, tops = 500, 900, 13.0, (120.0, 300.0)
-    dark = np.zeros((h, w), np.float32)
-    for top in tops:
-        for k in range(5):
-            dark[int(round(top + k * sp)), 60:860] = 40.0
-    flat = np.clip(250 - cv2.GaussianBlur(dark, (0, 0), 1.2) + rng.normal(0, 30, (h, w)), 0, 255).astype(np.uint8)
+    flat, sp, tops = _faint_grainy_staves(noise=30.0)
     assert _deskew_and_find(flat, _binarize_all(flat), sp, 1.0, DetectConfig(), faint=True)[0] == []
     found = _deskew_and_find(flat, _binarize_all(flat), sp, 1.0, DetectConfig(), faint=True, smooth=1.5)
     staves, returned_page = found[0], found[3]

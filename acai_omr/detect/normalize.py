@@ -75,18 +75,19 @@ def binarize(flat: np.ndarray, along: str | None = None, length: int = 5) -> np.
     otsu, _ = cv2.threshold(flat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     # Thin staff lines drawn between two pixel rows are only half dark, so the cut sits halfway
     # between Otsu and paper white, but safely outside the paper's own noise.
-    paper, spread = paper_level(flat)
+    paper, spread = level_and_noise(flat)
     # smoothed views look for faint thin lines, so they cut closer to the paper
     toward_paper = 0.5 if along is None else 0.75
     level = max(float(otsu), min(otsu + toward_paper * (paper - otsu), paper - 5 * spread - 4))
     return (flat < min(level, 235)).astype(np.uint8)
 
 
-def paper_level(flat: np.ndarray) -> tuple[float, float]:
-    """(paper level, its pixel noise) of a background-flattened page: the median grey and the median
-    absolute deviation around it (scaled to a standard deviation). A clean render or a black-and-white
-    scan has no noise; a dim phone photo's grain reaches tens of levels."""
-    counts = np.bincount(flat[::3, ::3].ravel(), minlength=256)
+def level_and_noise(image: np.ndarray) -> tuple[float, float]:
+    """(median, noise) of a uint8 image (every third pixel of every third row): the median grey and the
+    median absolute deviation around it, scaled to a standard deviation. On a background-flattened page
+    that is the paper's level and its pixel noise: none on a clean render or a black-and-white scan,
+    tens of levels in a dim phone photo's grain."""
+    counts = np.bincount(image[::3, ::3].ravel(), minlength=256)
     paper = _histogram_median(counts)
     # median absolute deviation from the histogram: fold it around the paper level
     deviation = np.bincount(np.abs(np.arange(256) - int(paper)), weights=counts, minlength=256)
@@ -109,11 +110,7 @@ def thin_lines(flat: np.ndarray, space: float, thickness: float, length: int | N
     dark = 255 - flat
     response = cv2.morphologyEx(dark, cv2.MORPH_TOPHAT, np.ones((tall, 1), np.uint8))
     response = cv2.blur(response, (length, 1))
-    sample = response[::3, ::3].ravel()
-    counts = np.bincount(sample, minlength=256)
-    centre = _histogram_median(counts)
-    deviation = np.bincount(np.abs(np.arange(256) - int(centre)), weights=counts, minlength=256)
-    spread = 1.4826 * _histogram_median(deviation)
+    centre, spread = level_and_noise(response)
     level = centre + max(4.0 * spread, floor)
     return (response > level).astype(np.uint8)
 

@@ -235,7 +235,7 @@ def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True)
         # paper without grain (a render, a black-and-white scan): there the blur finds nothing the
         # retries above missed but lines of text smeared into bars.
         smooths = [0.0]
-        if cfg.grain_row_sigma_spaces > 0 and normalize.paper_level(flat)[1] >= cfg.grain_min_noise:
+        if cfg.grain_row_sigma_spaces > 0 and normalize.level_and_noise(flat)[1] >= cfg.grain_min_noise:
             smooths.append(cfg.grain_row_sigma_spaces)
         for smooth in smooths:
             for sp, th in sorted(tries, key=lambda t: -t[0]):
@@ -306,8 +306,14 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
     rows by this many spaces (`_along_rows`); the ink masks and the page returned stay unblurred.
     """
     ink, line_ink, bar_ink = masks
-    lined = _along_rows(flat, space, smooth)
-    line_ink = _line_mask(lined, normalize.binarize(lined, along="x") if smooth else line_ink, space, thickness, faint)
+
+    def lines_of(page: np.ndarray, row_ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the page the lines are read on, their mask); `row_ink`: the page's row-smoothed ink."""
+        lined = _along_rows(page, space, smooth)
+        return lined, _line_mask(lined, normalize.binarize(lined, along="x") if smooth else row_ink,
+                                 space, thickness, faint)
+
+    lined, line_ink = lines_of(flat, line_ink)
     R = None
     strokes = normalize.horizontal_lines(line_ink, 2 * space)  # the skew's evidence, both ways of reading it
     bands = normalize.band_skews(line_ink, space, cfg.max_skew_deg + 3, lines=strokes)
@@ -325,9 +331,7 @@ def _deskew_and_find(flat: np.ndarray, masks: tuple, space: float, thickness: fl
             flat = cv2.warpAffine(flat, R[:2], size, flags=cv2.INTER_LINEAR, borderValue=255)
     if R is not None:
         ink, line_ink, bar_ink = _binarize_all(flat)
-        lined = _along_rows(flat, space, smooth)
-        line_ink = _line_mask(lined, normalize.binarize(lined, along="x") if smooth else line_ink,
-                              space, thickness, faint)
+        lined, line_ink = lines_of(flat, line_ink)
     staves = find_staves(line_ink, space, thickness, cfg.strip_spaces, cfg.min_line_fill, gray=lined)
     return staves, angle, R, flat, ink, bar_ink
 
@@ -635,30 +639,22 @@ def _join_by_layout(groups: list[_Group], ink: np.ndarray | None = None) -> list
             i += 1
     # the page's own songs give the gap between a voice and its piano: a lone staff over a piano pair at
     # about that gap is a voice too, though nothing else says so (its lyrics lost in a photo's grain)
+    # (and on a page of songs any lone staff lined up straight over a piano pair is its voice, even where
+    # the gap says nothing: a voice stands over its piano, never under it, and lyrics lost in a photo's
+    # grain, or a song printed without words under some systems, leave that gap wide)
     sung = [g.staves[1].top - g.staves[0].bottom for g in out if g.kind == "voice+piano" and g.unit == (1, 2)]
-    if sung:
-        low, high = 0.8 * min(sung), 1.25 * max(sung)
-        i = 1
-        while i < len(out):
-            voice, piano = out[i - 1], out[i]
-            if (voice.kind == "single" and piano.kind == "piano" and low <= gap(voice, piano) <= high
-                    and gap(voice, piano) < gap(out[i - 2] if i > 1 else None, voice)
-                    and aligned(voice.staves, piano.staves)):
-                out[i - 1:i + 1] = [_voice_over(voice, piano)]
-            else:
-                i += 1
-    # on a page of songs a lone staff straight over a piano pair, lined up with it, is its voice even where
-    # the gap between them says nothing: a voice staff stands over its piano, never under it, and lyrics
-    # lost in a photo's grain (or a song printed without words under some systems) leave the gap wide
-    if any(g.kind == "voice+piano" for g in out):
-        i = 1
-        while i < len(out):
-            voice, piano = out[i - 1], out[i]
-            if (voice.kind == "single" and piano.kind == "piano" and 0 < gap(voice, piano) <= 3 * inner
-                    and aligned(voice.staves, piano.staves)):
-                out[i - 1:i + 1] = [_voice_over(voice, piano)]
-            else:
-                i += 1
+    low, high = (0.8 * min(sung), 1.25 * max(sung)) if sung else (float("inf"), 0.0)
+    songs = any(g.kind == "voice+piano" for g in out)
+    i = 1
+    while i < len(out):
+        voice, piano = out[i - 1], out[i]
+        between = gap(voice, piano)
+        if (voice.kind == "single" and piano.kind == "piano" and aligned(voice.staves, piano.staves)
+                and ((low <= between <= high and between < gap(out[i - 2] if i > 1 else None, voice))
+                     or (songs and 0 < between <= 3 * inner))):
+            out[i - 1:i + 1] = [_voice_over(voice, piano)]
+        else:
+            i += 1
     return out
 
 
