@@ -116,8 +116,10 @@ def test_systems_broken_by_the_build_restate_the_time_signature_in_force():
 def test_musescore_systems_broken_by_the_build_show_their_time_signature_in_gold_and_image():
     from acai_omr.data.musescore_render import render_batch
 
-    plain, = render_batch([_score(SHORT_PIECES[1])], random.Random(4))
-    restated, = render_batch([_score(SHORT_PIECES[1])], random.Random(4), time_probability=1.0)
+    # the first piece: the second's left-hand clef changes are lost by MuseScore's export in most
+    # systems this cut gives, and the build drops those
+    plain, = render_batch([_score(SHORT_PIECES[0])], random.Random(4))
+    restated, = render_batch([_score(SHORT_PIECES[0])], random.Random(4), time_probability=1.0)
     assert not isinstance(restated, str), restated
     assert len(restated) >= 2 and sum(s.time_shown for s in plain) == 1
     for system in restated:

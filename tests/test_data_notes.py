@@ -1,8 +1,9 @@
-"""Where the notes are drawn: Verovio's noteheads and rests, carried through crops, distortions and
-resizing to the patches the encoder's note-map loss scores."""
+"""Where the notes are drawn: Verovio's and MuseScore's noteheads and rests, carried through crops,
+distortions and resizing to the patches the encoder's note-map loss scores."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -19,10 +20,13 @@ from acai_omr.data.degrade import degrade, degrade_with_points
 from acai_omr.lmx import linearize_part
 from acai_omr.lmx.reading_order import NOTE_LABELS, reading_order
 from acai_omr.lmx.vocab import VOCAB
+from acai_omr.render.musescore import find_mscore
 from shared_data import CORPORA
 from test_data_degrade import synthetic_system
 
 needs_corpora = pytest.mark.skipif(not (CORPORA / "lieder" / "dev").exists(), reason="shared corpora missing")
+needs_mscore = pytest.mark.skipif(find_mscore() is None, reason="MuseScore 3 not installed")
+SHORT_PIECES = ["lc5100073", "lc6177220"]  # the two smallest Lieder dev files
 
 
 def _rendered_systems(seed: int = 0):
@@ -56,6 +60,60 @@ def test_verovio_notes_are_the_gold_notes_and_sit_on_their_glyphs(seed):
         gold = Counter(reading_order(linearize_part(system.part, fail_on_unknown=False)))
         assert Counter(label for _, _, label in system.notes) == gold
         assert _on_ink(system.image, np.array([note[:2] for note in system.notes])).all()
+
+
+def _musescore_systems(piece: str, seed: int, monkeypatch=None):
+    """One piece engraved by MuseScore as the build does it; with `monkeypatch`, also every drawn
+    system the build read notes from, as (SystemOnPage, a copy of its gold)."""
+    from acai_omr.data import musescore_render
+    from acai_omr.data.ingest import piano_only_score
+    from acai_omr.lmx import read_score
+
+    seen = []
+    if monkeypatch is not None:
+        read = musescore_render.drawn_notes
+
+        def keep(system, gold, **options):
+            seen.append((system, copy.deepcopy(gold)))
+            return read(system, gold, **options)
+
+        monkeypatch.setattr(musescore_render, "drawn_notes", keep)
+    score = piano_only_score(read_score(CORPORA / "lieder" / "dev" / f"{piece}.mxl"))
+    systems, = musescore_render.render_batch([score], random.Random(seed))
+    assert not isinstance(systems, str), systems
+    return systems, seen
+
+
+@needs_corpora
+@needs_mscore
+@pytest.mark.parametrize("piece", SHORT_PIECES)
+def test_musescore_notes_are_the_gold_notes_and_sit_on_their_glyphs(piece):
+    """MuseScore's SVG gives no pitches: they are read from each notehead's staff position under
+    its clef, and must be the gold's (as multisets) and sit on ink in the final image."""
+    systems, _ = _musescore_systems(piece, seed=2)
+    labelled = [system for system in systems if system.notes is not None]
+    assert len(labelled) >= max(1, len(systems) - 1)
+    for system in labelled:
+        gold = Counter(reading_order(linearize_part(system.part, fail_on_unknown=False)))
+        assert Counter(label for _, _, label in system.notes) == gold
+        assert _on_ink(system.image, np.array([note[:2] for note in system.notes])).all()
+
+
+@needs_corpora
+@needs_mscore
+def test_a_musescore_gold_that_lost_a_drawn_clef_does_not_read_as_its_drawing(monkeypatch):
+    """MuseScore 3's MusicXML export loses some clef changes it draws; the build drops such a system
+    because its noteheads, read under the gold's clefs, are not the gold's pitches."""
+    from acai_omr.data.musescore_render import drawn_notes, read_as_gold
+
+    _, seen = _musescore_systems(SHORT_PIECES[0], seed=2, monkeypatch=monkeypatch)
+    system, gold = seen[0]
+    assert read_as_gold(drawn_notes(system, gold), gold)
+    for clef in gold.iter("clef"):
+        if clef.get("number") == "2":  # the left hand's bass clef, as the export would lose it
+            assert clef.findtext("sign") == "F"
+            clef.find("sign").text, clef.find("line").text = "G", "2"
+    assert not read_as_gold(drawn_notes(system, gold), gold)
 
 
 def _dotted(width: int = 600, height: int = 160, count: int = 40, seed: int = 0):
@@ -133,8 +191,8 @@ def test_dataset_items_carry_the_notes_of_their_measure_crop_to_their_final_pixe
 
 @needs_corpora
 def test_has_notes_tells_which_items_carry_positions_and_needs_return_notes(tmp_path):
-    """MuseScore renders record no positions: has_notes says so per item, and asking without
-    return_notes is an error rather than a silent False."""
+    """A render without recorded positions (a MuseScore system whose notes could not be read): has_notes
+    says so per item, and asking without return_notes is an error rather than a silent False."""
     from acai_omr.data.dataset import SystemDataset
 
     _write_rendered_split(tmp_path, _rendered_systems(0))

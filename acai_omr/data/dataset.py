@@ -78,7 +78,7 @@ class SystemDataset(Dataset):
     when `return_clean`, and `"notes"` when `return_notes`: where the item's
     noteheads and rests are drawn in its final image, ([N, 2] x/y pixels,
     [N] indices into `NOTE_LABELS`), moved with every crop, distortion and
-    resize; None for images whose engraver did not record them (MuseScore). With `crop_measures` > 0 that share of items is a
+    resize; None for images whose notes were not recorded (a MuseScore system under an ottava line). With `crop_measures` > 0 that share of items is a
     run of 1..`max_crop_measures` measures of the system and their LMX (the
     crop is drawn from (seed, epoch, index) like the degradation; systems whose
     barlines cannot be matched stay whole, or with `crop_measures` 1 are

@@ -28,7 +28,7 @@ class RenderedSystem:
     options: dict = field(default_factory=dict)  # engraver settings, plus measures_drawn
     time_shown: bool = False
     # where each notehead and rest is drawn: (x, y) in image pixels and its label ("E4" or "rest");
-    # None when the engraver does not say (MuseScore's PNGs)
+    # None when they could not be read (a MuseScore system under an ottava line)
     notes: list[tuple[float, float, str]] | None = None
 
 
