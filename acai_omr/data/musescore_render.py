@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from acai_omr.data.layout import (RenderedSystem, crop_to_ink_at, measures_of, r
 from acai_omr.lmx.linearize import LinearizeError, linearize_part
 from acai_omr.lmx.musicxml import (MusicXMLError, find_piano_part, parse_score_string, score_to_string,
                                    split_part_into_systems)
-from acai_omr.lmx.reading_order import REST, reading_order
+from acai_omr.lmx.reading_order import NOTE_LABELS, REST, reading_order
 from acai_omr.render.musescore import MuseScoreError, convert_batch, find_mscore
 from acai_omr.render.raster import RasterError, rasterize_svg
 
@@ -207,12 +207,18 @@ def parse_svg_page(svg: str) -> tuple[str, list[SvgElement]]:
 class SystemOnPage:
     """One system located on an SVG page: its staff-line extent, staff space and elements."""
 
-    top: float
-    bottom: float
+    lines: list[float]  # every staff line's y, top to bottom
     left: float
     staff_space: float
     elements: list[SvgElement]
-    lines: list[float] = field(default_factory=list)  # every staff line's y, top to bottom
+
+    @property
+    def top(self) -> float:
+        return self.lines[0]
+
+    @property
+    def bottom(self) -> float:
+        return self.lines[-1]
 
 
 def _staff_line_rows(elements: list[SvgElement], tolerance: float = 0.5) -> list[tuple[float, float]]:
@@ -242,8 +248,7 @@ def locate_systems(elements: list[SvgElement], staves_per_system: int, lines_per
     for start in range(0, len(rows), per_system):
         chunk = rows[start: start + per_system]
         staff_space = float(np.median(np.diff([y for y, _ in chunk])))  # line gaps outnumber staff gaps
-        systems.append(SystemOnPage(chunk[0][0], chunk[-1][0], min(x for _, x in chunk), staff_space, [],
-                                    [y for y, _ in chunk]))
+        systems.append(SystemOnPage([y for y, _ in chunk], min(x for _, x in chunk), staff_space, []))
     for element in elements:
         distances = [max(system.top - element.cy, element.cy - system.bottom, 0.0) for system in systems]
         nearest = int(np.argmin(distances))
@@ -318,11 +323,6 @@ def _gold_clefs(part: ET.Element) -> dict[int, list[int | None]]:
     return clefs
 
 
-def _label(diatonic: int) -> str:
-    octave, step = divmod(diatonic, 7)
-    return f"{'CDEFGAB'[step]}{octave}"
-
-
 def drawn_notes(system: SystemOnPage, gold: ET.Element, lines_per_staff: int = 5,
                 tolerance: float = 0.3) -> list[tuple[float, float, str]] | None:
     """Where each notehead and rest of a MuseScore system is drawn (SVG units), with its label read
@@ -340,12 +340,11 @@ def drawn_notes(system: SystemOnPage, gold: ET.Element, lines_per_staff: int = 5
     def staff_of(element: SvgElement) -> int:
         return min(range(len(staves)), key=lambda s: abs(element.cy - (staves[s][0] + staves[s][-1]) / 2))
 
-    gold_clefs = _gold_clefs(gold)
-    drawn_clefs: dict[int, list[float]] = defaultdict(list)  # staff -> x of each clef drawn on it
+    gold_clefs = [_gold_clefs(gold).get(staff + 1, []) for staff in range(len(staves))]
+    drawn_at: list[list[float]] = [[] for _ in staves]  # per staff, the x of each clef drawn on it
     for clef in sorted((e for e in system.elements if e.kind == "Clef"), key=lambda e: e.cx):
-        drawn_clefs[staff_of(clef)].append(clef.cx)
-    if any(not len(gold_clefs.get(s + 1, [])) <= len(drawn_clefs[s]) <= len(gold_clefs.get(s + 1, [])) + 1
-           for s in range(len(staves))):
+        drawn_at[staff_of(clef)].append(clef.cx)
+    if any(not len(gold) <= len(drawn) <= len(gold) + 1 for gold, drawn in zip(gold_clefs, drawn_at)):
         return None
     half_space = system.staff_space / 2
     notes = []
@@ -354,11 +353,14 @@ def drawn_notes(system: SystemOnPage, gold: ET.Element, lines_per_staff: int = 5
             notes.append((element.cx, element.cy, REST))
         elif element.kind == "Note":
             staff = staff_of(element)
-            before = [bottom for x, bottom in zip(drawn_clefs[staff], gold_clefs.get(staff + 1, [])) if x < element.cx]
+            before = [bottom for x, bottom in zip(drawn_at[staff], gold_clefs[staff]) if x < element.cx]
             steps = (staves[staff][-1] - element.cy) / half_space
             if not before or before[-1] is None or abs(steps - round(steps)) > tolerance:
                 return None  # no clef to read it by, or not on a line or in a space
-            notes.append((element.cx, element.cy, _label(before[-1] + round(steps))))
+            diatonic = before[-1] + round(steps)
+            if not 0 <= diatonic < len(NOTE_LABELS) - 1:
+                return None  # off the pitch range LMX writes
+            notes.append((element.cx, element.cy, NOTE_LABELS[diatonic]))  # C0 ... B9, diatonic order
     return notes
 
 
