@@ -195,6 +195,24 @@ def test_a_system_with_an_unmeasured_passage_is_left_out_and_the_rest_kept(tmp_p
         assert max(peak for peak, _ in measure_extents(record["lmx"].split())) <= 16
 
 
+@pytest.mark.skipif(find_mscore() is None, reason="MuseScore 3 not installed")
+def test_musescore_systems_whose_gold_lost_a_drawn_clef_are_left_out_with_their_reason(tmp_path):
+    """lc5098732 moves the left hand to the treble clef inside a measure and back at the next; MuseScore
+    draws both, its MusicXML keeps one, so later systems' golds disagree with their noteheads. The
+    unit logs each such system with why, and the build's summary counts it under that reason."""
+    from acai_omr.data.build import _left_out_kind
+
+    piece = "lc5098732"
+    cache = NormalizedCache(tmp_path / "cache")
+    source = Source("lieder", piece, Path(), "dev")
+    cache.path(source).parent.mkdir(parents=True)
+    cache.path(source).write_text(score_to_string(_score(piece)))
+    result = run_unit(Unit("musescore", (("lieder", piece),), 0), str(cache.root))
+    assert result.records and not result.errors  # the systems before the lost change are kept
+    assert result.left_out and all(why.startswith(f"lieder/{piece} system ") for why in result.left_out)
+    assert {_left_out_kind(why) for why in result.left_out} == {"notes drawn unlike the gold"}
+
+
 def test_merged_splits_train_on_both_roots_images_without_copying_them(tmp_path):
     """`data merge` mixes built splits (Lieder and piano solo): one manifest, paths into each root, the
     roots' cached barlines kept so the mix is not scanned again; an id in two roots is refused."""

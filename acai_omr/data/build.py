@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,17 +86,23 @@ def run_unit(unit: Unit, cache_root: str, config: DataBuildConfig | None = None)
             rng = _piece_rng(unit, corpus, piece)
             try:
                 staff_space = round(rng.uniform(config.min_staff_space, config.max_staff_space), 2)
+                dropped: list[str] = []
                 rendered.append(((corpus, piece), _verovio().render_systems(
-                    score, sample_options(rng), rng, staff_space, time_probability=config.time_probability)))
+                    score, sample_options(rng), rng, staff_space, time_probability=config.time_probability,
+                    left_out=dropped)))
+                result.left_out += [f"{corpus}/{piece} {why}" for why in dropped]
             except Exception as error:
                 rendered.append(((corpus, piece), f"verovio failed: {type(error).__name__}: {error}"))
     elif unit.engraver == "musescore":
         rng = random.Random(f"{unit.seed}/{unit.key}")
+        dropped: list[list[str]] = [[] for _ in scores]
         try:
             outcomes = render_batch([score for _, score in scores], rng,
-                                    time_probability=config.musescore_time_probability)
+                                    time_probability=config.musescore_time_probability, left_out=dropped)
         except Exception as error:
             outcomes = [f"musescore failed: {type(error).__name__}: {error}"] * len(scores)
+        result.left_out += [f"{corpus}/{piece} {why}" for ((corpus, piece), _), whys in zip(scores, dropped)
+                            for why in whys]
         rendered = [(name, outcome) for (name, _), outcome in zip(scores, outcomes)]
     else:
         raise ValueError(f"unknown engraver {unit.engraver!r}")
@@ -219,14 +226,15 @@ def build_split(config: DataBuildConfig, progress: bool = True, max_passes: int 
     units = (u for u in plan_units(pieces, config, musescore, max_passes) if u.key not in writer.done)
     bar = tqdm(total=config.systems, initial=min(writer.count, config.systems), desc=f"render {config.split}",
                unit="system", disable=not progress, file=sys.stderr)
-    errors = left_out = 0
+    errors = 0
+    left_out: Counter[str] = Counter()
 
     def consume(results):
-        nonlocal errors, left_out
+        nonlocal errors
         for result in results:
             added = writer.write(result)
             errors += len(result.errors)
-            left_out += len(result.left_out)
+            left_out.update(_left_out_kind(why) for why in result.left_out)
             for line in result.errors + [f"left out: {why}" for why in result.left_out]:
                 errors_log.write(line + "\n")
             errors_log.flush()
@@ -251,7 +259,17 @@ def build_split(config: DataBuildConfig, progress: bool = True, max_passes: int 
     bar.close()
     errors_log.close()
     return {"split": config.split, "systems": writer.count, "pieces": len(pieces), "normalized": dict(normalized),
-            "parse_failures": len(failures), "render_errors": errors, "left_out_unmeasured": left_out}
+            "parse_failures": len(failures), "render_errors": errors, "left_out": dict(left_out)}
+
+
+_LEFT_OUT_KINDS = {"an unmeasured passage": "unmeasured passage", "measures drawn": "measures drawn unlike the gold",
+                   "a time signature": "time signature drawn unlike the gold",
+                   "noteheads do not read": "notes drawn unlike the gold", "not drawn": "not drawn"}
+
+
+def _left_out_kind(why: str) -> str:
+    """The build summary counts rendered systems it did not keep by why (the log has each one)."""
+    return next((kind for phrase, kind in _LEFT_OUT_KINDS.items() if phrase in why), "other")
 
 
 # ---------------------------------------------------------------- mixing built splits

@@ -439,8 +439,12 @@ def _svg_pages(stem: Path) -> list[Path]:
 
 
 def _systems_of(gold_xml: Path, svg_stem: Path, style: dict[str, object], staff_space_px: float,
-                margin_px: int) -> list[RenderedSystem] | str:
-    """Pair the gold systems of one export with the systems drawn on its SVG pages."""
+                margin_px: int, left_out: list[str] | None = None) -> list[RenderedSystem] | str:
+    """Pair the gold systems of one export with the systems drawn on its SVG pages.
+
+    A system whose drawing disagrees with its gold is dropped; why goes on ``left_out``.
+    """
+    left_out = [] if left_out is None else left_out
     try:
         part = find_piano_part(parse_score_string(gold_xml.read_bytes(), str(gold_xml)))
     except (MusicXMLError, OSError) as error:
@@ -455,30 +459,33 @@ def _systems_of(gold_xml: Path, svg_stem: Path, style: dict[str, object], staff_
             return f"{page.name}: {error}"
     if not golds or len(golds) != len(drawn):
         return f"{len(golds)} systems in MuseScore's MusicXML but {len(drawn)} drawn"
-    systems, dropped = [], 0
+    systems = []
     for index, (gold, (head, system)) in enumerate(zip(golds, drawn)):
         measures = count_drawn_measures(system)
         drawn_time = any(e.kind == "TimeSig" for e in system.elements)
-        if measures != len(measures_of(gold)) or drawn_time != (gold.find(".//time") is not None):
-            dropped += 1  # the gold says what the drawing does not (or the reverse)
+        if measures != len(measures_of(gold)):
+            left_out.append(f"system {index}: {measures} measures drawn, {len(measures_of(gold))} in the gold")
+            continue
+        if drawn_time != (gold.find(".//time") is not None):
+            left_out.append(f"system {index}: a time signature {'drawn' if drawn_time else 'in the gold'} only")
             continue
         notes = drawn_notes(system, gold)
-        if not read_as_gold(notes, gold):
-            dropped += 1  # its noteheads do not read as the gold's pitches (a clef the export lost)
+        if not read_as_gold(notes, gold):  # typically a clef change the export lost
+            left_out.append(f"system {index}: its noteheads do not read as the gold's pitches")
             continue
         if gold.find(".//octave-shift") is not None:
             notes = None  # read an octave off under the ottava line: no labels
         try:
             image, (x0, y0, scale) = draw_system(head, system, staff_space_px, margin_px)
-        except (RasterError, ValueError):
-            dropped += 1
+        except (RasterError, ValueError) as error:
+            left_out.append(f"system {index}: not drawn: {error}")
             continue
         options = {**style, "engraver": "musescore", "staff_space_px": round(staff_space_px, 2), "system": index,
                    "measures_drawn": measures}
         if notes is not None:
             notes = [(round((x - x0) * scale, 1), round((y - y0) * scale, 1), label) for x, y, label in notes]
         systems.append(RenderedSystem(gold, image, options, shows_time(gold), notes))
-    return systems or f"all {dropped} systems dropped: drawn measures, time signatures or notes disagree with the gold"
+    return systems or f"all {len(golds)} systems dropped: drawn measures, time signatures or notes disagree with the gold"
 
 
 @dataclass
@@ -503,7 +510,8 @@ class _Export:
 def render_batch(scores: list[ET.Element], rng: random.Random, staff_space_px: float | None = None,
                  staff_space_range: tuple[float, float] = (8.0, 14.0), margin_spaces: tuple[float, float] = (0.5, 2.0),
                  timeout_per_file: float = 60.0, style_ranges: dict | None = None,
-                 time_probability: float = 0.0) -> list[list[RenderedSystem] | str]:
+                 time_probability: float = 0.0,
+                 left_out: list[list[str]] | None = None) -> list[list[RenderedSystem] | str]:
     """Engrave piano-only scores with MuseScore 3, each in its own sampled style; two processes for all.
 
     Returns per score its systems (gold part, image, options) or the reason it
@@ -512,7 +520,8 @@ def render_batch(scores: list[ET.Element], rng: random.Random, staff_space_px: f
     ``style_ranges`` overrides keyword arguments of ``sample_style``;
     ``time_probability`` > 0 breaks the systems ourselves, restating the time
     signature at a break with that chance (`_broken_by_us`); 0 leaves the
-    layout to MuseScore.
+    layout to MuseScore. ``left_out``, one list per score, collects why
+    systems drawn but not returned were dropped.
     """
     results: list[list[RenderedSystem] | str] = ["not converted"] * len(scores)
     with tempfile.TemporaryDirectory(prefix="acai-mscore-") as folder:
@@ -553,7 +562,7 @@ def render_batch(scores: list[ET.Element], rng: random.Random, staff_space_px: f
                 continue
             try:
                 results[export.index] = _systems_of(export.xml, svg_stem, export.style, export.staff_space_px,
-                                                    export.margin_px)
+                                                    export.margin_px, None if left_out is None else left_out[export.index])
             except Exception as error:  # one score's surprise must not sink the batch
                 results[export.index] = f"{type(error).__name__}: {error}"
     return results

@@ -147,8 +147,10 @@ class VerovioEngraver:
         return attrs if isinstance(attrs, dict) else {}
 
     def render_systems(self, score: ET.Element, options: dict, rng: random.Random, staff_space_px: float,
-                       time_probability: float = 0.0, margin_spaces: float = 1.0) -> list[RenderedSystem]:
-        """Every system of a piano-only score, each with its gold part; a system whose drawing disagrees is dropped."""
+                       time_probability: float = 0.0, margin_spaces: float = 1.0,
+                       left_out: list[str] | None = None) -> list[RenderedSystem]:
+        """Every system of a piano-only score, each with its gold part; a system whose drawing disagrees is
+        dropped, and why goes on ``left_out``."""
         part = without_breaks(score.find("part"))
         counts = self.layout(part, options)
         if sum(counts) != len(measures_of(part)):
@@ -157,8 +159,10 @@ class VerovioEngraver:
         margin = max(2, round(margin_spaces * staff_space_px))
         for index, gold in enumerate(cut_into_systems(part, counts, rng, time_probability)):
             image, drawn, notes = self.engrave(gold, options, staff_space_px)
-            if drawn != len(measures_of(gold)):
-                continue  # the drawing does not show exactly the gold's measures: never train on it
+            if drawn != len(measures_of(gold)):  # never train on a drawing of other measures than the gold's
+                if left_out is not None:
+                    left_out.append(f"system {index}: {drawn} measures drawn, {len(measures_of(gold))} in the gold")
+                continue
             image, (dx, dy) = crop_to_ink_at(image, margin)
             systems.append(RenderedSystem(
                 part=gold, image=image,
