@@ -399,8 +399,8 @@ def line_evidence(staff: Staff, dark: np.ndarray, noise: float, quantile: float 
     is found (within a quarter space of where the comb put it). Then, per line and for each row
     around it, the darkness that 75% of the staff's columns reach (the `quantile`). A staff line
     runs through every column (symbols crossing it only add ink), so it stands out in that
-    profile however faint or noisy, while the rows 0.2-0.4 spaces off it stay at the paper
-    level: note heads, stems and beams cover far less of any row. A line of text is broken
+    profile however faint or noisy, while the rows 0.2-0.4 spaces (two pixels at least) off it stay
+    at the paper level: note heads, stems and beams cover far less of any row. A line of text is broken
     into letters, none of its rows is dark in 75% of the columns, and it vanishes: the
     contrast of text is ~0, that of a staff line is its darkness.
 
@@ -421,7 +421,10 @@ def line_evidence(staff: Staff, dark: np.ndarray, noise: float, quantile: float 
     stack = dark[rows, xs[None, :]]  # (offsets, columns)
     line_at = reach + np.round(np.arange(5) * sp).astype(int)  # row of each line in `stack`
 
-    s0, s1 = max(1, int(round(0.2 * sp))), max(2, int(np.ceil(0.4 * sp)))
+    # the sides from two rows off at least: at a small spacing (a screenshot) an anti-aliased line
+    # that falls between two pixel rows darkens both, and the next row is still the line
+    s0 = max(2, int(round(0.2 * sp)))
+    s1 = max(s0, int(np.ceil(0.4 * sp)))
     win = max(1, int(round(0.25 * sp)))
     block = max(8, int(round(4 * sp)))
     shift = max(1, reach // 2)
