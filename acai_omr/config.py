@@ -410,7 +410,8 @@ class DetectConfig:
     show_through_share: float = 0.7  # ink fainter than this share of the staff lines' contrast is the reverse's ghost (0 = keep all)
     grain_blank_share: float = 0.15  # ink covering more of the blank between staves is paper grain: box from a smoothed page (0 = never)
     grain_speck_density: float = 4.0  # so are more small blobs than this per 100 square spaces of that blank (lyrics count too)
-    grain_row_sigma_spaces: float = 1.5  # a page where next to no staff is found is read again blurred along rows by this (0 = never)
+    grain_row_sigma_spaces: float = 1.5  # a grainy page where next to no staff is found is read again blurred along rows by this (0 = never)
+    grain_min_noise: float = 4.0  # ...when its paper's pixel noise (grey levels, a standard deviation) is at least this
 
 
 @dataclass

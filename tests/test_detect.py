@@ -1237,32 +1237,6 @@ def test_a_page_whose_lines_drown_in_grain_is_read_again_smoothed_along_its_rows
     _each_whole_in_a_box_of_its_own(page.boxes, boxes_of(result))
 
 
-def _black_and_white_scan(image, seed: int, fade: float = 0.45) -> np.ndarray:
-    """A light-inked page scanned in black and white: thin lines come through the threshold in dashes
-    (a fifth of their length or less), notes and stems as speckled blobs; the paper has no grain left."""
-    gray = 255 - fade * (255 - np.asarray(image, np.float32))
-    gray = cv2.GaussianBlur(gray, (0, 0), 0.7) + np.random.default_rng(seed).normal(0, 25, gray.shape)
-    return np.where(gray < 150, 0, 255).astype(np.uint8)
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_a_black_and_white_scan_whose_threshold_broke_the_lines_is_read_again_smoothed_along_its_rows(seed):
-    """Such a page has no grain, yet its lines are as broken as a grainy photo's: nothing is found on the
-    first read; blurred along its rows, every system is (and a read from the blurred page counts only if
-    it finds a page's worth of staff)."""
-    page = make_page(["piano"] * 3, seed=seed)
-    scan = _black_and_white_scan(page.image, seed)
-    assert detect_systems(scan, DetectConfig(grain_row_sigma_spaces=0)).boxes == []
-    result = detect_systems(scan)
-    assert [b.kind for b in result.boxes] == ["piano"] * 3, result.messages
-    _each_whole_in_a_box_of_its_own(page.boxes, boxes_of(result))
-
-
-def test_a_black_and_white_scan_of_a_page_of_text_has_no_systems():
-    result = detect_systems(_black_and_white_scan(make_text_page(seed=2), 2, fade=0.8))
-    assert result.boxes == [], result.messages
-
-
 @pytest.mark.parametrize("height", [502, 505, 508, 511, 514])
 def test_a_screenshots_staff_lines_drawn_across_two_pixel_rows_still_make_every_staff(height):
     """At a staff space of 5 px (a page shown small on screen) an anti-aliased line that falls between

@@ -229,19 +229,19 @@ def _read_lines(gray: np.ndarray, cfg: DetectConfig, trace_outline: bool = True)
                 sp = repeat[0] / part
                 if sp >= 4.0 and all(abs(sp / t[0] - 1) > 0.08 for t in tries):
                     tries.append((sp, float(min(thickness, max(1.0, 0.2 * sp)))))
-        # Last, the same spacings on the page smoothed along its rows (about a Gaussian of
-        # `cfg.grain_row_sigma_spaces`): lines broken into dashes, by a heavy grain (a dozen levels
-        # darker than paper under a noise of tens) or by a black-and-white scan's threshold (a light
-        # print's thin lines left in specks), come back whole only from a long average. Read so, five
-        # lines of text pass for a staff, and a few slurs or beams for a stray one: such a read counts
-        # only if strokes cross its staves and it finds a page's worth of staff.
-        smooths = [0.0, cfg.grain_row_sigma_spaces] if cfg.grain_row_sigma_spaces > 0 else [0.0]
+        # Last, on a grainy page, the same spacings on the page smoothed along its rows (about a
+        # Gaussian of `cfg.grain_row_sigma_spaces`): under a heavy grain the lines are a dozen levels
+        # darker than paper and the grain tens, and only a long average brings them out of it. Not on
+        # paper without grain (a render, a black-and-white scan): there the blur finds nothing the
+        # retries above missed but lines of text smeared into bars.
+        smooths = [0.0]
+        if cfg.grain_row_sigma_spaces > 0 and normalize.level_and_noise(flat)[1] >= cfg.grain_min_noise:
+            smooths.append(cfg.grain_row_sigma_spaces)
         for smooth in smooths:
             for sp, th in sorted(tries, key=lambda t: -t[0]):
                 attempt = _deskew_and_find(flat, masks, sp, th, cfg, faint=True, smooth=smooth)
-                if smooth and not (_crossed_by_strokes(attempt[0], attempt[5])
-                                   and _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp):
-                    continue  # text smeared into bars (no stem or barline runs through them), or scraps
+                if smooth and not _crossed_by_strokes(attempt[0], attempt[5]):
+                    continue  # lines of text, smeared into bars: no stem or barline runs through them
                 if _staff_length(attempt[0]) > _staff_length(found[0]):
                     found, space, thickness = attempt, sp, th
                 if _staff_length(attempt[0]) >= 1.5 * flat.shape[1] / sp:
