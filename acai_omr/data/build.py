@@ -21,6 +21,7 @@ import numpy as np
 
 from acai_omr.config import DataBuildConfig
 from acai_omr.data.ingest import NormalizedCache, list_sources, normalize_sources
+from acai_omr.data.layout import LEFT_OUT_KINDS, UNMEASURED
 from acai_omr.data.measures import BOUNDS_FILE
 from acai_omr.data.musescore_render import render_batch
 from acai_omr.data.verovio_render import VerovioEngraver, sample_options
@@ -119,8 +120,8 @@ def run_unit(unit: Unit, cache_root: str, config: DataBuildConfig | None = None)
                 continue
             longest = max((peak for peak, _ in measure_extents(tokens)), default=0)
             if longest > LONGEST_MEASURE_QUARTERS:  # it would teach the decoder the loops it must not write
-                result.left_out.append(f"{corpus}/{piece} system {system.options.get('system')}: an unmeasured "
-                                       f"passage ({float(longest):g} quarters in one measure)")
+                result.left_out.append(f"{corpus}/{piece} system {system.options.get('system')}: an "
+                                       f"{UNMEASURED} ({float(longest):g} quarters in one measure)")
                 continue
             index = len(result.records)
             result.records.append({
@@ -262,14 +263,9 @@ def build_split(config: DataBuildConfig, progress: bool = True, max_passes: int 
             "parse_failures": len(failures), "render_errors": errors, "left_out": dict(left_out)}
 
 
-_LEFT_OUT_KINDS = {"an unmeasured passage": "unmeasured passage", "measures drawn": "measures drawn unlike the gold",
-                   "a time signature": "time signature drawn unlike the gold",
-                   "noteheads do not read": "notes drawn unlike the gold", "not drawn": "not drawn"}
-
-
 def _left_out_kind(why: str) -> str:
     """The build summary counts rendered systems it did not keep by why (the log has each one)."""
-    return next((kind for phrase, kind in _LEFT_OUT_KINDS.items() if phrase in why), "other")
+    return next((kind for kind in LEFT_OUT_KINDS if kind in why), "other")
 
 
 # ---------------------------------------------------------------- mixing built splits

@@ -19,6 +19,16 @@ import numpy as np
 from acai_omr.lmx.musicxml import sort_attributes, split_part_into_systems
 
 
+# why an engraver drew a system but did not return it: every reason starts with one of these, so the
+# build's summary can count them (`data.build`)
+MEASURES_UNLIKE_GOLD = "measures drawn unlike the gold"
+TIME_UNLIKE_GOLD = "time signature drawn unlike the gold"
+NOTES_UNLIKE_GOLD = "notes drawn unlike the gold"
+NOT_DRAWN = "not drawn"
+UNMEASURED = "unmeasured passage"
+LEFT_OUT_KINDS = (MEASURES_UNLIKE_GOLD, TIME_UNLIKE_GOLD, NOTES_UNLIKE_GOLD, NOT_DRAWN, UNMEASURED)
+
+
 @dataclass
 class RenderedSystem:
     """One engraved system: its gold (a ``<part>`` with a restated header) and its grayscale image."""

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acai_omr.data.layout import (RenderedSystem, crop_to_ink_at, measures_of, restate_time, shows_time,
+from acai_omr.data.layout import (MEASURES_UNLIKE_GOLD, NOT_DRAWN, NOTES_UNLIKE_GOLD, TIME_UNLIKE_GOLD,
+                                  RenderedSystem, crop_to_ink_at, measures_of, restate_time, shows_time,
                                   without_breaks)
 from acai_omr.lmx.linearize import LinearizeError, linearize_part
 from acai_omr.lmx.musicxml import (MusicXMLError, find_piano_part, parse_score_string, score_to_string,
@@ -461,24 +462,24 @@ def _systems_of(gold_xml: Path, svg_stem: Path, style: dict[str, object], staff_
         return f"{len(golds)} systems in MuseScore's MusicXML but {len(drawn)} drawn"
     systems = []
     for index, (gold, (head, system)) in enumerate(zip(golds, drawn)):
-        measures = count_drawn_measures(system)
+        measures, gold_measures = count_drawn_measures(system), len(measures_of(gold))
         drawn_time = any(e.kind == "TimeSig" for e in system.elements)
-        if measures != len(measures_of(gold)):
-            left_out.append(f"system {index}: {measures} measures drawn, {len(measures_of(gold))} in the gold")
+        if measures != gold_measures:
+            left_out.append(f"system {index}: {MEASURES_UNLIKE_GOLD} ({measures} drawn, {gold_measures} in it)")
             continue
         if drawn_time != (gold.find(".//time") is not None):
-            left_out.append(f"system {index}: a time signature {'drawn' if drawn_time else 'in the gold'} only")
+            left_out.append(f"system {index}: {TIME_UNLIKE_GOLD} ({'drawn only' if drawn_time else 'in the gold only'})")
             continue
         notes = drawn_notes(system, gold)
         if not read_as_gold(notes, gold):  # typically a clef change the export lost
-            left_out.append(f"system {index}: its noteheads do not read as the gold's pitches")
+            left_out.append(f"system {index}: {NOTES_UNLIKE_GOLD} (its noteheads do not read as the gold's pitches)")
             continue
         if gold.find(".//octave-shift") is not None:
             notes = None  # read an octave off under the ottava line: no labels
         try:
             image, (x0, y0, scale) = draw_system(head, system, staff_space_px, margin_px)
         except (RasterError, ValueError) as error:
-            left_out.append(f"system {index}: not drawn: {error}")
+            left_out.append(f"system {index}: {NOT_DRAWN} ({error})")
             continue
         options = {**style, "engraver": "musescore", "staff_space_px": round(staff_space_px, 2), "system": index,
                    "measures_drawn": measures}

@@ -13,8 +13,8 @@ import random
 import re
 import xml.etree.ElementTree as ET
 
-from acai_omr.data.layout import (RenderedSystem, crop_to_ink_at, cut_into_systems, measures_of, shows_time,
-                                  without_breaks)
+from acai_omr.data.layout import (MEASURES_UNLIKE_GOLD, RenderedSystem, crop_to_ink_at, cut_into_systems,
+                                  measures_of, shows_time, without_breaks)
 from acai_omr.lmx.musicxml import part_to_score, score_to_string
 from acai_omr.lmx.reading_order import REST
 from acai_omr.render.raster import rasterize_svg
@@ -161,7 +161,7 @@ class VerovioEngraver:
             image, drawn, notes = self.engrave(gold, options, staff_space_px)
             if drawn != len(measures_of(gold)):  # never train on a drawing of other measures than the gold's
                 if left_out is not None:
-                    left_out.append(f"system {index}: {drawn} measures drawn, {len(measures_of(gold))} in the gold")
+                    left_out.append(f"system {index}: {MEASURES_UNLIKE_GOLD} ({drawn} drawn, {len(measures_of(gold))} in it)")
                 continue
             image, (dx, dy) = crop_to_ink_at(image, margin)
             systems.append(RenderedSystem(
